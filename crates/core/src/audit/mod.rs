@@ -1,0 +1,17 @@
+//! The audit trail: what happened, in order, provably unaltered.
+//!
+//! Adapters build an [`AuditEvent`] and hand it to the [`Auditor`]. The auditor's writer task
+//! gives events their sequence number and chain hash and makes them durable in batches (group
+//! commit), answering each submitter only once its batch is stored. Write-ahead auditing is
+//! therefore "await the ack, then forward": if the ack is an error, the statement never
+//! reaches the database (fail closed).
+
+mod chain;
+mod checkpoint;
+mod record;
+mod writer;
+
+pub use chain::{VerifyError, VerifyReport, verify_chain};
+pub use checkpoint::{Checkpoint, CheckpointSigner};
+pub use record::{AuditEvent, AuditRecord, Outcome, RecordKind};
+pub use writer::{AuditError, AuditLog, Auditor, StoreFailure, spawn_writer};

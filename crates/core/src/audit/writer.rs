@@ -1,0 +1,334 @@
+//! The single writer of the audit chain, with group commit.
+//!
+//! One task owns the chain head, so sequence numbers and hashes are assigned without locks.
+//! Everything queued while the previous batch was being stored goes into the next batch, which
+//! is one transaction (one fsync) however many sessions contributed to it: under load the
+//! per-statement cost of durability falls instead of rising.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::checkpoint::{Checkpoint, CheckpointSigner};
+use super::record::{AuditEvent, AuditRecord, GENESIS_HASH, now_rfc3339};
+
+/// A failure of the store, as text safe to log (the store never sees secrets).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreFailure(pub String);
+
+/// Where the writer puts records. Implemented by the store crate.
+pub trait AuditLog: Send + 'static {
+    /// The last stored (seq, hash), if any.
+    fn head(&mut self) -> impl Future<Output = Result<Option<(u64, String)>, StoreFailure>> + Send;
+    /// Stores `records` (and the checkpoint, if any) atomically and durably.
+    fn append(
+        &mut self,
+        records: &[AuditRecord],
+        checkpoint: Option<&Checkpoint>,
+    ) -> impl Future<Output = Result<(), StoreFailure>> + Send;
+}
+
+/// Why an event could not be made durable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit store write failed: {0}")]
+    Store(StoreFailure),
+    #[error("audit writer is not running")]
+    Closed,
+}
+
+enum Msg {
+    Durable(Vec<AuditEvent>, oneshot::Sender<Result<Vec<u64>, AuditError>>),
+    Later(AuditEvent),
+    Flush(oneshot::Sender<Result<(), AuditError>>),
+}
+
+/// Handle used by sessions to record events. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Auditor {
+    tx: mpsc::Sender<Msg>,
+    fail_closed: bool,
+}
+
+impl Auditor {
+    /// Whether a failed write must stop the statement (`audit.fail_closed`).
+    pub fn fail_closed(&self) -> bool {
+        self.fail_closed
+    }
+
+    /// Records `event` and waits until it is durable; returns its sequence number.
+    pub async fn record(&self, event: AuditEvent) -> Result<u64, AuditError> {
+        let seqs = self.record_many(vec![event]).await?;
+        seqs.first().copied().ok_or(AuditError::Closed)
+    }
+
+    /// Records several events in order and waits until all are durable.
+    pub async fn record_many(&self, events: Vec<AuditEvent>) -> Result<Vec<u64>, AuditError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Durable(events, tx))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Queues `event` without waiting (outcomes and session ends, which follow the fact).
+    /// Order relative to this handle's other events is kept.
+    pub async fn record_later(&self, event: AuditEvent) {
+        if self.tx.send(Msg::Later(event)).await.is_err() {
+            metrics::counter!("gatehouse_audit_write_failures_total").increment(1);
+            tracing::error!("audit writer is not running; an event was lost");
+        }
+    }
+
+    /// Waits until everything queued so far is durable and writes a checkpoint.
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Flush(tx))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+}
+
+/// Most events stored in one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// Starts the writer task over `log`. The task ends when every [`Auditor`] is dropped, after
+/// storing what was queued and a final checkpoint.
+pub async fn spawn_writer<L: AuditLog>(
+    mut log: L,
+    signer: CheckpointSigner,
+    checkpoint_every: u64,
+    fail_closed: bool,
+) -> Result<(Auditor, tokio::task::JoinHandle<()>), StoreFailure> {
+    let head = log.head().await?;
+    let (tx, rx) = mpsc::channel(16 * 1024);
+    let writer = Writer {
+        log,
+        signer,
+        checkpoint_every: checkpoint_every.max(1),
+        head: head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned())),
+        since_checkpoint: 0,
+    };
+    let handle = tokio::spawn(writer.run(rx));
+    Ok((Auditor { tx, fail_closed }, handle))
+}
+
+struct Writer<L> {
+    log: L,
+    signer: CheckpointSigner,
+    checkpoint_every: u64,
+    head: (u64, String),
+    since_checkpoint: u64,
+}
+
+enum Ack {
+    Durable(oneshot::Sender<Result<Vec<u64>, AuditError>>, Vec<u64>),
+    Flush(oneshot::Sender<Result<(), AuditError>>),
+}
+
+impl<L: AuditLog> Writer<L> {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut batch: Vec<Msg> = Vec::new();
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            let mut n = 1;
+            while n < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        batch.push(m);
+                        n += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut batch).await;
+        }
+        // Every handle is gone: seal the chain with a final checkpoint.
+        if self.since_checkpoint > 0 {
+            let cp = self.checkpoint();
+            if let Err(e) = self.log.append(&[], Some(&cp)).await {
+                tracing::error!(error = %e, "final audit checkpoint failed");
+            }
+        }
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        self.signer.sign(self.head.0, &self.head.1, &now_rfc3339())
+    }
+
+    async fn commit(&mut self, batch: &mut Vec<Msg>) {
+        let started = Instant::now();
+        let (mut seq, mut prev) = self.head.clone();
+        let mut records = Vec::new();
+        let mut acks = Vec::new();
+        let mut force_checkpoint = false;
+        for msg in batch.drain(..) {
+            match msg {
+                Msg::Durable(events, ack) => {
+                    let mut seqs = Vec::with_capacity(events.len());
+                    for ev in events {
+                        seq += 1;
+                        let r = AuditRecord::chain(seq, &prev, ev);
+                        prev.clone_from(&r.hash);
+                        seqs.push(seq);
+                        records.push(r);
+                    }
+                    acks.push(Ack::Durable(ack, seqs));
+                }
+                Msg::Later(ev) => {
+                    seq += 1;
+                    let r = AuditRecord::chain(seq, &prev, ev);
+                    prev.clone_from(&r.hash);
+                    records.push(r);
+                }
+                Msg::Flush(ack) => {
+                    force_checkpoint = true;
+                    acks.push(Ack::Flush(ack));
+                }
+            }
+        }
+        let pending = self.since_checkpoint + records.len() as u64;
+        let checkpoint = if (force_checkpoint && (pending > 0 || seq > 0))
+            || pending >= self.checkpoint_every
+        {
+            Some(self.signer.sign(seq, &prev, &now_rfc3339()))
+        } else {
+            None
+        };
+        let result = if records.is_empty() && checkpoint.is_none() {
+            Ok(())
+        } else {
+            self.log.append(&records, checkpoint.as_ref()).await
+        };
+        metrics::histogram!("gatehouse_audit_write_seconds").record(started.elapsed());
+        match result {
+            Ok(()) => {
+                self.head = (seq, prev);
+                self.since_checkpoint = if checkpoint.is_some() { 0 } else { pending };
+                metrics::counter!("gatehouse_audit_records_total").increment(records.len() as u64);
+                for ack in acks {
+                    match ack {
+                        Ack::Durable(tx, seqs) => {
+                            let _ = tx.send(Ok(seqs));
+                        }
+                        Ack::Flush(tx) => {
+                            let _ = tx.send(Ok(()));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                metrics::counter!("gatehouse_audit_write_failures_total").increment(1);
+                tracing::error!(error = %e, records = records.len(), "audit write failed");
+                for ack in acks {
+                    match ack {
+                        Ack::Durable(tx, _) => {
+                            let _ = tx.send(Err(AuditError::Store(e.clone())));
+                        }
+                        Ack::Flush(tx) => {
+                            let _ = tx.send(Err(AuditError::Store(e.clone())));
+                        }
+                    }
+                }
+                // The store may have moved on (or not): trust it, not our memory.
+                match self.log.head().await {
+                    Ok(h) => self.head = h.unwrap_or_else(|| (0, GENESIS_HASH.to_owned())),
+                    Err(e) => tracing::error!(error = %e, "cannot re-read audit head"),
+                }
+                // Avoid a hot loop against a store that keeps failing.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{RecordKind, verify_chain};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct MemLog {
+        records: Arc<Mutex<Vec<AuditRecord>>>,
+        checkpoints: Arc<Mutex<Vec<Checkpoint>>>,
+        fail: Arc<Mutex<bool>>,
+        appends: Arc<Mutex<usize>>,
+    }
+
+    impl AuditLog for MemLog {
+        async fn head(&mut self) -> Result<Option<(u64, String)>, StoreFailure> {
+            Ok(self
+                .records
+                .lock()
+                .unwrap()
+                .last()
+                .map(|r| (r.seq, r.hash.clone())))
+        }
+        async fn append(
+            &mut self,
+            records: &[AuditRecord],
+            cp: Option<&Checkpoint>,
+        ) -> Result<(), StoreFailure> {
+            if *self.fail.lock().unwrap() {
+                return Err(StoreFailure("disk full".into()));
+            }
+            *self.appends.lock().unwrap() += 1;
+            self.records.lock().unwrap().extend_from_slice(records);
+            if let Some(cp) = cp {
+                self.checkpoints.lock().unwrap().push(cp.clone());
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn group_commit_chains_and_fails_closed() {
+        let dir = std::env::temp_dir().join(format!("gh-writer-{}", uuid::Uuid::new_v4()));
+        let signer = CheckpointSigner::load_or_create(&dir).unwrap();
+        let log = MemLog::default();
+        let (auditor, task) = spawn_writer(log.clone(), signer, 10, true).await.unwrap();
+        let mut joins = Vec::new();
+        for i in 0..50 {
+            let a = auditor.clone();
+            joins.push(tokio::spawn(async move {
+                let mut ev = AuditEvent::new(RecordKind::Statement, format!("s{i}"));
+                ev.statement = Some("SELECT 1".into());
+                a.record(ev).await
+            }));
+        }
+        for j in joins {
+            assert!(j.await.unwrap().is_ok());
+        }
+        assert_eq!(log.records.lock().unwrap().len(), 50);
+        assert!(*log.appends.lock().unwrap() <= 50);
+
+        *log.fail.lock().unwrap() = true;
+        let err = auditor
+            .record(AuditEvent::new(RecordKind::Statement, "x"))
+            .await;
+        assert!(matches!(err, Err(AuditError::Store(_))));
+        *log.fail.lock().unwrap() = false;
+        let seq = auditor
+            .record(AuditEvent::new(RecordKind::Statement, "y"))
+            .await
+            .unwrap();
+        assert_eq!(seq, 51, "a failed batch must not consume sequence numbers");
+
+        drop(auditor);
+        task.await.unwrap();
+        let signer = CheckpointSigner::load(&dir).unwrap();
+        let recs = log.records.lock().unwrap().clone();
+        let cps = log.checkpoints.lock().unwrap().clone();
+        assert!(!cps.is_empty());
+        assert_eq!(cps.last().unwrap().seq, 51, "final checkpoint seals the head");
+        let rep = verify_chain(&signer, cps, &recs).unwrap();
+        assert_eq!(rep.records, 51);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,614 @@
+//! The configuration file: the contract keys of `PRODUCT.md`, parsed strictly.
+//!
+//! Unknown keys are rejected (`deny_unknown_fields`) so that a typo in a security setting is an
+//! error at `gatehouse check` time instead of a silently ignored control. Relative paths are
+//! resolved against the directory of the config file, so the same file works from any cwd.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration was rejected: the key and the problem, never a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub tls: Tls,
+    #[serde(default)]
+    pub identity: Identity,
+    #[serde(default)]
+    pub store: Store,
+    #[serde(default)]
+    pub audit: Audit,
+    #[serde(default, rename = "connection")]
+    pub connections: Vec<Connection>,
+    /// Masking rules; enforced by the masking issue, parsed now so configs stay valid.
+    #[serde(default, rename = "mask")]
+    pub masks: Vec<toml::Value>,
+    /// Policy rules; enforced by the policy issue, parsed now so configs stay valid.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<toml::Value>,
+    /// Directory of the config file; relative paths were resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./gatehouse-data")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    #[serde(default = "default_pg_listen")]
+    pub postgres: String,
+    #[serde(default = "default_admin_listen")]
+    pub admin: String,
+}
+
+fn default_pg_listen() -> String {
+    "127.0.0.1:15432".into()
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            postgres: default_pg_listen(),
+            admin: default_admin_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub require: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    #[serde(default = "yes")]
+    pub local_issuer: bool,
+    #[serde(default)]
+    pub admin_groups: Vec<String>,
+    #[serde(default)]
+    pub oidc: Vec<OidcIssuer>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Self {
+            local_issuer: true,
+            admin_groups: Vec::new(),
+            oidc: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuer {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks_url: String,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// CA bundle (PEM) trusted for the JWKS endpoint, in addition to none: when set, only it.
+    pub ca_file: Option<PathBuf>,
+    /// Accepted signature algorithms; defaults to the asymmetric ones (never HS*, never none).
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    #[serde(default = "default_store_url")]
+    pub url: String,
+}
+
+fn default_store_url() -> String {
+    "sqlite://gatehouse-data/gatehouse.db".into()
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            url: default_store_url(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordResults {
+    None,
+    Summary,
+    Masked,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    #[serde(default = "yes")]
+    pub fail_closed: bool,
+    #[serde(default = "default_retention")]
+    pub retention_days: u32,
+    #[serde(default = "default_record_results")]
+    pub record_results: RecordResults,
+    #[serde(default = "default_result_cap")]
+    pub result_cap_bytes: usize,
+    /// A signed checkpoint is written after this many records (and on shutdown).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_retention() -> u32 {
+    400
+}
+fn default_record_results() -> RecordResults {
+    RecordResults::Masked
+}
+fn default_result_cap() -> usize {
+    65536
+}
+fn default_checkpoint_every() -> u64 {
+    1000
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Self {
+            fail_closed: true,
+            retention_days: default_retention(),
+            record_results: default_record_results(),
+            result_cap_bytes: default_result_cap(),
+            checkpoint_every: default_checkpoint_every(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    Disable,
+    Prefer,
+    Require,
+    VerifyFull,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connection {
+    pub name: String,
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    pub upstream: String,
+    pub database: String,
+    pub user: String,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_upstream_tls")]
+    pub upstream_tls: UpstreamTls,
+    /// CA bundle for `upstream_tls = "verify-full"`.
+    pub upstream_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+}
+
+fn default_kind() -> String {
+    "postgres".into()
+}
+fn default_upstream_tls() -> UpstreamTls {
+    UpstreamTls::Prefer
+}
+
+impl fmt::Debug for Connection {
+    // Written by hand so that a future secret field can never slip into Debug output.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("name", &self.name)
+            .field("upstream", &self.upstream)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("upstream_tls", &self.upstream_tls)
+            .field("allow_groups", &self.allow_groups)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A secret read from the environment or a file; `Debug` never prints it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Connection {
+    /// Reads the upstream password from `password_env` or `password_file`.
+    pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
+        let key = format!("connection[{}]", self.name);
+        if let Some(var) = &self.password_env {
+            return match std::env::var(var) {
+                Ok(v) => Ok(Some(Secret(v))),
+                Err(_) => Err(invalid(
+                    format!("{key}.password_env"),
+                    format!("environment variable {var} is not set"),
+                )),
+            };
+        }
+        if let Some(path) = &self.password_file {
+            return match std::fs::read_to_string(path) {
+                Ok(v) => Ok(Some(Secret(v.trim_end_matches(['\n', '\r']).to_owned()))),
+                Err(e) => Err(invalid(
+                    format!("{key}.password_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )),
+            };
+        }
+        Ok(None)
+    }
+
+    /// Whether an identity with these groups may use this connection.
+    pub fn admits(&self, groups: &[String]) -> bool {
+        self.allow_groups
+            .iter()
+            .any(|g| g == "*" || groups.iter().any(|h| h == g))
+    }
+}
+
+impl Config {
+    /// Reads, parses, resolves relative paths and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    p.to_owned()
+                }
+            })
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
+        Self::from_toml(&text, &base).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses config text; `base_dir` anchors relative paths.
+    pub fn from_toml(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        cfg.base_dir = base_dir.to_owned();
+        cfg.resolve_paths();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn resolve_paths(&mut self) {
+        self.data_dir = self.resolve(&self.data_dir.clone());
+        self.tls.cert = self.tls.cert.clone().map(|p| self.resolve(&p));
+        self.tls.key = self.tls.key.clone().map(|p| self.resolve(&p));
+        let oidc: Vec<_> = self
+            .identity
+            .oidc
+            .iter()
+            .map(|o| o.ca_file.clone().map(|p| self.resolve(&p)))
+            .collect();
+        for (o, ca) in self.identity.oidc.iter_mut().zip(oidc) {
+            o.ca_file = ca;
+        }
+        let conns: Vec<_> = self
+            .connections
+            .iter()
+            .map(|c| {
+                (
+                    c.password_file.clone().map(|p| self.resolve(&p)),
+                    c.upstream_ca_file.clone().map(|p| self.resolve(&p)),
+                )
+            })
+            .collect();
+        for (c, (pw, ca)) in self.connections.iter_mut().zip(conns) {
+            c.password_file = pw;
+            c.upstream_ca_file = ca;
+        }
+        if let Some(rest) = self.store.url.strip_prefix("sqlite://") {
+            let (path, query) = match rest.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (rest, None),
+            };
+            if !path.is_empty() && !path.starts_with(':') {
+                let abs = self.resolve(Path::new(path));
+                self.store.url = match query {
+                    Some(q) => format!("sqlite://{}?{q}", abs.display()),
+                    None => format!("sqlite://{}", abs.display()),
+                };
+            }
+        }
+    }
+
+    /// Checks what serde cannot: addresses, duplicates, references, secrets present.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        parse_addr("listen.postgres", &self.listen.postgres)?;
+        parse_addr("listen.admin", &self.listen.admin)?;
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => return Err(invalid("tls.key", "tls.cert is set but tls.key is not")),
+            (None, Some(_)) => return Err(invalid("tls.cert", "tls.key is set but tls.cert is not")),
+            _ => {}
+        }
+        if !self.store.url.starts_with("sqlite://") {
+            return Err(invalid(
+                "store.url",
+                "only sqlite:// is supported in this version (postgres:// is planned)",
+            ));
+        }
+        if self.audit.result_cap_bytes == 0 {
+            return Err(invalid("audit.result_cap_bytes", "must be greater than 0"));
+        }
+        if self.audit.retention_days == 0 {
+            return Err(invalid("audit.retention_days", "must be greater than 0"));
+        }
+        if self.audit.checkpoint_every == 0 {
+            return Err(invalid("audit.checkpoint_every", "must be greater than 0"));
+        }
+        for (i, o) in self.identity.oidc.iter().enumerate() {
+            let key = format!("identity.oidc[{i}]");
+            if o.issuer.is_empty() {
+                return Err(invalid(format!("{key}.issuer"), "must not be empty"));
+            }
+            if o.audience.is_empty() {
+                return Err(invalid(format!("{key}.audience"), "must not be empty"));
+            }
+            check_jwks_url(&format!("{key}.jwks_url"), &o.jwks_url)?;
+            for alg in &o.algorithms {
+                if !crate::identity::ALLOWED_ALGORITHMS.contains(&alg.as_str()) {
+                    return Err(invalid(
+                        format!("{key}.algorithms"),
+                        format!(
+                            "{alg:?} is not allowed (allowed: {})",
+                            crate::identity::ALLOWED_ALGORITHMS.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut names = BTreeSet::new();
+        for (i, c) in self.connections.iter().enumerate() {
+            let key = format!("connection[{i}]");
+            if c.name.is_empty() {
+                return Err(invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if !names.insert(c.name.clone()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("duplicate connection name {:?}", c.name),
+                ));
+            }
+            if c.kind != "postgres" {
+                return Err(invalid(
+                    format!("{key}.kind"),
+                    format!("unsupported kind {:?} (supported: postgres)", c.kind),
+                ));
+            }
+            if !c.upstream.contains(':') {
+                return Err(invalid(
+                    format!("{key}.upstream"),
+                    format!("{:?} is not host:port", c.upstream),
+                ));
+            }
+            if c.password_env.is_some() && c.password_file.is_some() {
+                return Err(invalid(
+                    format!("{key}.password_env"),
+                    "set password_env or password_file, not both",
+                ));
+            }
+            if c.allow_groups.is_empty() {
+                return Err(invalid(
+                    format!("{key}.allow_groups"),
+                    "is empty: nobody could use this connection",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn connection(&self, name: &str) -> Option<&Connection> {
+        self.connections.iter().find(|c| c.name == name)
+    }
+
+    /// Path of the SQLite database behind `store.url`.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let rest = self.store.url.strip_prefix("sqlite://")?;
+        let path = rest.split_once('?').map(|(p, _)| p).unwrap_or(rest);
+        Some(PathBuf::from(path))
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| invalid(key, format!("{value:?} is not an ip:port address")))
+}
+
+fn check_jwks_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    if let Some(rest) = url.strip_prefix("http://") {
+        let host = rest.split(['/', '?']).next().unwrap_or("");
+        let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .map(|ip| ip.is_loopback())
+                .unwrap_or(false);
+        if loopback {
+            return Ok(());
+        }
+        return Err(invalid(
+            key,
+            "must be https:// (http:// is accepted only on loopback addresses)",
+        ));
+    }
+    Err(invalid(key, "must be an https:// URL"))
+}
+
+/// Parses durations such as `15m`, `30s`, `2h`, `1d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+data_dir = "./data"
+[listen]
+postgres = "127.0.0.1:15432"
+admin = "127.0.0.1:8080"
+[[connection]]
+name = "payments"
+upstream = "127.0.0.1:5432"
+database = "payments"
+user = "svc"
+password_file = "pw.txt"
+allow_groups = ["dba"]
+"#;
+
+    #[test]
+    fn resolves_relative_paths_against_config_dir() {
+        let cfg = Config::from_toml(GOOD, Path::new("/etc/gh")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.data_dir, PathBuf::from("/etc/gh/./data"));
+        assert_eq!(
+            cfg.connections.first().and_then(|c| c.password_file.clone()),
+            Some(PathBuf::from("/etc/gh/pw.txt"))
+        );
+        assert_eq!(cfg.store.url, "sqlite:///etc/gh/gatehouse-data/gatehouse.db");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_names_them() {
+        let bad = GOOD.replace("user = \"svc\"", "usr = \"svc\"");
+        let err = Config::from_toml(&bad, Path::new("/")).err().map(|e| e.to_string());
+        assert!(err.as_deref().unwrap_or("").contains("usr"), "{err:?}");
+    }
+
+    #[test]
+    fn rejects_bad_listen_address() {
+        let bad = GOOD.replace("127.0.0.1:8080", "localhost");
+        let err = Config::from_toml(&bad, Path::new("/")).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("listen.admin: \"localhost\" is not an ip:port address")
+        );
+    }
+
+    #[test]
+    fn jwks_url_must_be_https_unless_loopback() {
+        assert!(check_jwks_url("k", "https://idp.example.com/jwks").is_ok());
+        assert!(check_jwks_url("k", "http://127.0.0.1:9000/jwks").is_ok());
+        assert!(check_jwks_url("k", "http://localhost/jwks").is_ok());
+        assert!(check_jwks_url("k", "http://idp.example.com/jwks").is_err());
+        assert!(check_jwks_url("k", "ftp://x").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("15"), None);
+        assert_eq!(parse_duration("m"), None);
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2".into())), "Secret(***)");
+    }
+}

@@ -1,0 +1,12 @@
+//! Gatehouse core: everything that does not depend on a wire protocol.
+//!
+//! Protocol adapters (PostgreSQL now; MySQL, SSH and HTTP later) translate their protocol into
+//! the decision points here: who is this (`identity`), what happened (`audit`), under which
+//! configuration (`config`). Keeping them protocol-agnostic is what lets every adapter produce
+//! the same evidence.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod config;
+pub mod identity;
+pub mod pan;
