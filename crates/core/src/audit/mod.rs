@@ -11,7 +11,7 @@ mod checkpoint;
 mod record;
 mod writer;
 
-pub use chain::{VerifyError, VerifyReport, verify_chain};
+pub use chain::{ChainVerifier, VerifyError, VerifyReport, verify_chain};
 pub use checkpoint::{Checkpoint, CheckpointSigner};
 pub use record::{AuditEvent, AuditRecord, Outcome, RecordKind};
 pub use writer::{AuditError, AuditLog, Auditor, StoreFailure, spawn_writer};
