@@ -72,6 +72,25 @@ pub struct Listen {
     pub postgres: String,
     #[serde(default = "default_admin_listen")]
     pub admin: String,
+    /// Most client connections served at once; further ones wait in the accept queue.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time a client has to complete TLS, startup and authentication (e.g. "30s").
+    #[serde(default = "default_startup_timeout")]
+    pub startup_timeout: String,
+    /// Largest client message accepted (Query, Parse, Bind, CopyData).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+fn default_max_connections() -> usize {
+    1000
+}
+fn default_startup_timeout() -> String {
+    "30s".into()
+}
+fn default_max_message_bytes() -> usize {
+    64 * 1024 * 1024
 }
 
 fn default_pg_listen() -> String {
@@ -86,6 +105,9 @@ impl Default for Listen {
         Self {
             postgres: default_pg_listen(),
             admin: default_admin_listen(),
+            max_connections: default_max_connections(),
+            startup_timeout: default_startup_timeout(),
+            max_message_bytes: default_max_message_bytes(),
         }
     }
 }
@@ -405,9 +427,28 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         parse_addr("listen.postgres", &self.listen.postgres)?;
         parse_addr("listen.admin", &self.listen.admin)?;
+        if parse_duration(&self.listen.startup_timeout).is_none_or(|d| d.is_zero()) {
+            return Err(invalid(
+                "listen.startup_timeout",
+                format!(
+                    "{:?} is not a duration such as 30s",
+                    self.listen.startup_timeout
+                ),
+            ));
+        }
+        if self.listen.max_connections == 0 {
+            return Err(invalid("listen.max_connections", "must be greater than 0"));
+        }
+        if self.listen.max_message_bytes < 1024 {
+            return Err(invalid("listen.max_message_bytes", "must be at least 1024"));
+        }
         match (&self.tls.cert, &self.tls.key) {
-            (Some(_), None) => return Err(invalid("tls.key", "tls.cert is set but tls.key is not")),
-            (None, Some(_)) => return Err(invalid("tls.cert", "tls.key is set but tls.cert is not")),
+            (Some(_), None) => {
+                return Err(invalid("tls.key", "tls.cert is set but tls.key is not"));
+            }
+            (None, Some(_)) => {
+                return Err(invalid("tls.cert", "tls.key is set but tls.cert is not"));
+            }
             _ => {}
         }
         if !self.store.url.starts_with("sqlite://") {
@@ -567,23 +608,32 @@ allow_groups = ["dba"]
         let cfg = Config::from_toml(GOOD, Path::new("/etc/gh")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.data_dir, PathBuf::from("/etc/gh/./data"));
         assert_eq!(
-            cfg.connections.first().and_then(|c| c.password_file.clone()),
+            cfg.connections
+                .first()
+                .and_then(|c| c.password_file.clone()),
             Some(PathBuf::from("/etc/gh/pw.txt"))
         );
-        assert_eq!(cfg.store.url, "sqlite:///etc/gh/gatehouse-data/gatehouse.db");
+        assert_eq!(
+            cfg.store.url,
+            "sqlite:///etc/gh/gatehouse-data/gatehouse.db"
+        );
     }
 
     #[test]
     fn rejects_unknown_keys_and_names_them() {
         let bad = GOOD.replace("user = \"svc\"", "usr = \"svc\"");
-        let err = Config::from_toml(&bad, Path::new("/")).err().map(|e| e.to_string());
+        let err = Config::from_toml(&bad, Path::new("/"))
+            .err()
+            .map(|e| e.to_string());
         assert!(err.as_deref().unwrap_or("").contains("usr"), "{err:?}");
     }
 
     #[test]
     fn rejects_bad_listen_address() {
         let bad = GOOD.replace("127.0.0.1:8080", "localhost");
-        let err = Config::from_toml(&bad, Path::new("/")).err().map(|e| e.to_string());
+        let err = Config::from_toml(&bad, Path::new("/"))
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
             Some("listen.admin: \"localhost\" is not an ip:port address")
@@ -609,6 +659,9 @@ allow_groups = ["dba"]
 
     #[test]
     fn secret_debug_is_redacted() {
-        assert_eq!(format!("{:?}", Secret::new("hunter2".into())), "Secret(***)");
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2".into())),
+            "Secret(***)"
+        );
     }
 }

@@ -12,7 +12,9 @@ pub fn mask_pans(text: &str) -> std::borrow::Cow<'_, str> {
     let mut out: Option<Vec<u8>> = None;
     let mut i = 0;
     while i < bytes.len() {
-        let Some(off) = bytes.get(i..).and_then(|rest| rest.iter().position(u8::is_ascii_digit))
+        let Some(off) = bytes
+            .get(i..)
+            .and_then(|rest| rest.iter().position(u8::is_ascii_digit))
         else {
             break;
         };
@@ -91,14 +93,20 @@ mod tests {
 
     #[test]
     fn masks_luhn_valid_runs_only() {
-        assert_eq!(mask_pans("card 4111111111111111 ok"), "card ************1111 ok");
+        assert_eq!(
+            mask_pans("card 4111111111111111 ok"),
+            "card ************1111 ok"
+        );
         assert_eq!(mask_pans("4111 1111 1111 1111"), "**** **** **** 1111");
         assert_eq!(mask_pans("4111-1111-1111-1111"), "****-****-****-1111");
         // Not Luhn-valid: untouched.
         assert_eq!(mask_pans("4111111111111112"), "4111111111111112");
         // Too short.
         assert_eq!(mask_pans("id 411111111111"), "id 411111111111");
-        assert!(matches!(mask_pans("nothing here"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            mask_pans("nothing here"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -1,1 +1,163 @@
-fn main() {}
+//! `gatehouse`: the identity-aware data-path gateway. See `PRODUCT.md` for the contract.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod commands;
+mod export;
+mod serve;
+mod tls;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Identity-aware data-path gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+    /// Validate the configuration file.
+    Check {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+    /// Local token issuer.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Recorded sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// The audit chain.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a JWT signed by the local issuer.
+    Issue {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        #[arg(long)]
+        subject: String,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// List sessions, newest first.
+    List {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Print one session's records as JSON lines.
+    Show {
+        id: String,
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+    /// Print one session as a readable timeline.
+    Replay {
+        id: String,
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain and the signed checkpoints.
+    Verify {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+    /// Write audit records (masked) for a SIEM.
+    Export {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// RFC 3339 time or YYYY-MM-DD date: only records at or after it.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Serve { config } => serve::run(&config).await,
+            Command::Check { config } => commands::check(&config),
+            Command::Token {
+                command:
+                    TokenCommand::Issue {
+                        config,
+                        subject,
+                        groups,
+                        ttl,
+                    },
+            } => commands::token_issue(&config, &subject, &groups, &ttl),
+            Command::Sessions { command } => match command {
+                SessionsCommand::List { config, limit } => {
+                    commands::sessions_list(&config, limit).await
+                }
+                SessionsCommand::Show { id, config } => commands::sessions_show(&config, &id).await,
+                SessionsCommand::Replay { id, config } => {
+                    commands::sessions_replay(&config, &id).await
+                }
+            },
+            Command::Audit { command } => match command {
+                AuditCommand::Verify { config } => commands::audit_verify(&config).await,
+                AuditCommand::Export {
+                    config,
+                    since,
+                    format,
+                } => commands::audit_export(&config, since.as_deref(), &format).await,
+            },
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

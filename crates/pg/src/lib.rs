@@ -1,1 +1,16 @@
-//! placeholder
+//! The PostgreSQL adapter: speaks the wire protocol to clients and to the upstream server,
+//! and translates what happens into the core's decision points (identity, audit).
+//!
+//! Nothing here decides policy; it only frames, inspects and forwards. Messages that need no
+//! rewrite travel as the original bytes.
+#![forbid(unsafe_code)]
+
+pub mod cancel;
+pub mod codec;
+pub mod messages;
+pub mod server;
+pub mod session;
+mod stream;
+pub mod upstream;
+
+pub use server::{Gateway, GatewayConfig};

@@ -95,7 +95,11 @@ impl SqliteStore {
     }
 
     /// Calls `f` for every record in chain order, streaming (bounded memory).
-    pub async fn for_each_record<F>(&self, since_time: Option<&str>, mut f: F) -> Result<(), StoreError>
+    pub async fn for_each_record<F>(
+        &self,
+        since_time: Option<&str>,
+        mut f: F,
+    ) -> Result<(), StoreError>
     where
         F: FnMut(AuditRecord) -> bool,
     {
@@ -184,7 +188,10 @@ impl SqliteStore {
 
     /// Runs a raw statement (tests use it to tamper with the store and prove detection).
     pub async fn execute_raw(&self, sql: &str) -> Result<u64, StoreError> {
-        Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(&self.pool).await?.rows_affected())
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     async fn append_inner(
@@ -302,9 +309,9 @@ fn record_from_row(r: &SqliteRow) -> Result<AuditRecord, StoreError> {
             None => None,
         },
         outcome: match outcome {
-            Some(o) => Some(
-                Outcome::parse(&o).ok_or_else(|| corrupt(format!("unknown outcome {o:?}")))?,
-            ),
+            Some(o) => {
+                Some(Outcome::parse(&o).ok_or_else(|| corrupt(format!("unknown outcome {o:?}")))?)
+            }
             None => None,
         },
         sqlstate: r.try_get("sqlstate")?,
@@ -325,7 +332,7 @@ fn record_from_row(r: &SqliteRow) -> Result<AuditRecord, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gatehouse_core::audit::{CheckpointSigner, ChainVerifier, spawn_writer};
+    use gatehouse_core::audit::{ChainVerifier, CheckpointSigner, spawn_writer};
 
     #[tokio::test]
     async fn round_trip_verifies_and_tampering_is_detected() {
@@ -373,7 +380,9 @@ mod tests {
             .execute_raw("UPDATE audit_records SET statement = 'SELECT 42' WHERE seq = 4")
             .await
             .unwrap();
-        let err = verify(store.clone(), dir.path().to_owned()).await.unwrap_err();
+        let err = verify(store.clone(), dir.path().to_owned())
+            .await
+            .unwrap_err();
         assert!(err.starts_with("record 4:"), "{err}");
     }
 }

@@ -202,20 +202,31 @@ mod tests {
 
         let mut m = recs.clone();
         m[2].event.statement = Some("DROP TABLE x".into());
-        assert_eq!(verify_chain(&s, vec![], &m), Err(VerifyError::Modified { seq: 3 }));
+        assert_eq!(
+            verify_chain(&s, vec![], &m),
+            Err(VerifyError::Modified { seq: 3 })
+        );
 
         let mut d = recs.clone();
         d.remove(1);
         assert_eq!(
             verify_chain(&s, vec![], &d),
-            Err(VerifyError::Missing { seq: 3, from: 2, to: 2 })
+            Err(VerifyError::Missing {
+                seq: 3,
+                from: 2,
+                to: 2
+            })
         );
 
         let mut r = recs.clone();
         r.swap(1, 2);
         assert_eq!(
             verify_chain(&s, vec![], &r),
-            Err(VerifyError::Missing { seq: 3, from: 2, to: 2 })
+            Err(VerifyError::Missing {
+                seq: 3,
+                from: 2,
+                to: 2
+            })
         );
 
         // Re-hashed insertion: record 3 replaced by a self-consistent forgery.

@@ -228,8 +228,7 @@ mod tests {
         assert_eq!(t.len(), "2026-11-22T15:00:00.000000Z".len());
         assert!(t.ends_with('Z'));
         assert!(
-            time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
-                .is_ok()
+            time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).is_ok()
         );
     }
 }

@@ -40,7 +40,10 @@ pub enum AuditError {
 }
 
 enum Msg {
-    Durable(Vec<AuditEvent>, oneshot::Sender<Result<Vec<u64>, AuditError>>),
+    Durable(
+        Vec<AuditEvent>,
+        oneshot::Sender<Result<Vec<u64>, AuditError>>,
+    ),
     Later(AuditEvent),
     Flush(oneshot::Sender<Result<(), AuditError>>),
 }
@@ -193,13 +196,12 @@ impl<L: AuditLog> Writer<L> {
             }
         }
         let pending = self.since_checkpoint + records.len() as u64;
-        let checkpoint = if (force_checkpoint && (pending > 0 || seq > 0))
-            || pending >= self.checkpoint_every
-        {
-            Some(self.signer.sign(seq, &prev, &now_rfc3339()))
-        } else {
-            None
-        };
+        let checkpoint =
+            if (force_checkpoint && (pending > 0 || seq > 0)) || pending >= self.checkpoint_every {
+                Some(self.signer.sign(seq, &prev, &now_rfc3339()))
+            } else {
+                None
+            };
         let result = if records.is_empty() && checkpoint.is_none() {
             Ok(())
         } else {
@@ -326,7 +328,11 @@ mod tests {
         let recs = log.records.lock().unwrap().clone();
         let cps = log.checkpoints.lock().unwrap().clone();
         assert!(!cps.is_empty());
-        assert_eq!(cps.last().unwrap().seq, 51, "final checkpoint seals the head");
+        assert_eq!(
+            cps.last().unwrap().seq,
+            51,
+            "final checkpoint seals the head"
+        );
         let rep = verify_chain(&signer, cps, &recs).unwrap();
         assert_eq!(rep.records, 51);
         std::fs::remove_dir_all(dir).unwrap();

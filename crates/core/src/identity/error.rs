@@ -106,7 +106,10 @@ pub enum IdentityError {
         problem: String,
     },
     /// The HTTP client for an issuer's JWKS could not be built.
-    #[error("identity.oidc issuer {issuer:?}: cannot build the HTTPS client: {source}")]
+    #[error(
+        "identity.oidc issuer {issuer:?}: cannot build the HTTPS client \
+         (without ca_file the system CA certificates are needed): {source}"
+    )]
     HttpClient {
         issuer: String,
         #[source]

@@ -1,0 +1,306 @@
+//! The CLI commands other than `serve`.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use gatehouse_core::audit::{AuditRecord, ChainVerifier, CheckpointSigner, RecordKind};
+use gatehouse_core::config::{Config, parse_duration};
+use gatehouse_core::identity::LocalIssuer;
+use gatehouse_store::SqliteStore;
+
+pub fn load(path: &Path) -> Result<Config> {
+    Config::load(path).map_err(|e| anyhow!("{e}"))
+}
+
+async fn open_store(cfg: &Config) -> Result<SqliteStore> {
+    SqliteStore::open_existing(&cfg.store.url)
+        .await
+        .map_err(|e| anyhow!("{e}"))
+}
+
+pub fn check(path: &Path) -> Result<ExitCode> {
+    let cfg = load(path)?;
+    // Secrets must be resolvable, or `serve` would fail later.
+    for c in &cfg.connections {
+        c.password().map_err(|e| anyhow!("{e}"))?;
+    }
+    println!(
+        "ok: {} ({} connection(s), {} OIDC issuer(s), local issuer {})",
+        path.display(),
+        cfg.connections.len(),
+        cfg.identity.oidc.len(),
+        if cfg.identity.local_issuer {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn token_issue(path: &Path, subject: &str, groups: &[String], ttl: &str) -> Result<ExitCode> {
+    let cfg = load(path)?;
+    if !cfg.identity.local_issuer {
+        bail!("identity.local_issuer is false: this gateway does not trust local tokens");
+    }
+    let ttl = parse_duration(ttl).ok_or_else(|| anyhow!("--ttl {ttl:?}: use e.g. 30s, 15m, 8h"))?;
+    let issuer = LocalIssuer::load_or_create(&cfg.data_dir).map_err(|e| anyhow!("{e}"))?;
+    let token = issuer
+        .issue(subject, groups, ttl)
+        .map_err(|e| anyhow!("{e}"))?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn sessions_list(path: &Path, limit: i64) -> Result<ExitCode> {
+    let cfg = load(path)?;
+    let store = open_store(&cfg).await?;
+    let list = store.sessions(limit).await?;
+    println!(
+        "{:<36}  {:<27}  {:<20}  {:<12}  {:>5}  ENDED",
+        "SESSION", "STARTED", "SUBJECT", "CONNECTION", "STMTS"
+    );
+    for s in list {
+        println!(
+            "{:<36}  {:<27}  {:<20}  {:<12}  {:>5}  {}",
+            s.session_id,
+            s.started_at,
+            s.subject.unwrap_or_default(),
+            s.connection.unwrap_or_default(),
+            s.statements,
+            s.ended_at.unwrap_or_else(|| "(open)".into())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn session_records(path: &Path, id: &str) -> Result<Vec<AuditRecord>> {
+    let cfg = load(path)?;
+    let store = open_store(&cfg).await?;
+    let recs = store.session_records(id, i64::MAX).await?;
+    if recs.is_empty() {
+        bail!("no session {id:?} in the audit store");
+    }
+    Ok(recs)
+}
+
+pub async fn sessions_show(path: &Path, id: &str) -> Result<ExitCode> {
+    let recs = session_records(path, id).await?;
+    let mut out = std::io::stdout().lock();
+    for r in &recs {
+        writeln!(out, "{}", crate::export::record_json(r))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn sessions_replay(path: &Path, id: &str) -> Result<ExitCode> {
+    let recs = session_records(path, id).await?;
+    let mut out = std::io::stdout().lock();
+    let first = recs
+        .first()
+        .map(|r| r.event.time.clone())
+        .unwrap_or_default();
+    let t0 = parse_time(&first);
+    writeln!(out, "session {id}")?;
+    for r in &recs {
+        let e = &r.event;
+        let offset = match (t0, parse_time(&e.time)) {
+            (Some(a), Some(b)) => format!("+{:>9.3}s", (b - a).as_seconds_f64()),
+            _ => String::from("          "),
+        };
+        let clock = e.time.get(11..23).unwrap_or(&e.time);
+        let detail: serde_json::Value = e
+            .detail
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or_default();
+        let line = match e.kind {
+            RecordKind::SessionStart => format!(
+                "session start   {} (groups: {}) from {} to {}{}{}",
+                e.subject.as_deref().unwrap_or("?"),
+                e.groups.join(", "),
+                e.client_addr.as_deref().unwrap_or("?"),
+                e.connection.as_deref().unwrap_or("?"),
+                if detail["tls"] == true {
+                    ", TLS"
+                } else {
+                    ", no TLS"
+                },
+                detail["application_name"]
+                    .as_str()
+                    .map(|a| format!(", application {a:?}"))
+                    .unwrap_or_default()
+            ),
+            RecordKind::Statement => {
+                let mut s = format!(
+                    "statement #{:<5} {}",
+                    r.seq,
+                    e.statement.as_deref().unwrap_or("")
+                );
+                if let Some(p) = &e.params
+                    && !p.is_empty()
+                {
+                    let ps: Vec<String> = p
+                        .iter()
+                        .map(|v| v.clone().unwrap_or_else(|| "NULL".into()))
+                        .collect();
+                    s.push_str(&format!("   params: [{}]", ps.join(", ")));
+                }
+                if let Some(o) = e.outcome {
+                    s.push_str(&format!("   [{}]", o.as_str()));
+                }
+                s
+            }
+            RecordKind::Outcome => {
+                let mut s = format!(
+                    "  -> #{:<5} {}",
+                    e.statement_seq.map(|q| q.to_string()).unwrap_or_default(),
+                    e.outcome.map(|o| o.as_str()).unwrap_or("?")
+                );
+                if let Some(st) = &e.sqlstate {
+                    s.push_str(&format!(" {st}"));
+                }
+                if let Some(rows) = e.rows {
+                    s.push_str(&format!(", {rows} row(s)"));
+                }
+                if let Some(d) = e.duration_ms {
+                    s.push_str(&format!(", {d:.2} ms"));
+                }
+                if let Some(res) = detail.get("results") {
+                    if let Some(rows) = res["rows"].as_array() {
+                        for row in rows.iter().take(20) {
+                            s.push_str(&format!("\n{:>28}{}", "", row));
+                        }
+                    }
+                    if res["truncated"] == true {
+                        s.push_str(&format!(
+                            "\n{:>28}(results truncated at audit.result_cap_bytes)",
+                            ""
+                        ));
+                    }
+                }
+                s
+            }
+            RecordKind::SessionEnd => format!(
+                "session end     {} after {:.1} s",
+                detail["reason"].as_str().unwrap_or("?"),
+                e.duration_ms.unwrap_or(0.0) / 1000.0
+            ),
+            other => format!("{}  {}", other.as_str(), detail),
+        };
+        writeln!(out, "{clock} {offset}  {line}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+pub async fn audit_verify(path: &Path) -> Result<ExitCode> {
+    let cfg = load(path)?;
+    let store = open_store(&cfg).await?;
+    let signer = CheckpointSigner::load(&cfg.data_dir).map_err(|e| anyhow!("{e}"))?;
+    let checkpoints = store.checkpoints().await?;
+    let mut verifier = match ChainVerifier::new(&signer, checkpoints) {
+        Ok(v) => v,
+        Err(e) => {
+            println!("FAILED: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut failure = None;
+    let mut unreadable = None;
+    let read = store
+        .for_each_record(None, |r| match verifier.push(&r) {
+            Ok(()) => true,
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        })
+        .await;
+    if let Err(e) = read {
+        unreadable = Some(e);
+    }
+    if let Some(e) = unreadable {
+        println!("FAILED: {e}");
+        return Ok(ExitCode::from(1));
+    }
+    if let Some(e) = failure {
+        println!("FAILED: {e}");
+        return Ok(ExitCode::from(1));
+    }
+    match verifier.finish() {
+        Ok(rep) => {
+            println!(
+                "ok: {} records (seq {}..{}), {} signed checkpoints, head {}",
+                rep.records,
+                rep.first_seq.unwrap_or(0),
+                rep.last_seq.unwrap_or(0),
+                rep.checkpoints,
+                rep.head_hash
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("FAILED: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+pub async fn audit_export(path: &Path, since: Option<&str>, format: &str) -> Result<ExitCode> {
+    if format != "jsonl" {
+        bail!("--format {format:?} is not supported (supported: jsonl)");
+    }
+    let cfg = load(path)?;
+    let since = match since {
+        None => None,
+        Some(s) => Some(normalize_since(s)?),
+    };
+    let store = open_store(&cfg).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut write_err = None;
+    store
+        .for_each_record(since.as_deref(), |r| {
+            match writeln!(out, "{}", crate::export::record_json(&r)) {
+                Ok(()) => true,
+                Err(e) => {
+                    write_err = Some(e);
+                    false
+                }
+            }
+        })
+        .await?;
+    if let Some(e) = write_err {
+        return Err(e).context("writing the export");
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Accepts RFC 3339 or a date; returns the canonical stored form for comparison.
+fn normalize_since(s: &str) -> Result<String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        let t = t.to_offset(time::UtcOffset::UTC);
+        return Ok(format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.microsecond()
+        ));
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(d) = time::Date::parse(s, &fmt) {
+        return Ok(format!("{d}T00:00:00.000000Z"));
+    }
+    bail!("--since {s:?}: use RFC 3339 (2026-11-22T10:00:00Z) or a date (2026-11-22)")
+}

@@ -1,0 +1,160 @@
+//! `gatehouse serve`: wires the store, the audit writer, identity, TLS and the listeners.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use gatehouse_core::audit::{CheckpointSigner, spawn_writer};
+use gatehouse_core::config::parse_duration;
+use gatehouse_core::identity::Verifier;
+use gatehouse_pg::cancel::CancelRegistry;
+use gatehouse_pg::session::Shared;
+use gatehouse_pg::upstream::UpstreamTarget;
+use gatehouse_pg::{Gateway, GatewayConfig};
+use gatehouse_store::SqliteStore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub async fn run(path: &Path) -> Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = crate::commands::load(path)?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("metrics recorder")?;
+
+    create_private_dir(&cfg.data_dir)?;
+    let store = SqliteStore::open(&cfg.store.url)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let signer = CheckpointSigner::load_or_create(&cfg.data_dir).map_err(|e| anyhow!("{e}"))?;
+    let (auditor, writer) = spawn_writer(
+        store.clone(),
+        signer,
+        cfg.audit.checkpoint_every,
+        cfg.audit.fail_closed,
+    )
+    .await
+    .map_err(|e| anyhow!("audit store: {e}"))?;
+    let verifier = Verifier::from_config(&cfg).map_err(|e| anyhow!("{e}"))?;
+    let tls = crate::tls::server_config(
+        cfg.tls.cert.as_deref(),
+        cfg.tls.key.as_deref(),
+        &cfg.data_dir,
+    )?;
+
+    let mut upstreams = HashMap::new();
+    let mut allow_groups = HashMap::new();
+    for c in &cfg.connections {
+        let password = c.password().map_err(|e| anyhow!("{e}"))?;
+        let target =
+            UpstreamTarget::new(c, password).map_err(|e| anyhow!("connection[{}]: {e}", c.name))?;
+        upstreams.insert(c.name.clone(), Arc::new(target));
+        allow_groups.insert(c.name.clone(), c.allow_groups.clone());
+    }
+    let startup_timeout =
+        parse_duration(&cfg.listen.startup_timeout).unwrap_or(Duration::from_secs(30));
+    let shared = Arc::new(Shared {
+        verifier: verifier.clone(),
+        auditor: auditor.clone(),
+        tls: Some(tls),
+        tls_required: cfg.tls.require,
+        upstreams,
+        allow_groups,
+        cancel: CancelRegistry::default(),
+        startup_timeout,
+        max_message_bytes: cfg.listen.max_message_bytes,
+        record_results: cfg.audit.record_results,
+        result_cap_bytes: cfg.audit.result_cap_bytes,
+    });
+
+    let pg_listener = TcpListener::bind(&cfg.listen.postgres)
+        .await
+        .with_context(|| format!("listen.postgres: cannot listen on {}", cfg.listen.postgres))?;
+    let admin_listener = TcpListener::bind(&cfg.listen.admin)
+        .await
+        .with_context(|| format!("listen.admin: cannot listen on {}", cfg.listen.admin))?;
+    tracing::info!(
+        postgres = %cfg.listen.postgres,
+        admin = %cfg.listen.admin,
+        connections = cfg.connections.len(),
+        "gatehouse listening"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let gateway = Gateway::new(
+        pg_listener,
+        shared,
+        GatewayConfig {
+            max_connections: cfg.listen.max_connections,
+        },
+    );
+    let gw_task = tokio::spawn(gateway.run(stop_rx.clone()));
+    let admin_state = Arc::new(crate::admin::AdminState {
+        verifier,
+        admin_groups: cfg.identity.admin_groups.clone(),
+        store: store.clone(),
+        metrics,
+    });
+    let mut admin_stop = stop_rx.clone();
+    let admin_task = tokio::spawn(async move {
+        let app = crate::admin::router(admin_state);
+        let r = axum::serve(admin_listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = admin_stop.changed().await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    // Open sessions get a moment to finish; then the chain is sealed with a checkpoint.
+    let _ = tokio::time::timeout(Duration::from_secs(5), gw_task).await;
+    let _ = admin_task.await;
+    if let Err(e) = auditor.flush().await {
+        tracing::error!(error = %e, "final audit flush failed");
+    }
+    drop(auditor);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("data_dir: cannot create {}", dir.display()))
+}

@@ -1,0 +1,758 @@
+//! The relay: client → upstream with write-ahead audit, upstream → client with outcome
+//! tracking.
+//!
+//! Each direction reads as much as is available, finds the complete messages in it, inspects
+//! only the ones that matter, and forwards the whole run of bytes in one write. Messages are
+//! never rebuilt unless they must change.
+//!
+//! Refusing a message (fail-closed audit, function calls) must keep the client's and the
+//! server's view of the session identical (transaction aborted, extended-protocol messages
+//! discarded until Sync). So a refused message is *replaced* by one the server rejects without
+//! executing anything (a syntax error), and the server's resulting ErrorResponse is swapped for
+//! the gateway's own. The server then does exactly what it would do for any error.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use gatehouse_core::audit::{AuditEvent, Outcome, RecordKind};
+use gatehouse_core::config::RecordResults;
+use gatehouse_core::pan::mask_pans;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::startup::Established;
+use super::{SessionInfo, Shared};
+use crate::codec::{CodecError, Frame, FrameReader, Side};
+use crate::messages::backend::{self, Severity};
+use crate::messages::frontend::{self, Param};
+use crate::stream::{BoxRead, BoxWrite};
+
+/// SQL the server rejects at parse time without executing anything.
+const REFUSAL_SQL: &str = "GATEHOUSE REFUSED THIS STATEMENT";
+
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A statement in flight, from its write-ahead record to its outcome.
+#[derive(Debug)]
+struct Stmt {
+    seq: Option<u64>,
+    started: Instant,
+    /// The gateway's error to show instead of the server's (the statement was refused).
+    replace_error: Option<Bytes>,
+    refused_outcome: Option<Outcome>,
+    rows: u64,
+    result_rows: u64,
+    error: Option<String>,
+    results: Option<Capture>,
+    result_bytes: u64,
+}
+
+impl Stmt {
+    fn new(seq: Option<u64>) -> Self {
+        Self {
+            seq,
+            started: Instant::now(),
+            replace_error: None,
+            refused_outcome: None,
+            rows: 0,
+            result_rows: 0,
+            error: None,
+            results: None,
+            result_bytes: 0,
+        }
+    }
+}
+
+/// What the backend direction should expect, in the order the client sent it.
+#[derive(Debug)]
+enum Expect {
+    /// A simple Query (or FunctionCall): completes at the next ReadyForQuery.
+    Query(Stmt),
+    /// An extended-protocol Execute: completes at CommandComplete, EmptyQueryResponse,
+    /// PortalSuspended or ErrorResponse — or is skipped after an earlier error.
+    Execute(Stmt),
+    /// A Sync: completes at ReadyForQuery.
+    Sync,
+    /// Write this to the client, then end the session.
+    Fatal(Bytes),
+}
+
+/// Result values captured for the record (`audit.record_results = "masked"`).
+#[derive(Debug, Default)]
+struct Capture {
+    columns: Vec<String>,
+    rows: Vec<Vec<Option<String>>>,
+    bytes: usize,
+    truncated: bool,
+}
+
+pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str {
+    let Established {
+        info,
+        client_read,
+        client_write,
+        client_buf,
+        mut upstream,
+        _cancel,
+    } = est;
+    let Some(upstream_write) = upstream.write.take() else {
+        return "upstream not connected";
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let front = Frontend {
+        shared: shared.clone(),
+        info: &info,
+        read: client_read,
+        buf: client_buf,
+        write: upstream_write,
+        tx,
+        statements: HashMap::new(),
+        portals: HashMap::new(),
+    };
+    let back = Backend {
+        shared: shared.clone(),
+        info: &info,
+        read: upstream.read,
+        buf: std::mem::take(&mut upstream.buf),
+        write: client_write,
+        rx,
+        queue: VecDeque::new(),
+        columns: Vec::new(),
+    };
+    tokio::select! {
+        r = front.run() => r,
+        r = back.run() => r,
+    }
+}
+
+struct Frontend<'a> {
+    shared: Arc<Shared>,
+    info: &'a SessionInfo,
+    read: BoxRead,
+    buf: BytesMut,
+    write: BoxWrite,
+    tx: mpsc::UnboundedSender<Expect>,
+    /// Prepared statement name → SQL text (masked), for auditing Executes.
+    statements: HashMap<Bytes, Arc<str>>,
+    /// Portal name → (SQL text, parameters as recorded).
+    portals: HashMap<Bytes, (Arc<str>, Vec<Option<String>>)>,
+}
+
+/// What to do with one client message.
+enum Action {
+    Forward,
+    /// Audit before forwarding; on failure, replace with `replacement`.
+    Audit {
+        event: AuditEvent,
+        expect: fn(Stmt) -> Expect,
+        replacement: Bytes,
+    },
+    /// Refuse without asking the audit store for permission (the refusal is recorded).
+    Refuse {
+        event: AuditEvent,
+        replacement: Bytes,
+        error: Bytes,
+    },
+    Sync,
+    Terminate,
+}
+
+impl Frontend<'_> {
+    async fn run(mut self) -> &'static str {
+        let reader = FrameReader::new(Side::Frontend, self.shared.max_message_bytes);
+        loop {
+            // Find the run of complete messages at the front of the buffer.
+            let mut end = 0;
+            let mut bad: Option<CodecError> = None;
+            loop {
+                let rest = self.buf.get(end..).unwrap_or_default();
+                match reader.check_header(rest) {
+                    Ok(0) => {
+                        let len = msg_len(rest);
+                        end += len;
+                    }
+                    Ok(need) => {
+                        self.buf
+                            .reserve(need.max(READ_CHUNK).min(need + READ_CHUNK));
+                        break;
+                    }
+                    Err(e) => {
+                        bad = Some(e);
+                        break;
+                    }
+                }
+            }
+            if end > 0 {
+                let chunk = self.buf.split_to(end).freeze();
+                if let Some(reason) = self.handle_chunk(chunk).await {
+                    return reason;
+                }
+            }
+            if let Some(e) = bad {
+                return self
+                    .fatal(&format!("invalid message from client: {e}"), "08P01")
+                    .await;
+            }
+            match self.read.read_buf(&mut self.buf).await {
+                Ok(0) => return "client disconnected",
+                Ok(n) => {
+                    metrics::counter!("gatehouse_bytes_total", "direction" => "client_to_upstream")
+                        .increment(n as u64)
+                }
+                Err(_) => return "client connection error",
+            }
+        }
+    }
+
+    async fn fatal(&mut self, msg: &str, sqlstate: &str) -> &'static str {
+        let mut ev = self.info.event(RecordKind::Statement);
+        ev.outcome = Some(Outcome::Error);
+        ev.sqlstate = Some(sqlstate.to_owned());
+        let ev = ev.with_detail(serde_json::json!({ "protocol_error": msg }));
+        self.shared.auditor.record_later(ev).await;
+        let _ = self.tx.send(Expect::Fatal(backend::error_response(
+            Severity::Fatal,
+            sqlstate,
+            msg,
+            None,
+        )));
+        // The backend direction writes the error and ends the session.
+        std::future::pending::<()>().await;
+        "protocol error"
+    }
+
+    /// Handles a run of complete messages; returns a reason when the session must end.
+    async fn handle_chunk(&mut self, chunk: Bytes) -> Option<&'static str> {
+        let mut offset = 0;
+        let mut actions: Vec<(usize, usize, Action)> = Vec::new();
+        while offset < chunk.len() {
+            let len = msg_len(chunk.get(offset..).unwrap_or_default());
+            let frame = Frame::from_raw(chunk.slice(offset..offset + len));
+            let action = match self.classify(&frame) {
+                Ok(a) => a,
+                Err(e) => {
+                    // Forward what came before, then end with a protocol error.
+                    let _ = self.flush(&chunk, actions).await;
+                    return Some(
+                        self.fatal(&format!("invalid message from client: {e}"), "08P01")
+                            .await,
+                    );
+                }
+            };
+            actions.push((offset, offset + len, action));
+            offset += len;
+        }
+        self.flush(&chunk, actions).await
+    }
+
+    /// Audits, queues expectations and forwards one run of messages.
+    async fn flush(
+        &mut self,
+        chunk: &Bytes,
+        actions: Vec<(usize, usize, Action)>,
+    ) -> Option<&'static str> {
+        let events: Vec<AuditEvent> = actions
+            .iter()
+            .filter_map(|(_, _, a)| match a {
+                Action::Audit { event, .. } => Some(event.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut seqs: Option<Vec<u64>> = None;
+        let mut audit_failed = false;
+        if !events.is_empty() {
+            metrics::counter!("gatehouse_statements_total").increment(events.len() as u64);
+            match self.shared.auditor.record_many(events).await {
+                Ok(s) => seqs = Some(s),
+                Err(e) => {
+                    tracing::error!(session = %self.info.id, error = %e, "write-ahead audit failed");
+                    audit_failed = self.shared.auditor.fail_closed();
+                }
+            }
+        }
+        let mut seq_iter = seqs.unwrap_or_default().into_iter();
+        // Contiguous forwarded ranges are written as one slice of the original bytes.
+        let mut out: Vec<Bytes> = Vec::new();
+        let mut run_start: Option<usize> = None;
+        let mut run_end = 0;
+        let mut terminate = false;
+        for (start, end, action) in actions {
+            let replacement = match action {
+                Action::Forward => None,
+                Action::Sync => {
+                    let _ = self.tx.send(Expect::Sync);
+                    None
+                }
+                Action::Terminate => {
+                    terminate = true;
+                    None
+                }
+                Action::Audit {
+                    expect,
+                    replacement,
+                    ..
+                } => {
+                    if audit_failed {
+                        let mut st = Stmt::new(None);
+                        st.refused_outcome = Some(Outcome::Error);
+                        st.replace_error = Some(backend::error_response(
+                            Severity::Error,
+                            "58000",
+                            "statement refused: Gatehouse could not record it in the audit \
+                             log (audit.fail_closed = true)",
+                            None,
+                        ));
+                        let _ = self.tx.send(expect(st));
+                        Some(replacement)
+                    } else {
+                        let _ = self.tx.send(expect(Stmt::new(seq_iter.next())));
+                        None
+                    }
+                }
+                Action::Refuse {
+                    event,
+                    replacement,
+                    error,
+                } => {
+                    let seq = self.shared.auditor.record(event).await.ok();
+                    let mut st = Stmt::new(seq);
+                    st.refused_outcome = Some(Outcome::Blocked);
+                    st.replace_error = Some(error);
+                    let _ = self.tx.send(Expect::Query(st));
+                    Some(replacement)
+                }
+            };
+            match replacement {
+                None => {
+                    if run_start.is_none() {
+                        run_start = Some(start);
+                    }
+                    run_end = end;
+                }
+                Some(rep) => {
+                    if let Some(s) = run_start.take() {
+                        out.push(chunk.slice(s..run_end));
+                    }
+                    out.push(rep);
+                }
+            }
+        }
+        if let Some(s) = run_start {
+            out.push(chunk.slice(s..run_end));
+        }
+        for part in out {
+            if self.write.write_all(&part).await.is_err() {
+                return Some("upstream connection error");
+            }
+        }
+        if terminate {
+            let _ = self.write.shutdown().await;
+            return Some("client terminated");
+        }
+        None
+    }
+
+    fn classify(&mut self, frame: &Frame) -> Result<Action, CodecError> {
+        Ok(match frame.tag() {
+            b'Q' => {
+                let sql = frontend::query_text(frame)?;
+                let mut event = self.info.event(RecordKind::Statement);
+                event.statement = Some(mask_pans(&String::from_utf8_lossy(&sql)).into_owned());
+                Action::Audit {
+                    event,
+                    expect: Expect::Query,
+                    replacement: frontend::build_query(REFUSAL_SQL),
+                }
+            }
+            b'P' => {
+                let p = frontend::parse(frame)?;
+                let text: Arc<str> = mask_pans(&String::from_utf8_lossy(&p.query)).into();
+                self.statements.insert(p.name, text);
+                Action::Forward
+            }
+            b'B' => {
+                let b = frontend::bind(frame)?;
+                let text = self
+                    .statements
+                    .get(&b.statement)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(""));
+                let params = b.params.iter().map(param_for_audit).collect();
+                self.portals.insert(b.portal, (text, params));
+                Action::Forward
+            }
+            b'E' => {
+                let portal = frontend::execute_portal(frame)?;
+                let mut event = self.info.event(RecordKind::Statement);
+                if let Some((text, params)) = self.portals.get(&portal) {
+                    event.statement = Some(text.to_string());
+                    event.params = Some(params.clone());
+                }
+                event.detail = Some(
+                    serde_json::json!({ "protocol": "extended", "portal": String::from_utf8_lossy(&portal) })
+                        .to_string(),
+                );
+                Action::Audit {
+                    event,
+                    expect: Expect::Execute,
+                    replacement: frontend::build_parse(REFUSAL_SQL),
+                }
+            }
+            b'C' => {
+                let (kind, name) = frontend::close_target(frame)?;
+                if kind == b'S' {
+                    self.statements.remove(&name);
+                } else {
+                    self.portals.remove(&name);
+                }
+                Action::Forward
+            }
+            b'S' => Action::Sync,
+            b'X' => Action::Terminate,
+            b'F' => {
+                let mut event = self.info.event(RecordKind::Statement);
+                event.statement = Some("<function call>".to_owned());
+                event.outcome = Some(Outcome::Blocked);
+                event.rule = Some("builtin:function-call".to_owned());
+                Action::Refuse {
+                    event,
+                    replacement: frontend::build_query(REFUSAL_SQL),
+                    error: backend::error_response(
+                        Severity::Error,
+                        "42501",
+                        "blocked by rule \"builtin:function-call\": the function-call \
+                         sub-protocol is refused by Gatehouse",
+                        None,
+                    ),
+                }
+            }
+            // Describe, Flush, CopyData/Done/Fail: nothing to inspect.
+            b'D' | b'H' | b'd' | b'c' | b'f' => Action::Forward,
+            b'p' => {
+                return Err(CodecError::Malformed {
+                    what: "unexpected authentication message",
+                });
+            }
+            other => return Err(CodecError::UnknownType { tag: other as char }),
+        })
+    }
+}
+
+/// A bind parameter as written to the audit record: text values masked, binary values never
+/// stored (their type is unknown here, so they could hide a card number).
+fn param_for_audit(p: &Param) -> Option<String> {
+    match p {
+        Param::Null => None,
+        Param::Text(b) => Some(mask_pans(&String::from_utf8_lossy(b)).into_owned()),
+        Param::Binary(b) => Some(format!("<binary {} bytes>", b.len())),
+    }
+}
+
+/// Total length of the message at the front of `buf` (header already validated).
+fn msg_len(buf: &[u8]) -> usize {
+    let len = i32::from_be_bytes([
+        buf.get(1).copied().unwrap_or(0),
+        buf.get(2).copied().unwrap_or(0),
+        buf.get(3).copied().unwrap_or(0),
+        buf.get(4).copied().unwrap_or(0),
+    ]);
+    usize::try_from(len).unwrap_or(0) + 1
+}
+
+struct Backend<'a> {
+    shared: Arc<Shared>,
+    info: &'a SessionInfo,
+    read: BoxRead,
+    buf: BytesMut,
+    write: BoxWrite,
+    rx: mpsc::UnboundedReceiver<Expect>,
+    queue: VecDeque<Expect>,
+    /// Column names of the current result (for recorded results).
+    columns: Vec<String>,
+}
+
+impl Backend<'_> {
+    async fn run(mut self) -> &'static str {
+        let reader = FrameReader::new(Side::Backend, crate::codec::LARGE_MESSAGE_LIMIT);
+        loop {
+            let mut end = 0;
+            loop {
+                let rest = self.buf.get(end..).unwrap_or_default();
+                match reader.check_header(rest) {
+                    Ok(0) => end += msg_len(rest),
+                    Ok(need) => {
+                        self.buf
+                            .reserve(need.max(READ_CHUNK).min(need + READ_CHUNK));
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(session = %self.info.id, error = %e, "invalid message from upstream");
+                        let _ = self
+                            .write
+                            .write_all(&backend::error_response(
+                                Severity::Fatal,
+                                "08P01",
+                                "Gatehouse received an invalid message from the upstream server",
+                                None,
+                            ))
+                            .await;
+                        return "upstream protocol error";
+                    }
+                }
+            }
+            if end > 0 {
+                let chunk = self.buf.split_to(end).freeze();
+                if let Err(reason) = self.handle_chunk(chunk).await {
+                    return reason;
+                }
+            }
+            tokio::select! {
+                r = self.read.read_buf(&mut self.buf) => match r {
+                    Ok(0) => return "upstream closed",
+                    Ok(n) => metrics::counter!("gatehouse_bytes_total", "direction" => "upstream_to_client").increment(n as u64),
+                    Err(_) => return "upstream connection error",
+                },
+                msg = self.rx.recv() => match msg {
+                    Some(Expect::Fatal(bytes)) => {
+                        let _ = self.write.write_all(&bytes).await;
+                        let _ = self.write.shutdown().await;
+                        return "protocol error";
+                    }
+                    Some(e) => self.queue.push_back(e),
+                    None => return "client gone",
+                },
+            }
+        }
+    }
+
+    /// Pulls everything the frontend has queued (it always queues before forwarding).
+    fn drain_expectations(&mut self) -> Result<(), &'static str> {
+        while let Ok(e) = self.rx.try_recv() {
+            if let Expect::Fatal(_) = e {
+                self.queue.push_front(e);
+                return Ok(());
+            }
+            self.queue.push_back(e);
+        }
+        Ok(())
+    }
+
+    fn current(&mut self) -> Option<&mut Stmt> {
+        match self.queue.front_mut() {
+            Some(Expect::Query(s)) | Some(Expect::Execute(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    async fn handle_chunk(&mut self, chunk: Bytes) -> Result<(), &'static str> {
+        self.drain_expectations()?;
+        if let Some(Expect::Fatal(bytes)) = self.queue.front() {
+            let _ = self.write.write_all(bytes).await;
+            return Err("protocol error");
+        }
+        let record = self.shared.record_results;
+        let cap = self.shared.result_cap_bytes;
+        let mut out: Vec<Bytes> = Vec::new();
+        let mut run_start: Option<usize> = None;
+        let mut run_end = 0;
+        let mut offset = 0;
+        let mut finished: Vec<Stmt> = Vec::new();
+        while offset < chunk.len() {
+            let len = msg_len(chunk.get(offset..).unwrap_or_default());
+            let tag = chunk.get(offset).copied().unwrap_or(0);
+            let mut replace: Option<Bytes> = None;
+            match tag {
+                b'D' => {
+                    if let Some(st) = self.current() {
+                        st.result_rows += 1;
+                        st.result_bytes += len as u64;
+                        if record == RecordResults::Masked {
+                            let frame = Frame::from_raw(chunk.slice(offset..offset + len));
+                            let cols = self.columns.clone();
+                            if let Some(st) = self.current() {
+                                capture_row(st, &cols, &frame, cap);
+                            }
+                        }
+                    }
+                }
+                b'T' => {
+                    if record == RecordResults::Masked {
+                        let frame = Frame::from_raw(chunk.slice(offset..offset + len));
+                        self.columns = backend::row_description_names(&frame).unwrap_or_default();
+                    }
+                }
+                b'd' => {
+                    if let Some(st) = self.current() {
+                        st.result_bytes += len as u64;
+                    }
+                }
+                b'C' | b'I' | b's' => {
+                    let rows = if tag == b'C' {
+                        backend::command_rows(&Frame::from_raw(chunk.slice(offset..offset + len)))
+                    } else {
+                        None
+                    };
+                    match self.queue.front_mut() {
+                        Some(Expect::Query(st)) => st.rows += rows.unwrap_or(0),
+                        Some(Expect::Execute(st)) => {
+                            st.rows += rows.unwrap_or(st.result_rows);
+                            if let Some(Expect::Execute(st)) = self.queue.pop_front() {
+                                finished.push(st);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                b'E' => {
+                    let frame = Frame::from_raw(chunk.slice(offset..offset + len));
+                    let fields = backend::error_fields(&frame).unwrap_or_default();
+                    let is_execute = matches!(self.queue.front(), Some(Expect::Execute(_)));
+                    if let Some(st) = self.current() {
+                        if let Some(rep) = st.replace_error.take() {
+                            replace = Some(rep);
+                        } else if st.error.is_none() {
+                            st.error = Some(fields.sqlstate.clone());
+                        }
+                        if st.error.is_none() {
+                            st.error = Some(fields.sqlstate);
+                        }
+                    }
+                    if is_execute && let Some(Expect::Execute(st)) = self.queue.pop_front() {
+                        finished.push(st);
+                        // The server now skips everything up to Sync: so do we.
+                        while let Some(Expect::Execute(_)) = self.queue.front() {
+                            if let Some(Expect::Execute(mut st)) = self.queue.pop_front() {
+                                st.error.get_or_insert_with(|| "skipped".to_owned());
+                                finished.push(st);
+                            }
+                        }
+                    }
+                }
+                b'Z' => {
+                    // Everything up to the Query or Sync this answers is complete.
+                    while let Some(e) = self.queue.pop_front() {
+                        match e {
+                            Expect::Execute(mut st) => {
+                                st.error.get_or_insert_with(|| "skipped".to_owned());
+                                finished.push(st);
+                            }
+                            Expect::Query(st) => {
+                                finished.push(st);
+                                break;
+                            }
+                            Expect::Sync => break,
+                            Expect::Fatal(b) => {
+                                self.queue.push_front(Expect::Fatal(b));
+                                break;
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            match replace {
+                None => {
+                    if run_start.is_none() {
+                        run_start = Some(offset);
+                    }
+                    run_end = offset + len;
+                }
+                Some(rep) => {
+                    if let Some(s) = run_start.take() {
+                        out.push(chunk.slice(s..run_end));
+                    }
+                    out.push(rep);
+                }
+            }
+            offset += len;
+        }
+        if let Some(s) = run_start {
+            if s == 0 && run_end == chunk.len() && out.is_empty() {
+                out.push(chunk);
+            } else {
+                out.push(chunk.slice(s..run_end));
+            }
+        }
+        for part in out {
+            if self.write.write_all(&part).await.is_err() {
+                return Err("client connection error");
+            }
+        }
+        for st in finished {
+            self.record_outcome(st).await;
+        }
+        Ok(())
+    }
+
+    async fn record_outcome(&self, st: Stmt) {
+        let mut ev = self.info.event(RecordKind::Outcome);
+        ev.statement_seq = st.seq;
+        ev.duration_ms = Some(st.started.elapsed().as_secs_f64() * 1000.0);
+        let outcome = match (&st.refused_outcome, &st.error) {
+            (Some(o), _) => *o,
+            (None, Some(_)) => Outcome::Error,
+            (None, None) => Outcome::Ok,
+        };
+        ev.outcome = Some(outcome);
+        ev.sqlstate = match outcome {
+            Outcome::Ok => None,
+            Outcome::Blocked | Outcome::Denied | Outcome::Expired => Some("42501".to_owned()),
+            Outcome::Error => match &st.error {
+                Some(s) if s != "skipped" => Some(s.clone()),
+                _ if st.refused_outcome.is_some() => Some("58000".to_owned()),
+                _ => None,
+            },
+        };
+        ev.rows = Some(st.rows.max(st.result_rows));
+        let mut detail = serde_json::json!({
+            "result_rows": st.result_rows,
+            "result_bytes": st.result_bytes,
+        });
+        if st.error.as_deref() == Some("skipped") {
+            detail["skipped"] = serde_json::json!(true);
+        }
+        if let Some(c) = st.results {
+            detail["results"] = serde_json::json!({
+                "columns": c.columns,
+                "rows": c.rows,
+                "truncated": c.truncated,
+                "masked": true,
+            });
+        }
+        let ev = ev.with_detail(detail);
+        self.shared.auditor.record_later(ev).await;
+    }
+}
+
+/// Adds one DataRow's values (text as-is, binary as hex), PAN-masked, within the cap.
+fn capture_row(st: &mut Stmt, columns: &[String], frame: &Frame, cap: usize) {
+    let c = st.results.get_or_insert_with(|| Capture {
+        columns: columns.to_vec(),
+        ..Capture::default()
+    });
+    if c.truncated {
+        return;
+    }
+    let Ok(values) = backend::data_row_values(frame) else {
+        return;
+    };
+    let row: Vec<Option<String>> = values
+        .iter()
+        .map(|v| {
+            v.as_ref().map(|b| match std::str::from_utf8(b) {
+                Ok(s) => mask_pans(s).into_owned(),
+                Err(_) => format!("\\x{}", hex::encode(b)),
+            })
+        })
+        .collect();
+    let size: usize = row.iter().map(|v| v.as_ref().map_or(4, String::len)).sum();
+    if c.bytes + size > cap {
+        c.truncated = true;
+        return;
+    }
+    c.bytes += size;
+    c.rows.push(row);
+}

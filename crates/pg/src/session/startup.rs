@@ -1,0 +1,458 @@
+//! Connection startup: TLS and protocol negotiation, token authentication, upstream login.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use gatehouse_core::audit::{AuditEvent, RecordKind};
+use gatehouse_core::identity::Principal;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{SessionInfo, Shared};
+use crate::cancel::{CancelGuard, CancelTarget};
+use crate::codec::{CodecError, FrameReader, Side};
+use crate::messages::backend::{self, Severity};
+use crate::messages::frontend;
+use crate::messages::startup::{StartupMessage, StartupPacket, parse_startup, startup_len};
+use crate::stream::{BoxRead, BoxWrite, split_any, split_tcp};
+use crate::upstream::Upstream;
+
+/// Startup parameters a client may pass to the upstream server. Anything that could change
+/// the role, the parser's behaviour or server settings wholesale (`options`, `role`,
+/// `session_authorization`, GUCs such as `standard_conforming_strings`) is refused.
+const PASSTHROUGH_PARAMS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "extra_float_digits",
+    "search_path",
+    "IntervalStyle",
+    "lc_monetary",
+    "lc_numeric",
+    "lc_time",
+];
+
+/// Client encodings whose multi-byte characters may contain a backslash or quote byte: a
+/// parser that does not know the encoding would split such strings differently from the
+/// server, so they are refused.
+const UNSAFE_ENCODINGS: &[&str] = &["sjis", "shiftjis", "big5", "gbk", "gb18030", "uhc", "johab"];
+
+/// A logged-in session, ready to relay.
+pub(crate) struct Established {
+    pub info: SessionInfo,
+    pub client_read: BoxRead,
+    pub client_write: BoxWrite,
+    /// Client bytes already read past the startup.
+    pub client_buf: BytesMut,
+    pub upstream: Upstream,
+    pub _cancel: CancelGuard,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartupError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Codec(#[from] CodecError),
+    #[error("timed out")]
+    Timeout,
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// Runs the startup. `Ok(None)` means the connection was fully handled (cancel request,
+/// refusal already answered).
+pub(crate) async fn establish(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Result<Option<Established>, StartupError> {
+    match tokio::time::timeout(shared.startup_timeout, establish_inner(shared, tcp, peer)).await {
+        Ok(r) => r,
+        Err(_) => Err(StartupError::Timeout),
+    }
+}
+
+async fn read_packet<R: AsyncRead + Unpin>(r: &mut R) -> Result<StartupPacket, StartupError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = startup_len(len)?;
+    let mut body = vec![0u8; len - 4];
+    r.read_exact(&mut body).await?;
+    Ok(parse_startup(Bytes::from(body))?)
+}
+
+async fn fatal<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    sqlstate: &str,
+    msg: &str,
+) -> Result<Option<Established>, StartupError> {
+    w.write_all(&backend::error_response(
+        Severity::Fatal,
+        sqlstate,
+        msg,
+        None,
+    ))
+    .await?;
+    let _ = w.shutdown().await;
+    Err(StartupError::Refused(msg.to_owned()))
+}
+
+async fn establish_inner(
+    shared: &Arc<Shared>,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+) -> Result<Option<Established>, StartupError> {
+    // Negotiation happens on the raw socket; after TLS, the rest goes through the TLS stream.
+    let (mut read, mut write, tls, startup) = loop {
+        match read_packet(&mut tcp).await {
+            Ok(StartupPacket::GssEncRequest) => tcp.write_all(b"N").await?,
+            Ok(StartupPacket::SslRequest) => match &shared.tls {
+                Some(cfg) => {
+                    tcp.write_all(b"S").await?;
+                    let acceptor = tokio_rustls::TlsAcceptor::from(cfg.clone());
+                    let stream = acceptor.accept(tcp).await?;
+                    let (mut r, w) = split_any(stream);
+                    let packet = read_packet(&mut r).await?;
+                    break (r, w, true, packet);
+                }
+                None => tcp.write_all(b"N").await?,
+            },
+            Ok(packet) => {
+                let (r, w) = split_tcp(tcp);
+                break (r, w, false, packet);
+            }
+            Err(StartupError::Codec(e)) => {
+                return fatal(&mut tcp, "08P01", &format!("invalid startup packet: {e}")).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let msg = match startup {
+        StartupPacket::Cancel { pid, secret } => {
+            handle_cancel(shared, pid, &secret).await;
+            return Ok(None);
+        }
+        StartupPacket::Startup(m) => m,
+        StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+            return fatal(&mut write, "08P01", "encryption negotiated twice").await;
+        }
+    };
+    if msg.major != 3 {
+        return fatal(
+            &mut write,
+            "0A000",
+            &format!(
+                "unsupported frontend protocol {}.{}: Gatehouse supports 3.0",
+                msg.major, msg.minor
+            ),
+        )
+        .await;
+    }
+    if shared.tls_required && !tls {
+        let _ = audit_login_failed(shared, peer, &msg, "tls_required", None).await;
+        return fatal(
+            &mut write,
+            "28000",
+            "Gatehouse requires TLS (tls.require = true): connect with sslmode=require",
+        )
+        .await;
+    }
+    if let Some(problem) = refused_parameter(&msg) {
+        let _ = audit_login_failed(shared, peer, &msg, "parameter_refused", None).await;
+        return fatal(&mut write, "42501", &problem).await;
+    }
+    // Protocol 3.2 or `_pq_.` extensions: answer with what we speak (3.0, no extensions).
+    let unsupported: Vec<String> = msg
+        .params
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if msg.minor > 0 || !unsupported.is_empty() {
+        write
+            .write_all(&backend::negotiate_protocol_version(0, &unsupported))
+            .await?;
+    }
+
+    // Authenticate: the password is the token.
+    write.write_all(&backend::auth_cleartext()).await?;
+    let mut buf = BytesMut::with_capacity(4096);
+    let reader = FrameReader::new(Side::Frontend, 64 * 1024);
+    let frame = loop {
+        match reader.next_frame(&mut buf) {
+            Ok(Some(f)) => break f,
+            Ok(None) => {
+                if read.read_buf(&mut buf).await? == 0 {
+                    return Err(StartupError::Refused(
+                        "client left during authentication".into(),
+                    ));
+                }
+            }
+            Err(e) => {
+                return fatal(
+                    &mut write,
+                    "08P01",
+                    &format!("invalid authentication message: {e}"),
+                )
+                .await;
+            }
+        }
+    };
+    let token = match frontend::password(&frame) {
+        Ok(t) => t,
+        Err(_) => {
+            return fatal(
+                &mut write,
+                "08P01",
+                "expected a password message carrying a token",
+            )
+            .await;
+        }
+    };
+    let token = String::from_utf8_lossy(&token).into_owned();
+    let principal = match shared.verifier.verify(token.trim()).await {
+        Ok(p) => p,
+        Err(e) => {
+            metrics::counter!("gatehouse_auth_failures_total", "reason" => e.reason_code())
+                .increment(1);
+            let _ = audit_login_failed(shared, peer, &msg, e.reason_code(), None).await;
+            return fatal(&mut write, "28P01", &format!("authentication failed: {e}")).await;
+        }
+    };
+    drop(token);
+
+    let connection = msg
+        .get("database")
+        .or_else(|| msg.get("user"))
+        .unwrap_or("")
+        .to_owned();
+    let (Some(target), Some(allowed)) = (
+        shared.upstreams.get(&connection),
+        shared.allow_groups.get(&connection),
+    ) else {
+        let _ =
+            audit_login_failed(shared, peer, &msg, "unknown_connection", Some(&principal)).await;
+        return fatal(
+            &mut write,
+            "3D000",
+            &format!("database \"{connection}\" does not exist (no such Gatehouse connection)"),
+        )
+        .await;
+    };
+    if !allowed
+        .iter()
+        .any(|g| g == "*" || principal.groups.iter().any(|h| h == g))
+    {
+        metrics::counter!("gatehouse_auth_failures_total", "reason" => "group_not_allowed")
+            .increment(1);
+        let _ = audit_login_failed(shared, peer, &msg, "group_not_allowed", Some(&principal)).await;
+        return fatal(
+            &mut write,
+            "28000",
+            &format!(
+                "identity \"{}\" is not in any group allowed to use connection \"{connection}\"",
+                principal.subject
+            ),
+        )
+        .await;
+    }
+
+    let info = SessionInfo {
+        id: uuid::Uuid::now_v7().to_string(),
+        principal,
+        client_addr: peer.to_string(),
+        connection: connection.clone(),
+        started: Instant::now(),
+    };
+
+    let passthrough: Vec<(String, String)> = msg
+        .params
+        .iter()
+        .filter(|(k, _)| PASSTHROUGH_PARAMS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    let upstream = match target.login(&passthrough, Duration::from_secs(10)).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(connection = %connection, error = %e, "upstream login failed");
+            let mut ev = info.event(RecordKind::LoginFailed);
+            ev = ev.with_detail(serde_json::json!({
+                "reason": "upstream_unavailable",
+                "error": e.to_string(),
+            }));
+            let _ = shared.auditor.record(ev).await;
+            return fatal(
+                &mut write,
+                "08001",
+                &format!("Gatehouse could not connect to the upstream of \"{connection}\""),
+            )
+            .await;
+        }
+    };
+
+    // The session is recorded before the client may send anything (fail closed).
+    let mut ev = info.event(RecordKind::SessionStart);
+    ev = ev.with_detail(serde_json::json!({
+        "tls": tls,
+        "application_name": msg.get("application_name"),
+        "client_user": msg.get("user"),
+        "protocol": format!("{}.{}", msg.major, msg.minor),
+        "upstream_tls": upstream.tls,
+    }));
+    if let Err(e) = shared.auditor.record(ev).await
+        && shared.auditor.fail_closed()
+    {
+        tracing::error!(error = %e, "session start could not be audited; refusing session");
+        return fatal(
+            &mut write,
+            "58000",
+            "Gatehouse cannot record this session (audit store unavailable); refusing to proceed",
+        )
+        .await;
+    }
+    metrics::counter!("gatehouse_sessions_total").increment(1);
+
+    let (upstream_pid, upstream_secret) = upstream
+        .key
+        .clone()
+        .unwrap_or((0, Bytes::from_static(&[0, 0, 0, 0])));
+    let (pid, secret, guard) = shared.cancel.register(CancelTarget {
+        connection: connection.clone(),
+        upstream_pid,
+        upstream_secret,
+    });
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&backend::auth_ok());
+    for (k, v) in &upstream.params {
+        out.extend_from_slice(&backend::parameter_status(k, v));
+    }
+    out.extend_from_slice(&backend::backend_key_data(pid, secret));
+    out.extend_from_slice(&backend::ready_for_query(b'I'));
+    write.write_all(&out).await?;
+
+    Ok(Some(Established {
+        info,
+        client_read: read,
+        client_write: write,
+        client_buf: buf,
+        upstream,
+        _cancel: guard,
+    }))
+}
+
+/// Returns a refusal message for a startup parameter the gateway does not pass on.
+fn refused_parameter(msg: &StartupMessage) -> Option<String> {
+    for (k, v) in &msg.params {
+        match k.as_str() {
+            "user" | "database" => {}
+            "replication" => {
+                if !matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "false" | "off" | "no" | "0"
+                ) {
+                    return Some("replication connections are refused by Gatehouse".to_owned());
+                }
+            }
+            "options" if v.trim().is_empty() => {}
+            "client_encoding" => {
+                let norm: String = v
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .collect::<String>()
+                    .to_ascii_lowercase();
+                if UNSAFE_ENCODINGS.contains(&norm.as_str()) {
+                    return Some(format!(
+                        "client_encoding {v:?} is refused by Gatehouse (use UTF8)"
+                    ));
+                }
+            }
+            k if k.starts_with("_pq_.") => {}
+            k if PASSTHROUGH_PARAMS.contains(&k) => {}
+            other => {
+                return Some(format!(
+                    "startup parameter \"{other}\" is not allowed through Gatehouse"
+                ));
+            }
+        }
+    }
+    None
+}
+
+async fn audit_login_failed(
+    shared: &Shared,
+    peer: SocketAddr,
+    msg: &StartupMessage,
+    reason: &str,
+    principal: Option<&Principal>,
+) -> Result<u64, gatehouse_core::audit::AuditError> {
+    let mut ev = AuditEvent::new(RecordKind::LoginFailed, uuid::Uuid::now_v7().to_string());
+    ev.client_addr = Some(peer.to_string());
+    ev.connection = msg.get("database").map(str::to_owned);
+    if let Some(p) = principal {
+        ev.subject = Some(p.subject.clone());
+        ev.groups = p.groups.clone();
+        ev.issuer = Some(p.issuer.clone());
+    }
+    ev.outcome = Some(gatehouse_core::audit::Outcome::Denied);
+    let ev = ev.with_detail(serde_json::json!({
+        "reason": reason,
+        "client_user": msg.get("user"),
+        "application_name": msg.get("application_name"),
+    }));
+    shared.auditor.record(ev).await
+}
+
+async fn handle_cancel(shared: &Shared, pid: i32, secret: &Bytes) {
+    let Some(target) = shared.cancel.lookup(pid, secret) else {
+        metrics::counter!("gatehouse_cancel_requests_total", "result" => "unknown").increment(1);
+        return;
+    };
+    let Some(upstream) = shared.upstreams.get(&target.connection) else {
+        return;
+    };
+    match upstream
+        .cancel(target.upstream_pid, &target.upstream_secret)
+        .await
+    {
+        Ok(()) => metrics::counter!("gatehouse_cancel_requests_total", "result" => "forwarded")
+            .increment(1),
+        Err(e) => tracing::warn!(error = %e, "forwarding a cancel request failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(params: &[(&str, &str)]) -> StartupMessage {
+        StartupMessage {
+            major: 3,
+            minor: 0,
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn parameter_allow_list() {
+        assert_eq!(
+            refused_parameter(&msg(&[("user", "a"), ("application_name", "psql")])),
+            None
+        );
+        assert!(refused_parameter(&msg(&[("options", "-c role=admin")])).is_some());
+        assert!(refused_parameter(&msg(&[("role", "admin")])).is_some());
+        assert!(refused_parameter(&msg(&[("standard_conforming_strings", "off")])).is_some());
+        assert!(refused_parameter(&msg(&[("replication", "database")])).is_some());
+        assert!(refused_parameter(&msg(&[("client_encoding", "SJIS")])).is_some());
+        assert_eq!(
+            refused_parameter(&msg(&[("client_encoding", "UTF8")])),
+            None
+        );
+    }
+}

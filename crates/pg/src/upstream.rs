@@ -1,0 +1,375 @@
+//! The gateway's own login to the upstream server with the credential it holds.
+//!
+//! The client never sees this exchange: its messages are consumed here, and only the
+//! ParameterStatus values and the end of the startup are passed on (with a gateway-made
+//! BackendKeyData instead of the server's).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use gatehouse_core::config::{Connection, Secret, UpstreamTls};
+use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+use postgres_protocol::message::frontend;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::codec::{CodecError, Frame, FrameReader, Side};
+use crate::messages::backend;
+use crate::stream::{BoxRead, BoxWrite, split_any, split_tcp};
+
+/// Why the upstream login failed. Shown to operators (logs), never to clients verbatim.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to upstream {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("upstream {0}: timed out")]
+    Timeout(String),
+    #[error("upstream I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("upstream protocol: {0}")]
+    Protocol(#[from] CodecError),
+    #[error("upstream refused TLS but upstream_tls requires it")]
+    TlsRefused,
+    #[error("upstream TLS: {0}")]
+    Tls(String),
+    #[error("upstream asked for a password but the connection has none configured")]
+    NoPassword,
+    #[error("upstream authentication method {0} is not supported")]
+    UnsupportedAuth(i32),
+    #[error("upstream SCRAM: {0}")]
+    Scram(String),
+    #[error("upstream error {sqlstate}: {message}")]
+    Server { sqlstate: String, message: String },
+    #[error("upstream closed the connection during startup")]
+    Closed,
+}
+
+/// One configured upstream, ready to connect to.
+pub struct UpstreamTarget {
+    pub name: String,
+    pub addr: String,
+    pub host: String,
+    pub database: String,
+    pub user: String,
+    password: Option<Secret>,
+    pub tls: UpstreamTls,
+    tls_config: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for UpstreamTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTarget")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamTarget {
+    /// Prepares a target; reads the CA file for `verify-full`.
+    pub fn new(conn: &Connection, password: Option<Secret>) -> Result<Self, UpstreamError> {
+        let host = conn
+            .upstream
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+            .unwrap_or_else(|| conn.upstream.clone());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls_config = match conn.upstream_tls {
+            UpstreamTls::Disable => None,
+            UpstreamTls::Prefer | UpstreamTls::Require => {
+                // Like libpq's sslmode=require: encrypted, server identity not checked.
+                let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| UpstreamError::Tls(e.to_string()))?
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+                    .with_no_client_auth();
+                Some(Arc::new(cfg))
+            }
+            UpstreamTls::VerifyFull => {
+                let mut roots = rustls::RootCertStore::empty();
+                let path = conn.upstream_ca_file.as_ref().ok_or_else(|| {
+                    UpstreamError::Tls(
+                        "upstream_tls = \"verify-full\" needs upstream_ca_file".into(),
+                    )
+                })?;
+                let pem = std::fs::read(path).map_err(|e| {
+                    UpstreamError::Tls(format!("cannot read {}: {e}", path.display()))
+                })?;
+                for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
+                    let cert: CertificateDer<'static> =
+                        cert.map_err(|e| UpstreamError::Tls(format!("bad CA file: {e}")))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| UpstreamError::Tls(format!("bad CA certificate: {e}")))?;
+                }
+                let cfg = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| UpstreamError::Tls(e.to_string()))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Some(Arc::new(cfg))
+            }
+        };
+        Ok(Self {
+            name: conn.name.clone(),
+            addr: conn.upstream.clone(),
+            host,
+            database: conn.database.clone(),
+            user: conn.user.clone(),
+            password,
+            tls: conn.upstream_tls,
+            tls_config,
+        })
+    }
+
+    async fn open(&self) -> Result<(BoxRead, BoxWrite, bool), UpstreamError> {
+        let mut tcp =
+            TcpStream::connect(&self.addr)
+                .await
+                .map_err(|source| UpstreamError::Connect {
+                    addr: self.addr.clone(),
+                    source,
+                })?;
+        let _ = tcp.set_nodelay(true);
+        let Some(cfg) = &self.tls_config else {
+            let (r, w) = split_tcp(tcp);
+            return Ok((r, w, false));
+        };
+        let mut buf = BytesMut::new();
+        frontend::ssl_request(&mut buf);
+        tcp.write_all(&buf).await?;
+        let answer = tcp.read_u8().await?;
+        if answer != b'S' {
+            if self.tls == UpstreamTls::Prefer {
+                let (r, w) = split_tcp(tcp);
+                return Ok((r, w, false));
+            }
+            return Err(UpstreamError::TlsRefused);
+        }
+        let name = ServerName::try_from(self.host.clone())
+            .map_err(|e| UpstreamError::Tls(format!("bad upstream host name: {e}")))?;
+        let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| UpstreamError::Tls(e.to_string()))?;
+        let (r, w) = split_any(tls);
+        Ok((r, w, true))
+    }
+
+    /// Connects and logs in, with a deadline.
+    pub async fn login(
+        &self,
+        params: &[(String, String)],
+        deadline: Duration,
+    ) -> Result<Upstream, UpstreamError> {
+        tokio::time::timeout(deadline, self.login_inner(params))
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.addr.clone()))?
+    }
+
+    async fn login_inner(&self, params: &[(String, String)]) -> Result<Upstream, UpstreamError> {
+        let (read, mut write, tls) = self.open().await?;
+        let mut conn = Upstream {
+            read,
+            buf: BytesMut::with_capacity(16 * 1024),
+            reader: FrameReader::new(Side::Backend, crate::codec::LARGE_MESSAGE_LIMIT),
+            write: None,
+            params: Vec::new(),
+            key: None,
+            tls,
+        };
+        let mut out = BytesMut::new();
+        let mut startup: Vec<(&str, &str)> =
+            vec![("user", &self.user), ("database", &self.database)];
+        for (k, v) in params {
+            startup.push((k, v));
+        }
+        frontend::startup_message(startup.iter().copied(), &mut out)?;
+        write.write_all(&out).await?;
+
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let frame = conn.next().await?;
+            match frame.tag() {
+                b'R' => {
+                    let (code, data) = backend::auth_request(&frame)?;
+                    out.clear();
+                    match code {
+                        0 => {}
+                        3 => {
+                            let pw = self.password.as_ref().ok_or(UpstreamError::NoPassword)?;
+                            frontend::password_message(pw.expose().as_bytes(), &mut out)?;
+                        }
+                        5 => {
+                            let pw = self.password.as_ref().ok_or(UpstreamError::NoPassword)?;
+                            let salt: [u8; 4] = data
+                                .get(..4)
+                                .and_then(|s| s.try_into().ok())
+                                .ok_or(CodecError::Malformed {
+                                    what: "AuthenticationMD5",
+                                })?;
+                            let hash = postgres_protocol::authentication::md5_hash(
+                                self.user.as_bytes(),
+                                pw.expose().as_bytes(),
+                                salt,
+                            );
+                            frontend::password_message(hash.as_bytes(), &mut out)?;
+                        }
+                        10 => {
+                            let pw = self.password.as_ref().ok_or(UpstreamError::NoPassword)?;
+                            let offered = data
+                                .split(|&b| b == 0)
+                                .any(|m| m == SCRAM_SHA_256.as_bytes());
+                            if !offered {
+                                return Err(UpstreamError::UnsupportedAuth(code));
+                            }
+                            let s = ScramSha256::new(
+                                pw.expose().as_bytes(),
+                                ChannelBinding::unsupported(),
+                            );
+                            frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
+                            scram = Some(s);
+                        }
+                        11 => {
+                            let s = scram
+                                .as_mut()
+                                .ok_or(UpstreamError::Scram("SASLContinue without SASL".into()))?;
+                            s.update(&data)
+                                .map_err(|e| UpstreamError::Scram(e.to_string()))?;
+                            frontend::sasl_response(s.message(), &mut out)?;
+                        }
+                        12 => {
+                            let s = scram
+                                .as_mut()
+                                .ok_or(UpstreamError::Scram("SASLFinal without SASL".into()))?;
+                            s.finish(&data)
+                                .map_err(|e| UpstreamError::Scram(e.to_string()))?;
+                        }
+                        other => return Err(UpstreamError::UnsupportedAuth(other)),
+                    }
+                    if !out.is_empty() {
+                        write.write_all(&out).await?;
+                    }
+                }
+                b'E' => {
+                    let f = backend::error_fields(&frame)?;
+                    return Err(UpstreamError::Server {
+                        sqlstate: f.sqlstate,
+                        message: f.message,
+                    });
+                }
+                b'S' => conn.params.push(backend::parameter(&frame)?),
+                b'K' => conn.key = Some(backend::backend_key(&frame)?),
+                b'N' | b'v' => {}
+                b'Z' => break,
+                _ => {
+                    return Err(UpstreamError::Protocol(CodecError::Malformed {
+                        what: "upstream startup",
+                    }));
+                }
+            }
+        }
+        conn.write = Some(write);
+        Ok(conn)
+    }
+
+    /// Sends a CancelRequest for the upstream backend `pid`/`secret`.
+    pub async fn cancel(&self, pid: i32, secret: &Bytes) -> Result<(), UpstreamError> {
+        let (_read, mut write, _) = self.open().await?;
+        let mut buf = BytesMut::new();
+        let len = i32::try_from(12 + secret.len()).unwrap_or(16);
+        buf.extend_from_slice(&len.to_be_bytes());
+        buf.extend_from_slice(&crate::messages::startup::CANCEL_REQUEST.to_be_bytes());
+        buf.extend_from_slice(&pid.to_be_bytes());
+        buf.extend_from_slice(secret);
+        write.write_all(&buf).await?;
+        write.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// A logged-in upstream connection.
+pub struct Upstream {
+    pub read: BoxRead,
+    /// Bytes read past the end of startup (belong to the relay).
+    pub buf: BytesMut,
+    reader: FrameReader,
+    pub write: Option<BoxWrite>,
+    pub params: Vec<(String, String)>,
+    pub key: Option<(i32, Bytes)>,
+    pub tls: bool,
+}
+
+impl Upstream {
+    async fn next(&mut self) -> Result<Frame, UpstreamError> {
+        loop {
+            if let Some(f) = self.reader.next_frame(&mut self.buf)? {
+                return Ok(f);
+            }
+            if self.read.read_buf(&mut self.buf).await? == 0 {
+                return Err(UpstreamError::Closed);
+            }
+        }
+    }
+}
+
+/// Certificate "verifier" for `prefer`/`require`: checks the handshake signature (so the
+/// channel is really encrypted to the holder of the presented key) but not the chain.
+#[derive(Debug)]
+struct EncryptOnly(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
