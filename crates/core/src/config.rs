@@ -172,8 +172,9 @@ pub struct Store {
     pub url: String,
 }
 
+/// Empty means "gatehouse.db inside data_dir" (resolved in `resolve_paths`).
 fn default_store_url() -> String {
-    "sqlite://gatehouse-data/gatehouse.db".into()
+    String::new()
 }
 
 impl Default for Store {
@@ -407,6 +408,9 @@ impl Config {
         for (c, (pw, ca)) in self.connections.iter_mut().zip(conns) {
             c.password_file = pw;
             c.upstream_ca_file = ca;
+        }
+        if self.store.url.is_empty() {
+            self.store.url = format!("sqlite://{}", self.data_dir.join("gatehouse.db").display());
         }
         if let Some(rest) = self.store.url.strip_prefix("sqlite://") {
             let (path, query) = match rest.split_once('?') {

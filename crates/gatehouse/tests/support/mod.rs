@@ -1,0 +1,543 @@
+//! Test support: a real PostgreSQL started in a temp dir on a free port, and the real
+//! `gatehouse` binary in front of it. Nothing is mocked.
+//!
+//! The cluster is shared by the tests of one test binary and stops when the binary exits: it
+//! runs under a small shell that waits on a pipe from this process, so it cannot outlive it.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const SVC_USER: &str = "gatehouse_svc";
+pub const SVC_PASSWORD: &str = "svc-Secret-9f3b";
+pub const SUPER_PASSWORD: &str = "super-Secret-77";
+
+/// Test card numbers (Luhn-valid, from the brands' published test ranges).
+pub const CARDS: &[&str] = &[
+    "4111111111111111",
+    "5555555555554444",
+    "378282246310005",
+    "6011111111111117",
+];
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn pg_bin(name: &str) -> String {
+    if let Ok(dir) = std::env::var("PG_BIN") {
+        return format!("{dir}/{name}");
+    }
+    for v in ["18", "17", "16", "15", "14", "13"] {
+        let p = format!("/usr/lib/postgresql/{v}/bin/{name}");
+        if Path::new(&p).exists() {
+            return p;
+        }
+    }
+    name.to_owned()
+}
+
+/// Runs a command as the `postgres` OS user when we are root (PostgreSQL refuses root).
+fn as_pg_user(program: &str) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", program]);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+pub struct PgCluster {
+    pub port: u16,
+    pub dir: PathBuf,
+    _keepalive: Mutex<std::process::ChildStdin>,
+}
+
+static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+
+/// The PostgreSQL cluster shared by this test binary.
+pub fn cluster() -> &'static PgCluster {
+    CLUSTER.get_or_init(PgCluster::start)
+}
+
+impl PgCluster {
+    fn start() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("gh-pg-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("pg dir");
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .expect("chown")
+                .success();
+            assert!(ok, "chown of the PostgreSQL dir failed");
+        }
+        let pwfile = dir.join("pw");
+        std::fs::write(&pwfile, SUPER_PASSWORD).expect("pwfile");
+        if is_root() {
+            Command::new("chown")
+                .args(["postgres"])
+                .arg(&pwfile)
+                .status()
+                .expect("chown");
+        }
+        let data = dir.join("data");
+        let out = as_pg_user(&pg_bin("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .expect("initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let script = format!(
+            "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c max_connections=200 -c shared_buffers=32MB >{dir}/log 2>&1 & pid=$!; \
+             cat >/dev/null; kill -INT $pid; wait $pid; rm -rf {dir}",
+            postgres = pg_bin("postgres"),
+            data = data.display(),
+            dir = dir.display(),
+        );
+        let mut child = as_pg_user("bash")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start postgres");
+        let stdin = child.stdin.take().expect("stdin");
+        std::mem::forget(child);
+        let c = PgCluster {
+            port,
+            dir,
+            _keepalive: Mutex::new(stdin),
+        };
+        c.wait_ready();
+        c.psql_super(
+            "postgres",
+            &format!(
+                "CREATE ROLE {SVC_USER} LOGIN PASSWORD '{SVC_PASSWORD}';
+                 CREATE DATABASE payments OWNER {SVC_USER};"
+            ),
+        );
+        c.psql_as_svc("payments", &sample_data());
+        c
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new("pg_isready")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// Runs SQL as the superuser with psql; panics on error.
+    pub fn psql_super(&self, db: &str, sql: &str) -> String {
+        self.psql("postgres", SUPER_PASSWORD, db, sql)
+    }
+
+    /// Runs SQL as the service role directly (bypassing the gateway).
+    pub fn psql_as_svc(&self, db: &str, sql: &str) -> String {
+        self.psql(SVC_USER, SVC_PASSWORD, db, sql)
+    }
+
+    fn psql(&self, user: &str, pw: &str, db: &str, sql: &str) -> String {
+        let mut child = Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                user,
+                "-d",
+                db,
+            ])
+            .env("PGPASSWORD", pw)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("psql");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(sql.as_bytes())
+            .expect("write sql");
+        let out = child.wait_with_output().expect("psql");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A fresh database owned by the service role, with the sample data.
+    pub fn create_database(&self, name: &str) {
+        self.psql_super(
+            "postgres",
+            &format!("CREATE DATABASE {name} OWNER {SVC_USER};"),
+        );
+        self.psql_as_svc(name, &sample_data());
+    }
+
+    /// A direct client as the service role (for checking what really happened upstream).
+    pub async fn direct(&self, db: &str) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user={SVC_USER} password={SVC_PASSWORD} dbname={db}",
+                self.port
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("direct connect");
+        tokio::spawn(conn);
+        client
+    }
+}
+
+pub fn sample_data() -> String {
+    format!(
+        "CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text);
+         CREATE TABLE payments (id serial PRIMARY KEY, customer_id int REFERENCES customers,
+             card_number text NOT NULL, cvv text, amount numeric(12,2), created_at timestamptz DEFAULT now());
+         INSERT INTO customers (name, email) VALUES ('Ada', 'ada@example.com'), ('Grace', 'grace@example.com');
+         INSERT INTO payments (customer_id, card_number, cvv, amount) VALUES
+             (1, '{}', '123', 10.50), (2, '{}', '456', 99.99), (1, '{}', '789', 5.00);",
+        CARDS[0], CARDS[1], CARDS[2]
+    )
+}
+
+/// A running `gatehouse serve` with its own data dir and ports.
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub pg_port: u16,
+    pub admin_port: u16,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gatehouse")
+}
+
+/// Builder for a gateway config; `extra` is appended verbatim (TOML).
+pub struct GatewayBuilder {
+    pub databases: Vec<(String, String)>,
+    pub extra_top: String,
+    pub extra: String,
+    pub tls_require: bool,
+    pub record_results: String,
+}
+
+impl Default for GatewayBuilder {
+    fn default() -> Self {
+        Self {
+            databases: vec![("payments".into(), "payments".into())],
+            extra_top: String::new(),
+            extra: String::new(),
+            tls_require: false,
+            record_results: "masked".into(),
+        }
+    }
+}
+
+impl GatewayBuilder {
+    pub fn connection(mut self, name: &str, db: &str) -> Self {
+        self.databases.push((name.into(), db.into()));
+        self
+    }
+
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self
+    }
+
+    pub fn extra_top(mut self, toml: &str) -> Self {
+        self.extra_top.push_str(toml);
+        self
+    }
+
+    pub fn tls_require(mut self) -> Self {
+        self.tls_require = true;
+        self
+    }
+
+    pub fn config_text(&self, pg_port: u16, admin_port: u16) -> String {
+        let pg = cluster();
+        let mut s = format!(
+            "data_dir = \"./data\"\n{}\n[listen]\npostgres = \"127.0.0.1:{pg_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n\
+             startup_timeout = \"3s\"\n\n[tls]\nrequire = {}\n\n[identity]\nlocal_issuer = true\n\
+             admin_groups = [\"gatehouse-admins\"]\n\n[audit]\nrecord_results = \"{}\"\ncheckpoint_every = 50\n\n",
+            self.extra_top, self.tls_require, self.record_results
+        );
+        for (name, db) in &self.databases {
+            s.push_str(&format!(
+                "[[connection]]\nname = \"{name}\"\nupstream = \"127.0.0.1:{}\"\ndatabase = \"{db}\"\n\
+                 user = \"{SVC_USER}\"\npassword_env = \"TEST_DB_PASSWORD\"\nupstream_tls = \"disable\"\n\
+                 allow_groups = [\"fraud-bots\", \"dba\"]\n\n",
+                pg.port
+            ));
+        }
+        s.push_str(&self.extra);
+        s
+    }
+
+    pub fn start(self) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pg_port = free_port();
+        let admin_port = free_port();
+        let config = dir.path().join("gatehouse.toml");
+        std::fs::write(&config, self.config_text(pg_port, admin_port)).expect("config");
+        let mut gw = Gateway {
+            log: dir.path().join("gatehouse.log"),
+            dir,
+            config,
+            pg_port,
+            admin_port,
+            child: None,
+        };
+        gw.spawn();
+        gw
+    }
+}
+
+impl Gateway {
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
+    }
+
+    pub fn start() -> Gateway {
+        GatewayBuilder::default().start()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = Command::new(bin())
+            .args(["serve", "-c"])
+            .arg(&self.config)
+            .env("TEST_DB_PASSWORD", SVC_PASSWORD)
+            .env("GATEHOUSE_LOG", "info,gatehouse_pg=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn gatehouse");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.pg_port)).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_err()
+        {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("gatehouse exited with {status}: {}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gatehouse did not start: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops with SIGTERM (graceful: the chain is sealed with a checkpoint) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Runs the CLI against this gateway's config.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin())
+            .args(args)
+            .arg("-c")
+            .arg(&self.config)
+            .env("TEST_DB_PASSWORD", SVC_PASSWORD)
+            .output()
+            .expect("run gatehouse")
+    }
+
+    pub fn token(&self, subject: &str, groups: &[&str]) -> String {
+        let mut args = vec!["token", "issue", "--subject", subject];
+        for g in groups {
+            args.push("--group");
+            args.push(g);
+        }
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "token issue: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    pub fn conn_str(&self, db: &str, user: &str, token: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname={db} user={user} password={token}",
+            self.pg_port
+        )
+    }
+
+    /// A tokio-postgres client through the gateway (plaintext).
+    pub async fn connect(&self, db: &str, token: &str) -> tokio_postgres::Client {
+        self.try_connect(db, token)
+            .await
+            .expect("connect through gatehouse")
+    }
+
+    pub async fn try_connect(
+        &self,
+        db: &str,
+        token: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, conn) =
+            tokio_postgres::connect(&self.conn_str(db, "agent", token), tokio_postgres::NoTls)
+                .await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// The audit records as exported (JSON lines parsed).
+    pub fn export(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["audit", "export", "--format", "jsonl"]);
+        assert!(
+            out.status.success(),
+            "export: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("jsonl line"))
+            .collect()
+    }
+
+    /// Waits until an exported record satisfies `pred` (outcomes are written after the fact).
+    pub fn wait_for_record(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(r) = self.export().into_iter().find(|r| pred(r)) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching audit record; log: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn store_url(&self) -> String {
+        format!("sqlite://{}/data/gatehouse.db", self.dir.path().display())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The SQLSTATE of a tokio-postgres error, if the server sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_owned())
+}
+
+pub fn db_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| e.to_string())
+}
