@@ -84,7 +84,7 @@ pub fn luhn_valid(run: &[u8]) -> bool {
         double = !double;
         n += 1;
     }
-    n > 0 && sum % 10 == 0
+    n > 0 && sum.is_multiple_of(10)
 }
 
 #[cfg(test)]

@@ -123,12 +123,12 @@ pub async fn sessions_replay(path: &Path, id: &str) -> Result<ExitCode> {
                 e.groups.join(", "),
                 e.client_addr.as_deref().unwrap_or("?"),
                 e.connection.as_deref().unwrap_or("?"),
-                if detail["tls"] == true {
+                if field(&detail, "tls") == true {
                     ", TLS"
                 } else {
                     ", no TLS"
                 },
-                detail["application_name"]
+                field(&detail, "application_name")
                     .as_str()
                     .map(|a| format!(", application {a:?}"))
                     .unwrap_or_default()
@@ -169,12 +169,12 @@ pub async fn sessions_replay(path: &Path, id: &str) -> Result<ExitCode> {
                     s.push_str(&format!(", {d:.2} ms"));
                 }
                 if let Some(res) = detail.get("results") {
-                    if let Some(rows) = res["rows"].as_array() {
+                    if let Some(rows) = field(res, "rows").as_array() {
                         for row in rows.iter().take(20) {
                             s.push_str(&format!("\n{:>28}{}", "", row));
                         }
                     }
-                    if res["truncated"] == true {
+                    if field(res, "truncated") == true {
                         s.push_str(&format!(
                             "\n{:>28}(results truncated at audit.result_cap_bytes)",
                             ""
@@ -185,7 +185,7 @@ pub async fn sessions_replay(path: &Path, id: &str) -> Result<ExitCode> {
             }
             RecordKind::SessionEnd => format!(
                 "session end     {} after {:.1} s",
-                detail["reason"].as_str().unwrap_or("?"),
+                field(&detail, "reason").as_str().unwrap_or("?"),
                 e.duration_ms.unwrap_or(0.0) / 1000.0
             ),
             other => format!("{}  {}", other.as_str(), detail),
@@ -193,6 +193,11 @@ pub async fn sessions_replay(path: &Path, id: &str) -> Result<ExitCode> {
         writeln!(out, "{clock} {offset}  {line}")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A JSON object's member, or `null` (never panics).
+fn field<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    v.get(name).unwrap_or(&serde_json::Value::Null)
 }
 
 fn parse_time(s: &str) -> Option<time::OffsetDateTime> {

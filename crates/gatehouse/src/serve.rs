@@ -25,6 +25,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cfg = crate::commands::load(path)?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()

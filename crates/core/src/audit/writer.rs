@@ -44,7 +44,7 @@ enum Msg {
         Vec<AuditEvent>,
         oneshot::Sender<Result<Vec<u64>, AuditError>>,
     ),
-    Later(AuditEvent),
+    Later(Box<AuditEvent>),
     Flush(oneshot::Sender<Result<(), AuditError>>),
 }
 
@@ -80,7 +80,7 @@ impl Auditor {
     /// Queues `event` without waiting (outcomes and session ends, which follow the fact).
     /// Order relative to this handle's other events is kept.
     pub async fn record_later(&self, event: AuditEvent) {
-        if self.tx.send(Msg::Later(event)).await.is_err() {
+        if self.tx.send(Msg::Later(Box::new(event))).await.is_err() {
             metrics::counter!("gatehouse_audit_write_failures_total").increment(1);
             tracing::error!("audit writer is not running; an event was lost");
         }
@@ -185,7 +185,7 @@ impl<L: AuditLog> Writer<L> {
                 }
                 Msg::Later(ev) => {
                     seq += 1;
-                    let r = AuditRecord::chain(seq, &prev, ev);
+                    let r = AuditRecord::chain(seq, &prev, *ev);
                     prev.clone_from(&r.hash);
                     records.push(r);
                 }

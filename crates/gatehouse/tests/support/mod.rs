@@ -3,7 +3,7 @@
 //!
 //! The cluster is shared by the tests of one test binary and stops when the binary exits: it
 //! runs under a small shell that waits on a pipe from this process, so it cannot outlive it.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::io::Write;
 use std::net::TcpListener;

@@ -578,11 +578,9 @@ impl Backend<'_> {
                         }
                     }
                 }
-                b'T' => {
-                    if record == RecordResults::Masked {
-                        let frame = Frame::from_raw(chunk.slice(offset..offset + len));
-                        self.columns = backend::row_description_names(&frame).unwrap_or_default();
-                    }
+                b'T' if record == RecordResults::Masked => {
+                    let frame = Frame::from_raw(chunk.slice(offset..offset + len));
+                    self.columns = backend::row_description_names(&frame).unwrap_or_default();
                 }
                 b'd' => {
                     if let Some(st) = self.current() {
@@ -707,22 +705,24 @@ impl Backend<'_> {
             },
         };
         ev.rows = Some(st.rows.max(st.result_rows));
-        let mut detail = serde_json::json!({
-            "result_rows": st.result_rows,
-            "result_bytes": st.result_bytes,
-        });
+        let mut detail = serde_json::Map::new();
+        detail.insert("result_rows".into(), st.result_rows.into());
+        detail.insert("result_bytes".into(), st.result_bytes.into());
         if st.error.as_deref() == Some("skipped") {
-            detail["skipped"] = serde_json::json!(true);
+            detail.insert("skipped".into(), true.into());
         }
         if let Some(c) = st.results {
-            detail["results"] = serde_json::json!({
-                "columns": c.columns,
-                "rows": c.rows,
-                "truncated": c.truncated,
-                "masked": true,
-            });
+            detail.insert(
+                "results".into(),
+                serde_json::json!({
+                    "columns": c.columns,
+                    "rows": c.rows,
+                    "truncated": c.truncated,
+                    "masked": true,
+                }),
+            );
         }
-        let ev = ev.with_detail(detail);
+        let ev = ev.with_detail(serde_json::Value::Object(detail));
         self.shared.auditor.record_later(ev).await;
     }
 }
