@@ -42,7 +42,11 @@ async fn authorize(s: &AdminState, headers: &HeaderMap) -> Result<Principal, Res
     let Some(token) = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            // The scheme name is case-insensitive (RFC 9110 §11.1).
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
     else {
         return Err(error(StatusCode::UNAUTHORIZED, "missing bearer token"));
     };

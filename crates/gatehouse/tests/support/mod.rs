@@ -3,7 +3,12 @@
 //!
 //! The cluster is shared by the tests of one test binary and stops when the binary exits: it
 //! runs under a small shell that waits on a pipe from this process, so it cannot outlive it.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -121,10 +126,13 @@ impl PgCluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        make_upstream_certs(&dir);
         let port = free_port();
         let script = format!(
             "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c max_connections=200 -c shared_buffers=32MB >{dir}/log 2>&1 & pid=$!; \
+             -c max_connections=200 -c shared_buffers=32MB -c ssl=on \
+             -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key \
+             >{dir}/log 2>&1 & pid=$!; \
              cat >/dev/null; kill -INT $pid; wait $pid; rm -rf {dir}",
             postgres = pg_bin("postgres"),
             data = data.display(),
@@ -154,6 +162,11 @@ impl PgCluster {
         );
         c.psql_as_svc("payments", &sample_data());
         c
+    }
+
+    /// The CA that signed the cluster's server certificate (for `upstream_tls = "verify-full"`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
     }
 
     fn wait_ready(&self) {
@@ -247,6 +260,83 @@ impl PgCluster {
         tokio::spawn(conn);
         client
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1/localhost, made with the openssl CLI.
+fn make_upstream_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "3",
+        "-subj",
+        "/CN=gatehouse-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("san");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "3",
+        "-extfile",
+        "san.ext",
+    ]);
+    if is_root() {
+        Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status()
+            .expect("chown");
+    }
+    Command::new("chmod")
+        .arg("600")
+        .arg(dir.join("server.key"))
+        .status()
+        .expect("chmod");
 }
 
 pub fn sample_data() -> String {

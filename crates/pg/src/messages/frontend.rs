@@ -128,15 +128,14 @@ pub fn build_query(sql: &str) -> Bytes {
     b.freeze()
 }
 
-/// Builds an unnamed `Parse` of `sql` with no parameter types.
-pub fn build_parse(sql: &str) -> Bytes {
-    let mut b = BytesMut::with_capacity(sql.len() + 10);
-    b.put_u8(b'P');
-    b.put_i32(i32::try_from(sql.len() + 4 + 1 + 1 + 2).unwrap_or(i32::MAX));
+/// Builds an `Execute` of `portal` (all rows).
+pub fn build_execute(portal: &str) -> Bytes {
+    let mut b = BytesMut::with_capacity(portal.len() + 10);
+    b.put_u8(b'E');
+    b.put_i32(i32::try_from(portal.len() + 4 + 1 + 4).unwrap_or(i32::MAX));
+    b.put_slice(portal.as_bytes());
     b.put_u8(0);
-    b.put_slice(sql.as_bytes());
-    b.put_u8(0);
-    b.put_i16(0);
+    b.put_i32(0);
     b.freeze()
 }
 
@@ -185,7 +184,7 @@ mod tests {
     fn built_messages_parse_back() {
         let q = Frame::from_raw(build_query("SELECT 1"));
         assert_eq!(&query_text(&q).unwrap()[..], b"SELECT 1");
-        let p = Frame::from_raw(build_parse("SELECT 2"));
-        assert_eq!(&parse(&p).unwrap().query[..], b"SELECT 2");
+        let e = Frame::from_raw(build_execute("x"));
+        assert_eq!(&execute_portal(&e).unwrap()[..], b"x");
     }
 }

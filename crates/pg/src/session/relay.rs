@@ -8,8 +8,9 @@
 //! Refusing a message (fail-closed audit, function calls) must keep the client's and the
 //! server's view of the session identical (transaction aborted, extended-protocol messages
 //! discarded until Sync). So a refused message is *replaced* by one the server rejects without
-//! executing anything (a syntax error), and the server's resulting ErrorResponse is swapped for
-//! the gateway's own. The server then does exactly what it would do for any error.
+//! executing anything (a Query with a syntax error; an Execute of a portal that cannot exist),
+//! and the server's resulting ErrorResponse is swapped for the gateway's own. The server then
+//! does exactly what it would do for any error.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -29,8 +30,11 @@ use crate::messages::backend::{self, Severity};
 use crate::messages::frontend::{self, Param};
 use crate::stream::{BoxRead, BoxWrite};
 
-/// SQL the server rejects at parse time without executing anything.
+/// SQL the server rejects at parse time without executing anything (replaces a Query).
 const REFUSAL_SQL: &str = "GATEHOUSE REFUSED THIS STATEMENT";
+/// A portal that never exists: executing it fails without touching the client's prepared
+/// statements or portals (replaces an Execute).
+const REFUSAL_PORTAL: &str = "gatehouse: refused";
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
@@ -398,7 +402,7 @@ impl Frontend<'_> {
                 Action::Audit {
                     event,
                     expect: Expect::Execute,
-                    replacement: frontend::build_parse(REFUSAL_SQL),
+                    replacement: frontend::build_execute(REFUSAL_PORTAL),
                 }
             }
             b'C' => {

@@ -153,7 +153,7 @@ async fn establish_inner(
         .await;
     }
     if shared.tls_required && !tls {
-        let _ = audit_login_failed(shared, peer, &msg, "tls_required", None).await;
+        let _ = audit_login_failed(shared, peer, &msg, ("tls_required", "28000"), None).await;
         return fatal(
             &mut write,
             "28000",
@@ -162,7 +162,7 @@ async fn establish_inner(
         .await;
     }
     if let Some(problem) = refused_parameter(&msg) {
-        let _ = audit_login_failed(shared, peer, &msg, "parameter_refused", None).await;
+        let _ = audit_login_failed(shared, peer, &msg, ("parameter_refused", "42501"), None).await;
         return fatal(&mut write, "42501", &problem).await;
     }
     // Protocol 3.2 or `_pq_.` extensions: answer with what we speak (3.0, no extensions).
@@ -219,7 +219,7 @@ async fn establish_inner(
         Err(e) => {
             metrics::counter!("gatehouse_auth_failures_total", "reason" => e.reason_code())
                 .increment(1);
-            let _ = audit_login_failed(shared, peer, &msg, e.reason_code(), None).await;
+            let _ = audit_login_failed(shared, peer, &msg, (e.reason_code(), "28P01"), None).await;
             return fatal(&mut write, "28P01", &format!("authentication failed: {e}")).await;
         }
     };
@@ -234,8 +234,14 @@ async fn establish_inner(
         shared.upstreams.get(&connection),
         shared.allow_groups.get(&connection),
     ) else {
-        let _ =
-            audit_login_failed(shared, peer, &msg, "unknown_connection", Some(&principal)).await;
+        let _ = audit_login_failed(
+            shared,
+            peer,
+            &msg,
+            ("unknown_connection", "3D000"),
+            Some(&principal),
+        )
+        .await;
         return fatal(
             &mut write,
             "3D000",
@@ -249,7 +255,14 @@ async fn establish_inner(
     {
         metrics::counter!("gatehouse_auth_failures_total", "reason" => "group_not_allowed")
             .increment(1);
-        let _ = audit_login_failed(shared, peer, &msg, "group_not_allowed", Some(&principal)).await;
+        let _ = audit_login_failed(
+            shared,
+            peer,
+            &msg,
+            ("group_not_allowed", "28000"),
+            Some(&principal),
+        )
+        .await;
         return fatal(
             &mut write,
             "28000",
@@ -280,9 +293,13 @@ async fn establish_inner(
         Err(e) => {
             tracing::warn!(connection = %connection, error = %e, "upstream login failed");
             let mut ev = info.event(RecordKind::LoginFailed);
+            ev.sqlstate = Some("08001".to_owned());
+            ev.outcome = Some(gatehouse_core::audit::Outcome::Error);
             ev = ev.with_detail(serde_json::json!({
                 "reason": "upstream_unavailable",
                 "error": e.to_string(),
+                "client_user": msg.get("user"),
+                "application_name": msg.get("application_name"),
             }));
             let _ = shared.auditor.record(ev).await;
             return fatal(
@@ -386,10 +403,11 @@ async fn audit_login_failed(
     shared: &Shared,
     peer: SocketAddr,
     msg: &StartupMessage,
-    reason: &str,
+    (reason, sqlstate): (&str, &str),
     principal: Option<&Principal>,
 ) -> Result<u64, gatehouse_core::audit::AuditError> {
     let mut ev = AuditEvent::new(RecordKind::LoginFailed, uuid::Uuid::now_v7().to_string());
+    ev.sqlstate = Some(sqlstate.to_owned());
     ev.client_addr = Some(peer.to_string());
     ev.connection = msg.get("database").map(str::to_owned);
     if let Some(p) = principal {
