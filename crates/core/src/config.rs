@@ -617,10 +617,7 @@ allow_groups = ["dba"]
                 .and_then(|c| c.password_file.clone()),
             Some(PathBuf::from("/etc/gh/pw.txt"))
         );
-        assert_eq!(
-            cfg.store.url,
-            "sqlite:///etc/gh/gatehouse-data/gatehouse.db"
-        );
+        assert_eq!(cfg.store.url, "sqlite:///etc/gh/./data/gatehouse.db");
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         max_message_bytes: cfg.listen.max_message_bytes,
         record_results: cfg.audit.record_results,
         result_cap_bytes: cfg.audit.result_cap_bytes,
+        redacted_columns: redacted_columns(&cfg),
     });
 
     let pg_listener = TcpListener::bind(&cfg.listen.postgres)
@@ -131,6 +132,30 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Column names never recorded in results: `[[mask]] columns` (their last segment) and the
+/// card verification code names.
+fn redacted_columns(cfg: &gatehouse_core::config::Config) -> Vec<String> {
+    let mut out: Vec<String> = gatehouse_pg::session::VERIFICATION_CODE_COLUMNS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    for mask in &cfg.masks {
+        let Some(cols) = mask.get("columns").and_then(|c| c.as_array()) else {
+            continue;
+        };
+        for c in cols.iter().filter_map(|c| c.as_str()) {
+            if let Some(name) = c.rsplit('.').next()
+                && name != "*"
+            {
+                out.push(name.to_ascii_lowercase());
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 async fn wait_for_signal() {

@@ -97,6 +97,9 @@ impl Auditor {
     }
 }
 
+/// A checkpoint is also written at this interval while records keep arriving.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Most events stored in one transaction.
 const MAX_BATCH: usize = 4096;
 
@@ -137,7 +140,26 @@ enum Ack {
 impl<L: AuditLog> Writer<L> {
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut batch: Vec<Msg> = Vec::new();
-        while let Some(first) = rx.recv().await {
+        let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    // Bounds how much recent history could be cut off undetected.
+                    if self.since_checkpoint > 0 {
+                        let cp = self.checkpoint();
+                        match self.log.append(&[], Some(&cp)).await {
+                            Ok(()) => self.since_checkpoint = 0,
+                            Err(e) => tracing::error!(error = %e, "periodic audit checkpoint failed"),
+                        }
+                    }
+                    continue;
+                }
+            };
             batch.push(first);
             let mut n = 1;
             while n < MAX_BATCH {

@@ -41,6 +41,8 @@ pub struct Bind {
     pub portal: Bytes,
     pub statement: Bytes,
     pub params: Vec<Param>,
+    /// Result column format codes as sent: none (all text), one (all alike) or one per column.
+    pub result_formats: Vec<i16>,
 }
 
 pub fn bind(frame: &Frame) -> Result<Bind, CodecError> {
@@ -77,15 +79,19 @@ pub fn bind(frame: &Frame) -> Result<Bind, CodecError> {
             Param::Text(v)
         });
     }
-    // Result format codes follow; validated only for shape.
     let nres = usize::try_from(r.i16()?).map_err(|_| bad.clone())?;
     if r.remaining() != nres * 2 {
         return Err(bad);
+    }
+    let mut result_formats = Vec::with_capacity(nres);
+    for _ in 0..nres {
+        result_formats.push(r.i16()?);
     }
     Ok(Bind {
         portal,
         statement,
         params,
+        result_formats,
     })
 }
 

@@ -34,7 +34,23 @@ pub struct Shared {
     pub max_message_bytes: usize,
     pub record_results: RecordResults,
     pub result_cap_bytes: usize,
+    /// Result columns (by name, lower case) whose values are never recorded: the column part
+    /// of every `[[mask]] columns` pattern, plus card verification codes (PCI DSS 3.3.1).
+    pub redacted_columns: Vec<String>,
 }
+
+/// Column names that hold card verification codes, redacted from recorded results whatever
+/// the configuration says.
+pub const VERIFICATION_CODE_COLUMNS: &[&str] = &[
+    "cvv",
+    "cvc",
+    "cvv2",
+    "cvc2",
+    "cid",
+    "csc",
+    "security_code",
+    "card_verification_code",
+];
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -52,6 +52,10 @@ struct Stmt {
     error: Option<String>,
     results: Option<Capture>,
     result_bytes: u64,
+    /// Result format codes from the Bind (empty: all text, as in the simple protocol).
+    result_formats: Arc<[i16]>,
+    /// Column names from a RowDescription seen while this statement was current.
+    columns: Vec<String>,
 }
 
 impl Stmt {
@@ -66,6 +70,17 @@ impl Stmt {
             error: None,
             results: None,
             result_bytes: 0,
+            result_formats: Arc::from([]),
+            columns: Vec::new(),
+        }
+    }
+
+    /// Whether result column `i` arrives in binary format.
+    fn binary_column(&self, i: usize) -> bool {
+        match self.result_formats.len() {
+            0 => false,
+            1 => self.result_formats.first() == Some(&1),
+            _ => self.result_formats.get(i) == Some(&1),
         }
     }
 }
@@ -116,7 +131,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         statements: HashMap::new(),
         portals: HashMap::new(),
     };
-    let back = Backend {
+    let mut back = Backend {
         shared: shared.clone(),
         info: &info,
         read: upstream.read,
@@ -124,13 +139,26 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         write: client_write,
         rx,
         queue: VecDeque::new(),
-        columns: Vec::new(),
     };
-    tokio::select! {
-        r = front.run() => r,
-        r = back.run() => r,
-    }
+    let reason = {
+        let front = front.run();
+        let backend = back.run();
+        tokio::pin!(front, backend);
+        tokio::select! {
+            r = &mut front => {
+                // The client is done; let responses already on their way be accounted for.
+                let _ = tokio::time::timeout(DRAIN_GRACE, &mut backend).await;
+                r
+            }
+            r = &mut backend => r,
+        }
+    };
+    back.abandon_pending().await;
+    reason
 }
+
+/// How long the backend direction may keep draining after the client side has ended.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct Frontend<'a> {
     shared: Arc<Shared>,
@@ -142,7 +170,14 @@ struct Frontend<'a> {
     /// Prepared statement name → SQL text (masked), for auditing Executes.
     statements: HashMap<Bytes, Arc<str>>,
     /// Portal name → (SQL text, parameters as recorded).
-    portals: HashMap<Bytes, (Arc<str>, Vec<Option<String>>)>,
+    portals: HashMap<Bytes, Portal>,
+}
+
+/// A bound portal, as far as the audit needs it.
+struct Portal {
+    text: Arc<str>,
+    params: Vec<Option<String>>,
+    result_formats: Arc<[i16]>,
 }
 
 /// What to do with one client message.
@@ -153,6 +188,7 @@ enum Action {
         event: AuditEvent,
         expect: fn(Stmt) -> Expect,
         replacement: Bytes,
+        result_formats: Arc<[i16]>,
     },
     /// Refuse without asking the audit store for permission (the refusal is recorded).
     Refuse {
@@ -297,6 +333,7 @@ impl Frontend<'_> {
                 Action::Audit {
                     expect,
                     replacement,
+                    result_formats,
                     ..
                 } => {
                     if audit_failed {
@@ -312,7 +349,9 @@ impl Frontend<'_> {
                         let _ = self.tx.send(expect(st));
                         Some(replacement)
                     } else {
-                        let _ = self.tx.send(expect(Stmt::new(seq_iter.next())));
+                        let mut st = Stmt::new(seq_iter.next());
+                        st.result_formats = result_formats;
+                        let _ = self.tx.send(expect(st));
                         None
                     }
                 }
@@ -369,6 +408,7 @@ impl Frontend<'_> {
                     event,
                     expect: Expect::Query,
                     replacement: frontend::build_query(REFUSAL_SQL),
+                    result_formats: Arc::from([]),
                 }
             }
             b'P' => {
@@ -385,15 +425,24 @@ impl Frontend<'_> {
                     .cloned()
                     .unwrap_or_else(|| Arc::from(""));
                 let params = b.params.iter().map(param_for_audit).collect();
-                self.portals.insert(b.portal, (text, params));
+                self.portals.insert(
+                    b.portal,
+                    Portal {
+                        text,
+                        params,
+                        result_formats: b.result_formats.into(),
+                    },
+                );
                 Action::Forward
             }
             b'E' => {
                 let portal = frontend::execute_portal(frame)?;
                 let mut event = self.info.event(RecordKind::Statement);
-                if let Some((text, params)) = self.portals.get(&portal) {
-                    event.statement = Some(text.to_string());
-                    event.params = Some(params.clone());
+                let mut result_formats: Arc<[i16]> = Arc::from([]);
+                if let Some(p) = self.portals.get(&portal) {
+                    event.statement = Some(p.text.to_string());
+                    event.params = Some(p.params.clone());
+                    result_formats = p.result_formats.clone();
                 }
                 event.detail = Some(
                     serde_json::json!({ "protocol": "extended", "portal": String::from_utf8_lossy(&portal) })
@@ -403,6 +452,7 @@ impl Frontend<'_> {
                     event,
                     expect: Expect::Execute,
                     replacement: frontend::build_execute(REFUSAL_PORTAL),
+                    result_formats,
                 }
             }
             b'C' => {
@@ -474,13 +524,12 @@ struct Backend<'a> {
     write: BoxWrite,
     rx: mpsc::UnboundedReceiver<Expect>,
     queue: VecDeque<Expect>,
-    /// Column names of the current result (for recorded results).
-    columns: Vec<String>,
 }
 
 impl Backend<'_> {
-    async fn run(mut self) -> &'static str {
+    async fn run(&mut self) -> &'static str {
         let reader = FrameReader::new(Side::Backend, crate::codec::LARGE_MESSAGE_LIMIT);
+        let mut client_open = true;
         loop {
             let mut end = 0;
             loop {
@@ -519,14 +568,15 @@ impl Backend<'_> {
                     Ok(n) => metrics::counter!("gatehouse_bytes_total", "direction" => "upstream_to_client").increment(n as u64),
                     Err(_) => return "upstream connection error",
                 },
-                msg = self.rx.recv() => match msg {
+                msg = self.rx.recv(), if client_open => match msg {
                     Some(Expect::Fatal(bytes)) => {
                         let _ = self.write.write_all(&bytes).await;
                         let _ = self.write.shutdown().await;
                         return "protocol error";
                     }
                     Some(e) => self.queue.push_back(e),
-                    None => return "client gone",
+                    // The client side ended; keep forwarding what the server still sends.
+                    None => client_open = false,
                 },
             }
         }
@@ -559,6 +609,7 @@ impl Backend<'_> {
         }
         let record = self.shared.record_results;
         let cap = self.shared.result_cap_bytes;
+        let shared = self.shared.clone();
         let mut out: Vec<Bytes> = Vec::new();
         let mut run_start: Option<usize> = None;
         let mut run_end = 0;
@@ -575,16 +626,15 @@ impl Backend<'_> {
                         st.result_bytes += len as u64;
                         if record == RecordResults::Masked {
                             let frame = Frame::from_raw(chunk.slice(offset..offset + len));
-                            let cols = self.columns.clone();
-                            if let Some(st) = self.current() {
-                                capture_row(st, &cols, &frame, cap);
-                            }
+                            capture_row(st, &frame, cap, &shared.redacted_columns);
                         }
                     }
                 }
                 b'T' if record == RecordResults::Masked => {
                     let frame = Frame::from_raw(chunk.slice(offset..offset + len));
-                    self.columns = backend::row_description_names(&frame).unwrap_or_default();
+                    if let Some(st) = self.current() {
+                        st.columns = backend::row_description_names(&frame).unwrap_or_default();
+                    }
                 }
                 b'd' => {
                     if let Some(st) = self.current() {
@@ -689,6 +739,19 @@ impl Backend<'_> {
         Ok(())
     }
 
+    /// Records an outcome for every statement still in flight when the session ends.
+    async fn abandon_pending(&mut self) {
+        while let Ok(e) = self.rx.try_recv() {
+            self.queue.push_back(e);
+        }
+        while let Some(e) = self.queue.pop_front() {
+            if let Expect::Query(mut st) | Expect::Execute(mut st) = e {
+                st.error.get_or_insert_with(|| "session_ended".to_owned());
+                self.record_outcome(st).await;
+            }
+        }
+    }
+
     async fn record_outcome(&self, st: Stmt) {
         let mut ev = self.info.event(RecordKind::Outcome);
         ev.statement_seq = st.seq;
@@ -703,7 +766,7 @@ impl Backend<'_> {
             Outcome::Ok => None,
             Outcome::Blocked | Outcome::Denied | Outcome::Expired => Some("42501".to_owned()),
             Outcome::Error => match &st.error {
-                Some(s) if s != "skipped" => Some(s.clone()),
+                Some(s) if s != "skipped" && s != "session_ended" => Some(s.clone()),
                 _ if st.refused_outcome.is_some() => Some("58000".to_owned()),
                 _ => None,
             },
@@ -712,8 +775,14 @@ impl Backend<'_> {
         let mut detail = serde_json::Map::new();
         detail.insert("result_rows".into(), st.result_rows.into());
         detail.insert("result_bytes".into(), st.result_bytes.into());
-        if st.error.as_deref() == Some("skipped") {
-            detail.insert("skipped".into(), true.into());
+        match st.error.as_deref() {
+            Some("skipped") => {
+                detail.insert("skipped".into(), true.into());
+            }
+            Some("session_ended") => {
+                detail.insert("session_ended_before_completion".into(), true.into());
+            }
+            _ => {}
         }
         if let Some(c) = st.results {
             detail.insert(
@@ -731,28 +800,39 @@ impl Backend<'_> {
     }
 }
 
-/// Adds one DataRow's values (text as-is, binary as hex), PAN-masked, within the cap.
-fn capture_row(st: &mut Stmt, columns: &[String], frame: &Frame, cap: usize) {
-    let c = st.results.get_or_insert_with(|| Capture {
-        columns: columns.to_vec(),
-        ..Capture::default()
-    });
-    if c.truncated {
+/// Adds one DataRow's values to the record: text PAN-masked, binary and sensitive columns
+/// withheld, within the cap. (Column-lineage masking replaces the name match later.)
+fn capture_row(st: &mut Stmt, frame: &Frame, cap: usize, redacted: &[String]) {
+    if st.results.as_ref().is_some_and(|c| c.truncated) {
         return;
     }
     let Ok(values) = backend::data_row_values(frame) else {
         return;
     };
+    // Binary values are not decoded here (their type is not tracked yet), so they are never
+    // stored: their bytes could encode a card number that text masking cannot see.
     let row: Vec<Option<String>> = values
         .iter()
-        .map(|v| {
-            v.as_ref().map(|b| match std::str::from_utf8(b) {
-                Ok(s) => mask_pans(s).into_owned(),
-                Err(_) => format!("\\x{}", hex::encode(b)),
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_ref().map(|b| {
+                let name = st.columns.get(i).map(|c| c.to_ascii_lowercase());
+                if name.is_some_and(|n| redacted.contains(&n)) {
+                    "[redacted]".to_owned()
+                } else if st.binary_column(i) {
+                    format!("<binary {} bytes>", b.len())
+                } else {
+                    mask_pans(&String::from_utf8_lossy(b)).into_owned()
+                }
             })
         })
         .collect();
     let size: usize = row.iter().map(|v| v.as_ref().map_or(4, String::len)).sum();
+    let columns = &st.columns;
+    let c = st.results.get_or_insert_with(|| Capture {
+        columns: columns.clone(),
+        ..Capture::default()
+    });
     if c.bytes + size > cap {
         c.truncated = true;
         return;
