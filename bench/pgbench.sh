@@ -40,7 +40,7 @@ as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w \
 
 cleanup() {
   [ -n "${GH_PID:-}" ] && kill "$GH_PID" 2>/dev/null || true
-  [ -n "${BOUNCER_PID:-}" ] && kill "$BOUNCER_PID" 2>/dev/null || true
+  pkill -f "$WORK/bouncer.ini" 2>/dev/null || true
   as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }

@@ -68,7 +68,11 @@ async fn sessions(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Respo
     if let Err(r) = authorize(&s, &headers).await {
         return r;
     }
-    match s.store.sessions(1000).await {
+    let store = s.store.clone();
+    match tokio::task::spawn_blocking(move || store.sessions(1000))
+        .await
+        .unwrap_or_else(|e| Err(gatehouse_store::StoreError::Internal(e.to_string())))
+    {
         Ok(list) => Json(list).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "listing sessions");
@@ -85,7 +89,12 @@ async fn session(
     if let Err(r) = authorize(&s, &headers).await {
         return r;
     }
-    match s.store.session_records(&id, 100_000).await {
+    let store = s.store.clone();
+    let sid = id.clone();
+    match tokio::task::spawn_blocking(move || store.session_records(&sid, 100_000))
+        .await
+        .unwrap_or_else(|e| Err(gatehouse_store::StoreError::Internal(e.to_string())))
+    {
         Ok(recs) if recs.is_empty() => error(StatusCode::NOT_FOUND, "no such session"),
         Ok(recs) => Json(serde_json::json!({
             "id": id,

@@ -14,10 +14,8 @@ pub fn load(path: &Path) -> Result<Config> {
     Config::load(path).map_err(|e| anyhow!("{e}"))
 }
 
-async fn open_store(cfg: &Config) -> Result<SqliteStore> {
-    SqliteStore::open_existing(&cfg.store.url)
-        .await
-        .map_err(|e| anyhow!("{e}"))
+fn open_store(cfg: &Config) -> Result<SqliteStore> {
+    SqliteStore::open_existing(&cfg.store.url).map_err(|e| anyhow!("{e}"))
 }
 
 pub fn check(path: &Path) -> Result<ExitCode> {
@@ -56,8 +54,8 @@ pub fn token_issue(path: &Path, subject: &str, groups: &[String], ttl: &str) -> 
 
 pub async fn sessions_list(path: &Path, limit: i64) -> Result<ExitCode> {
     let cfg = load(path)?;
-    let store = open_store(&cfg).await?;
-    let list = store.sessions(limit).await?;
+    let store = open_store(&cfg)?;
+    let list = store.sessions(limit)?;
     println!(
         "{:<36}  {:<27}  {:<20}  {:<12}  {:>5}  ENDED",
         "SESSION", "STARTED", "SUBJECT", "CONNECTION", "STMTS"
@@ -78,8 +76,8 @@ pub async fn sessions_list(path: &Path, limit: i64) -> Result<ExitCode> {
 
 async fn session_records(path: &Path, id: &str) -> Result<Vec<AuditRecord>> {
     let cfg = load(path)?;
-    let store = open_store(&cfg).await?;
-    let recs = store.session_records(id, i64::MAX).await?;
+    let store = open_store(&cfg)?;
+    let recs = store.session_records(id, i64::MAX)?;
     if recs.is_empty() {
         bail!("no session {id:?} in the audit store");
     }
@@ -206,9 +204,9 @@ fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
 
 pub async fn audit_verify(path: &Path) -> Result<ExitCode> {
     let cfg = load(path)?;
-    let store = open_store(&cfg).await?;
+    let store = open_store(&cfg)?;
     let signer = CheckpointSigner::load(&cfg.data_dir).map_err(|e| anyhow!("{e}"))?;
-    let checkpoints = store.checkpoints().await?;
+    let checkpoints = store.checkpoints()?;
     let mut verifier = match ChainVerifier::new(&signer, checkpoints) {
         Ok(v) => v,
         Err(e) => {
@@ -218,15 +216,13 @@ pub async fn audit_verify(path: &Path) -> Result<ExitCode> {
     };
     let mut failure = None;
     let mut unreadable = None;
-    let read = store
-        .for_each_record(None, |r| match verifier.push(&r) {
-            Ok(()) => true,
-            Err(e) => {
-                failure = Some(e);
-                false
-            }
-        })
-        .await;
+    let read = store.for_each_record(None, |r| match verifier.push(&r) {
+        Ok(()) => true,
+        Err(e) => {
+            failure = Some(e);
+            false
+        }
+    });
     if let Err(e) = read {
         unreadable = Some(e);
     }
@@ -266,20 +262,18 @@ pub async fn audit_export(path: &Path, since: Option<&str>, format: &str) -> Res
         None => None,
         Some(s) => Some(normalize_since(s)?),
     };
-    let store = open_store(&cfg).await?;
+    let store = open_store(&cfg)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut write_err = None;
-    store
-        .for_each_record(since.as_deref(), |r| {
-            match writeln!(out, "{}", crate::export::record_json(&r)) {
-                Ok(()) => true,
-                Err(e) => {
-                    write_err = Some(e);
-                    false
-                }
+    store.for_each_record(since.as_deref(), |r| {
+        match writeln!(out, "{}", crate::export::record_json(&r)) {
+            Ok(()) => true,
+            Err(e) => {
+                write_err = Some(e);
+                false
             }
-        })
-        .await?;
+        }
+    })?;
     if let Some(e) = write_err {
         return Err(e).context("writing the export");
     }

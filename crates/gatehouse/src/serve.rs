@@ -33,17 +33,14 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         .context("metrics recorder")?;
 
     create_private_dir(&cfg.data_dir)?;
-    let store = SqliteStore::open(&cfg.store.url)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let store = SqliteStore::open(&cfg.store.url).map_err(|e| anyhow!("{e}"))?;
     let signer = CheckpointSigner::load_or_create(&cfg.data_dir).map_err(|e| anyhow!("{e}"))?;
     let (auditor, writer) = spawn_writer(
-        store.clone(),
+        store.writer().map_err(|e| anyhow!("{e}"))?,
         signer,
         cfg.audit.checkpoint_every,
         cfg.audit.fail_closed,
     )
-    .await
     .map_err(|e| anyhow!("audit store: {e}"))?;
     let verifier = Verifier::from_config(&cfg).map_err(|e| anyhow!("{e}"))?;
     let tls = crate::tls::server_config(
@@ -129,8 +126,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         tracing::error!(error = %e, "final audit flush failed");
     }
     drop(auditor);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-    store.close().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer.wait()).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -218,14 +218,12 @@ fn assert_store_free_of(gw: &Gateway, needles: &[&str]) {
 
 /// Runs raw SQL on the gateway's SQLite store from a second connection.
 async fn store_exec(gw: &Gateway, sqls: &[&str]) {
-    let store = SqliteStore::open(&gw.store_url()).await.unwrap();
+    let store = SqliteStore::open(&gw.store_url()).unwrap();
     for sql in sqls {
         store
             .execute_raw(sql)
-            .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
-    store.close().await;
 }
 
 fn verify(gw: &Gateway) -> (bool, String) {
@@ -527,9 +525,8 @@ async fn audit_verify_detects_modified_deleted_reordered_and_truncated_records()
     let seq_of = |sql: &str| statement(&recs, sql)["seq"].as_u64().unwrap();
 
     // The final checkpoint written on shutdown seals the head.
-    let store = SqliteStore::open(&gw.store_url()).await.unwrap();
-    let cps = store.checkpoints().await.unwrap();
-    store.close().await;
+    let store = SqliteStore::open(&gw.store_url()).unwrap();
+    let cps = store.checkpoints().unwrap();
     assert_eq!(
         cps.last().map(|c| c.seq),
         Some(last),

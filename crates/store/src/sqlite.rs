@@ -1,25 +1,18 @@
-//! SQLite backend (WAL mode, versioned migrations).
+//! SQLite backend (WAL mode): a writer connection owned by the audit writer thread, and
+//! short-lived reader connections for the CLI and the admin API.
 
-use std::path::Path;
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
 use gatehouse_core::audit::{
     AuditEvent, AuditLog, AuditRecord, Checkpoint, Outcome, RecordKind, StoreFailure,
 };
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{QueryBuilder, Row, Sqlite};
+use rusqlite::{Connection, OpenFlags, Row, params};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("store migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Db(#[from] rusqlite::Error),
     #[error("store: cannot create {path}: {source}")]
     Dir {
         path: String,
@@ -29,6 +22,22 @@ pub enum StoreError {
     Corrupt { seq: i64, problem: String },
     #[error("store: the database {0} does not exist (has the gateway ever run with this config?)")]
     Missing(String),
+    #[error("store: {0:?} is not a sqlite:// URL")]
+    Url(String),
+    #[error("store: schema version {found} is newer than this gatehouse knows ({known})")]
+    TooNew { found: i64, known: i64 },
+    #[error("store: internal error: {0}")]
+    Internal(String),
+}
+
+/// When a commit counts as durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Each commit is fsynced: survives power loss.
+    Fsync,
+    /// Each commit reaches the operating system (WAL; fsync at checkpoints): survives a crash
+    /// of the gateway process, not of the machine.
+    Os,
 }
 
 /// One session as listed by `gatehouse sessions list`.
@@ -43,22 +52,42 @@ pub struct SessionSummary {
     pub statements: i64,
 }
 
-/// The SQLite store. Cloning shares the pool.
+/// A SQLite audit store, addressed by path. Cheap to clone; each reader call opens its own
+/// connection (reads are rare: CLI, admin API, verification).
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    path: PathBuf,
+    durability: Durability,
 }
 
 const COLUMNS: &str = "seq, time, kind, session_id, subject, groups, issuer, client_addr, \
     connection, statement, params, outcome, sqlstate, rule, rows, duration_ms, statement_seq, \
     detail, prev_hash, hash";
 
+const INSERT: &str = "INSERT INTO audit_records (seq, time, kind, session_id, subject, groups, \
+    issuer, client_addr, connection, statement, params, outcome, sqlstate, rule, rows, \
+    duration_ms, statement_seq, detail, prev_hash, hash) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
+
+fn path_of(url: &str) -> Result<PathBuf, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .ok_or_else(|| StoreError::Url(url.to_owned()))?;
+    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    Ok(PathBuf::from(path))
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) the database at a `sqlite://PATH` URL and migrates it.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let path = url.strip_prefix("sqlite://").unwrap_or(url);
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
-        if let Some(dir) = Path::new(path).parent()
+    /// Opens (creating if needed) the database at a `sqlite://PATH` URL and migrates it, with
+    /// every commit fsynced.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, Durability::Fsync)
+    }
+
+    /// Like [`SqliteStore::open`], with the chosen commit durability.
+    pub fn open_with(url: &str, durability: Durability) -> Result<Self, StoreError> {
+        let path = path_of(url)?;
+        if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
@@ -66,215 +95,230 @@ impl SqliteStore {
                 source,
             })?;
         }
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        let store = Self { path, durability };
+        let mut conn = store.connect(true)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        crate::migrate::run(&mut conn)?;
+        Ok(store)
     }
 
-    /// Opens an existing database for reading (CLI commands must not create one).
-    pub async fn open_existing(url: &str) -> Result<Self, StoreError> {
-        let path = url.strip_prefix("sqlite://").unwrap_or(url);
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
-        if !Path::new(path).exists() {
-            return Err(StoreError::Missing(path.to_owned()));
+    /// Opens an existing database (CLI commands must not create one).
+    pub fn open_existing(url: &str) -> Result<Self, StoreError> {
+        let path = path_of(url)?;
+        if !path.exists() {
+            return Err(StoreError::Missing(path.display().to_string()));
         }
-        Self::open(url).await
+        Self::open(url)
     }
 
-    pub async fn close(&self) {
-        self.pool.close().await;
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
-    /// Calls `f` for every record in chain order, streaming (bounded memory).
-    pub async fn for_each_record<F>(
-        &self,
-        since_time: Option<&str>,
-        mut f: F,
-    ) -> Result<(), StoreError>
+    fn connect(&self, create: bool) -> Result<Connection, StoreError> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(&self.path, flags)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match self.durability {
+                Durability::Fsync => "FULL",
+                Durability::Os => "NORMAL",
+            },
+        )?;
+        Ok(conn)
+    }
+
+    /// The connection the audit writer appends through.
+    pub fn writer(&self) -> Result<SqliteWriter, StoreError> {
+        let conn = self.connect(false)?;
+        Ok(SqliteWriter { conn })
+    }
+
+    /// Calls `f` for every record in chain order, streaming (bounded memory); `f` returns
+    /// false to stop.
+    pub fn for_each_record<F>(&self, since_time: Option<&str>, mut f: F) -> Result<(), StoreError>
     where
         F: FnMut(AuditRecord) -> bool,
     {
-        let sql = match since_time {
-            Some(_) => format!("SELECT {COLUMNS} FROM audit_records WHERE time >= ? ORDER BY seq"),
-            None => format!("SELECT {COLUMNS} FROM audit_records ORDER BY seq"),
+        let conn = self.connect(false)?;
+        let mut stmt = match since_time {
+            Some(_) => conn.prepare(&format!(
+                "SELECT {COLUMNS} FROM audit_records WHERE time >= ?1 ORDER BY seq"
+            ))?,
+            None => conn.prepare(&format!("SELECT {COLUMNS} FROM audit_records ORDER BY seq"))?,
         };
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        if let Some(t) = since_time {
-            q = q.bind(t.to_owned());
-        }
-        let mut rows = q.fetch(&self.pool);
-        while let Some(row) = rows.try_next().await? {
-            if !f(record_from_row(&row)?) {
+        let mut rows = match since_time {
+            Some(t) => stmt.query(params![t])?,
+            None => stmt.query([])?,
+        };
+        while let Some(row) = rows.next()? {
+            if !f(record_from_row(row)?) {
                 break;
             }
         }
         Ok(())
     }
 
-    pub async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        let rows = sqlx::query(
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let conn = self.connect(false)?;
+        let mut stmt = conn.prepare(
             "SELECT seq, hash, time, signature, key_id FROM audit_checkpoints ORDER BY seq",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Checkpoint {
-                    seq: u64_of(r.try_get::<i64, _>("seq")?),
-                    hash: r.try_get("hash")?,
-                    time: r.try_get("time")?,
-                    signature: r.try_get("signature")?,
-                    key_id: r.try_get("key_id")?,
-                })
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Checkpoint {
+                seq: u64_of(r.get::<_, i64>(0)?),
+                hash: r.get(1)?,
+                time: r.get(2)?,
+                signature: r.get(3)?,
+                key_id: r.get(4)?,
             })
-            .collect()
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub async fn sessions(&self, limit: i64) -> Result<Vec<SessionSummary>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT s.session_id, s.time AS started_at, s.subject, s.connection, s.client_addr,
+    pub fn sessions(&self, limit: i64) -> Result<Vec<SessionSummary>, StoreError> {
+        let conn = self.connect(false)?;
+        let mut stmt = conn.prepare(
+            "SELECT s.session_id, s.time, s.subject, s.connection, s.client_addr,
                     (SELECT e.time FROM audit_records e
                       WHERE e.session_id = s.session_id AND e.kind = 'session_end'
-                      ORDER BY e.seq DESC LIMIT 1) AS ended_at,
+                      ORDER BY e.seq DESC LIMIT 1),
                     (SELECT count(*) FROM audit_records c
-                      WHERE c.session_id = s.session_id AND c.kind = 'statement') AS statements
+                      WHERE c.session_id = s.session_id AND c.kind = 'statement')
                FROM audit_records s
               WHERE s.kind = 'session_start'
-              ORDER BY s.seq DESC LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SessionSummary {
-                    session_id: r.try_get("session_id")?,
-                    started_at: r.try_get("started_at")?,
-                    ended_at: r.try_get("ended_at")?,
-                    subject: r.try_get("subject")?,
-                    connection: r.try_get("connection")?,
-                    client_addr: r.try_get("client_addr")?,
-                    statements: r.try_get("statements")?,
-                })
+              ORDER BY s.seq DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit], |r| {
+            Ok(SessionSummary {
+                session_id: r.get(0)?,
+                started_at: r.get(1)?,
+                subject: r.get(2)?,
+                connection: r.get(3)?,
+                client_addr: r.get(4)?,
+                ended_at: r.get(5)?,
+                statements: r.get(6)?,
             })
-            .collect()
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Every record of one session, in order (sessions are bounded by `result_cap_bytes`
-    /// per statement; a very long session is paged by the caller through `limit`).
-    pub async fn session_records(
+    /// Every record of one session, in order, up to `limit`.
+    pub fn session_records(
         &self,
         session_id: &str,
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM audit_records WHERE session_id = ? ORDER BY seq LIMIT ?"
-        )))
-        .bind(session_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(record_from_row).collect()
+        let conn = self.connect(false)?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM audit_records WHERE session_id = ?1 ORDER BY seq LIMIT ?2"
+        ))?;
+        let mut rows = stmt.query(params![session_id, limit])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(record_from_row(row)?);
+        }
+        Ok(out)
     }
 
-    /// Runs a raw statement (tests use it to tamper with the store and prove detection).
-    pub async fn execute_raw(&self, sql: &str) -> Result<u64, StoreError> {
-        Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
-    }
-
-    async fn append_inner(
-        &self,
-        records: &[AuditRecord],
-        checkpoint: Option<&Checkpoint>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // SQLite allows 32766 bound parameters; 20 per row → chunks of 1000 rows.
-        for chunk in records.chunks(1000) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new(format!("INSERT INTO audit_records ({COLUMNS}) "));
-            qb.push_values(chunk, |mut b, r| {
-                let e = &r.event;
-                b.push_bind(i64_of(r.seq))
-                    .push_bind(e.time.clone())
-                    .push_bind(e.kind.as_str())
-                    .push_bind(e.session_id.clone())
-                    .push_bind(e.subject.clone())
-                    .push_bind(serde_json::to_string(&e.groups).unwrap_or_else(|_| "[]".into()))
-                    .push_bind(e.issuer.clone())
-                    .push_bind(e.client_addr.clone())
-                    .push_bind(e.connection.clone())
-                    .push_bind(e.statement.clone())
-                    .push_bind(
-                        e.params
-                            .as_ref()
-                            .and_then(|p| serde_json::to_string(p).ok()),
-                    )
-                    .push_bind(e.outcome.map(Outcome::as_str))
-                    .push_bind(e.sqlstate.clone())
-                    .push_bind(e.rule.clone())
-                    .push_bind(e.rows.map(i64_of))
-                    .push_bind(e.duration_ms)
-                    .push_bind(e.statement_seq.map(i64_of))
-                    .push_bind(e.detail.clone())
-                    .push_bind(r.prev_hash.clone())
-                    .push_bind(r.hash.clone());
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
-        if let Some(cp) = checkpoint {
-            sqlx::query(
-                "INSERT OR IGNORE INTO audit_checkpoints (seq, hash, time, signature, key_id)
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(i64_of(cp.seq))
-            .bind(&cp.hash)
-            .bind(&cp.time)
-            .bind(&cp.signature)
-            .bind(&cp.key_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+    /// Runs raw SQL (tests use it to tamper with the store and prove detection).
+    pub fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
+        self.connect(false)?.execute_batch(sql)?;
         Ok(())
-    }
-
-    async fn head_inner(&self) -> Result<Option<(u64, String)>, StoreError> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(r) => Ok(Some((u64_of(r.try_get("seq")?), r.try_get("hash")?))),
-            None => Ok(None),
-        }
     }
 }
 
-impl AuditLog for SqliteStore {
-    async fn head(&mut self) -> Result<Option<(u64, String)>, StoreFailure> {
-        self.head_inner()
-            .await
-            .map_err(|e| StoreFailure(e.to_string()))
+/// The writer's connection: appends records and checkpoints atomically.
+pub struct SqliteWriter {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for SqliteWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteWriter").finish_non_exhaustive()
+    }
+}
+
+impl SqliteWriter {
+    fn append_inner(
+        &mut self,
+        records: &[AuditRecord],
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(INSERT)?;
+            for r in records {
+                let e = &r.event;
+                insert.execute(params![
+                    i64_of(r.seq),
+                    e.time,
+                    e.kind.as_str(),
+                    e.session_id,
+                    e.subject,
+                    serde_json::to_string(&e.groups).unwrap_or_else(|_| "[]".into()),
+                    e.issuer,
+                    e.client_addr,
+                    e.connection,
+                    e.statement,
+                    e.params
+                        .as_ref()
+                        .and_then(|p| serde_json::to_string(p).ok()),
+                    e.outcome.map(Outcome::as_str),
+                    e.sqlstate,
+                    e.rule,
+                    e.rows.map(i64_of),
+                    e.duration_ms,
+                    e.statement_seq.map(i64_of),
+                    e.detail,
+                    r.prev_hash,
+                    r.hash,
+                ])?;
+            }
+            if let Some(cp) = checkpoint {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO audit_checkpoints (seq, hash, time, signature, key_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    i64_of(cp.seq),
+                    cp.hash,
+                    cp.time,
+                    cp.signature,
+                    cp.key_id
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+impl AuditLog for SqliteWriter {
+    fn head(&mut self) -> Result<Option<(u64, String)>, StoreFailure> {
+        let row = self.conn.query_row(
+            "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((u64_of(r.get::<_, i64>(0)?), r.get::<_, String>(1)?)),
+        );
+        match row {
+            Ok(h) => Ok(Some(h)),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+            Err(e) => Err(StoreFailure(e.to_string())),
+        }
     }
 
-    async fn append(
+    fn append(
         &mut self,
         records: &[AuditRecord],
         checkpoint: Option<&Checkpoint>,
     ) -> Result<(), StoreFailure> {
         self.append_inner(records, checkpoint)
-            .await
             .map_err(|e| StoreFailure(e.to_string()))
     }
 }
@@ -287,23 +331,23 @@ fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn record_from_row(r: &SqliteRow) -> Result<AuditRecord, StoreError> {
-    let seq: i64 = r.try_get("seq")?;
+fn record_from_row(r: &Row<'_>) -> Result<AuditRecord, StoreError> {
+    let seq: i64 = r.get(0)?;
     let corrupt = |problem: String| StoreError::Corrupt { seq, problem };
-    let kind: String = r.try_get("kind")?;
-    let groups: String = r.try_get("groups")?;
-    let params: Option<String> = r.try_get("params")?;
-    let outcome: Option<String> = r.try_get("outcome")?;
+    let kind: String = r.get(2)?;
+    let groups: String = r.get(5)?;
+    let params: Option<String> = r.get(10)?;
+    let outcome: Option<String> = r.get(11)?;
     let event = AuditEvent {
-        time: r.try_get("time")?,
+        time: r.get(1)?,
         kind: RecordKind::parse(&kind).ok_or_else(|| corrupt(format!("unknown kind {kind:?}")))?,
-        session_id: r.try_get("session_id")?,
-        subject: r.try_get("subject")?,
+        session_id: r.get(3)?,
+        subject: r.get(4)?,
         groups: serde_json::from_str(&groups).map_err(|e| corrupt(format!("groups: {e}")))?,
-        issuer: r.try_get("issuer")?,
-        client_addr: r.try_get("client_addr")?,
-        connection: r.try_get("connection")?,
-        statement: r.try_get("statement")?,
+        issuer: r.get(6)?,
+        client_addr: r.get(7)?,
+        connection: r.get(8)?,
+        statement: r.get(9)?,
         params: match params {
             Some(p) => Some(serde_json::from_str(&p).map_err(|e| corrupt(format!("params: {e}")))?),
             None => None,
@@ -314,18 +358,18 @@ fn record_from_row(r: &SqliteRow) -> Result<AuditRecord, StoreError> {
             }
             None => None,
         },
-        sqlstate: r.try_get("sqlstate")?,
-        rule: r.try_get("rule")?,
-        rows: r.try_get::<Option<i64>, _>("rows")?.map(u64_of),
-        duration_ms: r.try_get("duration_ms")?,
-        statement_seq: r.try_get::<Option<i64>, _>("statement_seq")?.map(u64_of),
-        detail: r.try_get("detail")?,
+        sqlstate: r.get(12)?,
+        rule: r.get(13)?,
+        rows: r.get::<_, Option<i64>>(14)?.map(u64_of),
+        duration_ms: r.get(15)?,
+        statement_seq: r.get::<_, Option<i64>>(16)?.map(u64_of),
+        detail: r.get(17)?,
     };
     Ok(AuditRecord {
         seq: u64_of(seq),
         event,
-        prev_hash: r.try_get("prev_hash")?,
-        hash: r.try_get("hash")?,
+        prev_hash: r.get(18)?,
+        hash: r.get(19)?,
     })
 }
 
@@ -334,13 +378,33 @@ mod tests {
     use super::*;
     use gatehouse_core::audit::{ChainVerifier, CheckpointSigner, spawn_writer};
 
+    fn verify(store: &SqliteStore, dir: &Path) -> Result<u64, String> {
+        let signer = CheckpointSigner::load(dir).unwrap();
+        let cps = store.checkpoints().unwrap();
+        let mut v = ChainVerifier::new(&signer, cps).map_err(|e| e.to_string())?;
+        let mut err = None;
+        store
+            .for_each_record(None, |r| match v.push(&r) {
+                Ok(()) => true,
+                Err(e) => {
+                    err = Some(e.to_string());
+                    false
+                }
+            })
+            .unwrap();
+        if let Some(e) = err {
+            return Err(e);
+        }
+        v.finish().map(|r| r.records).map_err(|e| e.to_string())
+    }
+
     #[tokio::test]
     async fn round_trip_verifies_and_tampering_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/a.db", dir.path().display());
-        let store = SqliteStore::open(&url).await.unwrap();
+        let store = SqliteStore::open(&url).unwrap();
         let signer = CheckpointSigner::load_or_create(dir.path()).unwrap();
-        let (auditor, task) = spawn_writer(store.clone(), signer, 3, true).await.unwrap();
+        let (auditor, done) = spawn_writer(store.writer().unwrap(), signer, 3, true).unwrap();
         for i in 0..7u64 {
             let mut ev = AuditEvent::new(RecordKind::Statement, "s1");
             ev.statement = Some(format!("SELECT {i}"));
@@ -352,37 +416,31 @@ mod tests {
             auditor.record(ev).await.unwrap();
         }
         drop(auditor);
-        task.await.unwrap();
+        done.wait().await;
 
-        let verify = |store: SqliteStore, dir: std::path::PathBuf| async move {
-            let signer = CheckpointSigner::load(&dir).unwrap();
-            let cps = store.checkpoints().await.unwrap();
-            let mut v = ChainVerifier::new(&signer, cps).map_err(|e| e.to_string())?;
-            let mut err = None;
-            store
-                .for_each_record(None, |r| match v.push(&r) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        err = Some(e.to_string());
-                        false
-                    }
-                })
-                .await
-                .unwrap();
-            if let Some(e) = err {
-                return Err(e);
-            }
-            v.finish().map(|r| r.records).map_err(|e| e.to_string())
-        };
-        assert_eq!(verify(store.clone(), dir.path().to_owned()).await, Ok(7));
+        assert_eq!(verify(&store, dir.path()), Ok(7));
+        let sessions = store.sessions(10).unwrap();
+        assert!(sessions.is_empty());
+        assert_eq!(store.session_records("s1", 100).unwrap().len(), 7);
 
         store
             .execute_raw("UPDATE audit_records SET statement = 'SELECT 42' WHERE seq = 4")
-            .await
             .unwrap();
-        let err = verify(store.clone(), dir.path().to_owned())
-            .await
-            .unwrap_err();
+        let err = verify(&store, dir.path()).unwrap_err();
         assert!(err.starts_with("record 4:"), "{err}");
+    }
+
+    #[test]
+    fn migrations_are_versioned_and_refuse_a_newer_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/a.db", dir.path().display());
+        SqliteStore::open(&url).unwrap();
+        // Re-opening is idempotent.
+        let store = SqliteStore::open(&url).unwrap();
+        store.execute_raw("PRAGMA user_version = 99").unwrap();
+        assert!(matches!(
+            SqliteStore::open(&url),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
     }
 }

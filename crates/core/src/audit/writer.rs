@@ -1,11 +1,13 @@
 //! The single writer of the audit chain, with group commit.
 //!
-//! One task owns the chain head, so sequence numbers and hashes are assigned without locks.
+//! One thread owns the chain head, so sequence numbers and hashes are assigned without locks.
 //! Everything queued while the previous batch was being stored goes into the next batch, which
 //! is one transaction (one fsync) however many sessions contributed to it: under load the
 //! per-statement cost of durability falls instead of rising.
+//!
+//! The writer is an OS thread, not an async task: storing is blocking I/O by nature, and a
+//! dedicated thread keeps it off the runtime's workers while costing one wake-up per batch.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -18,16 +20,17 @@ use super::record::{AuditEvent, AuditRecord, GENESIS_HASH, now_rfc3339};
 #[error("{0}")]
 pub struct StoreFailure(pub String);
 
-/// Where the writer puts records. Implemented by the store crate.
+/// Where the writer puts records. Implemented by the store crate; called only from the
+/// writer thread, so implementations may block.
 pub trait AuditLog: Send + 'static {
     /// The last stored (seq, hash), if any.
-    fn head(&mut self) -> impl Future<Output = Result<Option<(u64, String)>, StoreFailure>> + Send;
+    fn head(&mut self) -> Result<Option<(u64, String)>, StoreFailure>;
     /// Stores `records` (and the checkpoint, if any) atomically and durably.
     fn append(
         &mut self,
         records: &[AuditRecord],
         checkpoint: Option<&Checkpoint>,
-    ) -> impl Future<Output = Result<(), StoreFailure>> + Send;
+    ) -> Result<(), StoreFailure>;
 }
 
 /// Why an event could not be made durable.
@@ -46,6 +49,8 @@ enum Msg {
     ),
     Later(Box<AuditEvent>),
     Flush(oneshot::Sender<Result<(), AuditError>>),
+    /// Time for a periodic checkpoint.
+    Tick,
 }
 
 /// Handle used by sessions to record events. Cheap to clone.
@@ -103,15 +108,26 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 /// Most events stored in one transaction.
 const MAX_BATCH: usize = 4096;
 
-/// Starts the writer task over `log`. The task ends when every [`Auditor`] is dropped, after
-/// storing what was queued and a final checkpoint.
-pub async fn spawn_writer<L: AuditLog>(
+/// Resolves when the writer thread has stored everything and sealed the chain.
+#[derive(Debug)]
+pub struct WriterDone(oneshot::Receiver<()>);
+
+impl WriterDone {
+    pub async fn wait(self) {
+        let _ = self.0.await;
+    }
+}
+
+/// Starts the writer thread over `log` (and, inside a Tokio runtime, a timer for periodic
+/// checkpoints). The thread ends when every [`Auditor`] is dropped, after storing what was
+/// queued and a final checkpoint.
+pub fn spawn_writer<L: AuditLog>(
     mut log: L,
     signer: CheckpointSigner,
     checkpoint_every: u64,
     fail_closed: bool,
-) -> Result<(Auditor, tokio::task::JoinHandle<()>), StoreFailure> {
-    let head = log.head().await?;
+) -> Result<(Auditor, WriterDone), StoreFailure> {
+    let head = log.head()?;
     let (tx, rx) = mpsc::channel(16 * 1024);
     let writer = Writer {
         log,
@@ -120,8 +136,31 @@ pub async fn spawn_writer<L: AuditLog>(
         head: head.unwrap_or_else(|| (0, GENESIS_HASH.to_owned())),
         since_checkpoint: 0,
     };
-    let handle = tokio::spawn(writer.run(rx));
-    Ok((Auditor { tx, fail_closed }, handle))
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("gatehouse-audit".into())
+        .spawn(move || {
+            writer.run(rx);
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| StoreFailure(format!("cannot start the audit writer thread: {e}")))?;
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        // Holds only a weak sender, so it never keeps the writer alive.
+        let weak = tx.downgrade();
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(tx) = weak.upgrade() else { break };
+                if tx.send(Msg::Tick).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok((Auditor { tx, fail_closed }, WriterDone(done_rx)))
 }
 
 struct Writer<L> {
@@ -138,45 +177,22 @@ enum Ack {
 }
 
 impl<L: AuditLog> Writer<L> {
-    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut batch: Vec<Msg> = Vec::new();
-        let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let first = tokio::select! {
-                m = rx.recv() => match m {
-                    Some(m) => m,
-                    None => break,
-                },
-                _ = tick.tick() => {
-                    // Bounds how much recent history could be cut off undetected.
-                    if self.since_checkpoint > 0 {
-                        let cp = self.checkpoint();
-                        match self.log.append(&[], Some(&cp)).await {
-                            Ok(()) => self.since_checkpoint = 0,
-                            Err(e) => tracing::error!(error = %e, "periodic audit checkpoint failed"),
-                        }
-                    }
-                    continue;
-                }
-            };
+        while let Some(first) = rx.blocking_recv() {
             batch.push(first);
-            let mut n = 1;
-            while n < MAX_BATCH {
+            while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(m) => {
-                        batch.push(m);
-                        n += 1;
-                    }
+                    Ok(m) => batch.push(m),
                     Err(_) => break,
                 }
             }
-            self.commit(&mut batch).await;
+            self.commit(&mut batch);
         }
         // Every handle is gone: seal the chain with a final checkpoint.
         if self.since_checkpoint > 0 {
             let cp = self.checkpoint();
-            if let Err(e) = self.log.append(&[], Some(&cp)).await {
+            if let Err(e) = self.log.append(&[], Some(&cp)) {
                 tracing::error!(error = %e, "final audit checkpoint failed");
             }
         }
@@ -186,7 +202,7 @@ impl<L: AuditLog> Writer<L> {
         self.signer.sign(self.head.0, &self.head.1, &now_rfc3339())
     }
 
-    async fn commit(&mut self, batch: &mut Vec<Msg>) {
+    fn commit(&mut self, batch: &mut Vec<Msg>) {
         let started = Instant::now();
         let (mut seq, mut prev) = self.head.clone();
         let mut records = Vec::new();
@@ -215,19 +231,20 @@ impl<L: AuditLog> Writer<L> {
                     force_checkpoint = true;
                     acks.push(Ack::Flush(ack));
                 }
+                // Bounds how much recent history could be cut off undetected.
+                Msg::Tick => force_checkpoint |= self.since_checkpoint > 0,
             }
         }
         let pending = self.since_checkpoint + records.len() as u64;
-        let checkpoint =
-            if (force_checkpoint && (pending > 0 || seq > 0)) || pending >= self.checkpoint_every {
-                Some(self.signer.sign(seq, &prev, &now_rfc3339()))
-            } else {
-                None
-            };
+        let checkpoint = if (force_checkpoint && seq > 0) || pending >= self.checkpoint_every {
+            Some(self.signer.sign(seq, &prev, &now_rfc3339()))
+        } else {
+            None
+        };
         let result = if records.is_empty() && checkpoint.is_none() {
             Ok(())
         } else {
-            self.log.append(&records, checkpoint.as_ref()).await
+            self.log.append(&records, checkpoint.as_ref())
         };
         metrics::histogram!("gatehouse_audit_write_seconds").record(started.elapsed());
         match result {
@@ -260,12 +277,12 @@ impl<L: AuditLog> Writer<L> {
                     }
                 }
                 // The store may have moved on (or not): trust it, not our memory.
-                match self.log.head().await {
+                match self.log.head() {
                     Ok(h) => self.head = h.unwrap_or_else(|| (0, GENESIS_HASH.to_owned())),
                     Err(e) => tracing::error!(error = %e, "cannot re-read audit head"),
                 }
                 // Avoid a hot loop against a store that keeps failing.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                std::thread::sleep(Duration::from_millis(5));
             }
         }
     }
@@ -286,7 +303,7 @@ mod tests {
     }
 
     impl AuditLog for MemLog {
-        async fn head(&mut self) -> Result<Option<(u64, String)>, StoreFailure> {
+        fn head(&mut self) -> Result<Option<(u64, String)>, StoreFailure> {
             Ok(self
                 .records
                 .lock()
@@ -294,7 +311,7 @@ mod tests {
                 .last()
                 .map(|r| (r.seq, r.hash.clone())))
         }
-        async fn append(
+        fn append(
             &mut self,
             records: &[AuditRecord],
             cp: Option<&Checkpoint>,
@@ -316,7 +333,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("gh-writer-{}", uuid::Uuid::new_v4()));
         let signer = CheckpointSigner::load_or_create(&dir).unwrap();
         let log = MemLog::default();
-        let (auditor, task) = spawn_writer(log.clone(), signer, 10, true).await.unwrap();
+        let (auditor, done) = spawn_writer(log.clone(), signer, 10, true).unwrap();
         let mut joins = Vec::new();
         for i in 0..50 {
             let a = auditor.clone();
@@ -345,7 +362,7 @@ mod tests {
         assert_eq!(seq, 51, "a failed batch must not consume sequence numbers");
 
         drop(auditor);
-        task.await.unwrap();
+        done.wait().await;
         let signer = CheckpointSigner::load(&dir).unwrap();
         let recs = log.records.lock().unwrap().clone();
         let cps = log.checkpoints.lock().unwrap().clone();
