@@ -3,6 +3,9 @@
 //! into exactly the messages they were built from; and declared lengths never make the
 //! reader ask for more memory than the per-type limit allows.
 
+// Test code: panicking on the unexpected is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use bytes::{BufMut, Bytes, BytesMut};
 use gatehouse_pg::codec::{
     CodecError, Frame, FrameReader, LARGE_MESSAGE_LIMIT, SMALL_MESSAGE_LIMIT, Side, backend_limit,
@@ -172,7 +175,10 @@ fn valid_message(side: Side) -> impl Strategy<Value = (u8, Vec<u8>)> {
         })
 }
 
-fn valid_stream() -> impl Strategy<Value = (Side, Vec<(u8, Vec<u8>)>, Vec<u8>)> {
+/// A side, whole messages (tag, body) and a truncated message after them.
+type ValidStream = (Side, Vec<(u8, Vec<u8>)>, Vec<u8>);
+
+fn valid_stream() -> impl Strategy<Value = ValidStream> {
     side()
         .prop_flat_map(|s| {
             (
@@ -422,6 +428,7 @@ proptest! {
         prop_assert_eq!(&b.portal[..], &portal[..]);
         prop_assert_eq!(&b.statement[..], &stmt[..]);
         prop_assert_eq!(b.params, expected);
+        prop_assert_eq!(b.result_formats, results);
 
         let truncated = &body[..cut.index(body.len() + 1)];
         if truncated.len() < body.len() {
@@ -455,6 +462,14 @@ proptest! {
         cstr(&mut e, &stmt);
         e.extend_from_slice(&max_rows.to_be_bytes());
         prop_assert_eq!(&frontend::execute_portal(&frame(b'E', &e)).unwrap()[..], &stmt[..]);
+
+        let portal_text = String::from_utf8_lossy(&stmt).replace('\0', "");
+        let built = frontend::build_execute(&portal_text);
+        let reader = FrameReader::new(Side::Frontend, LARGE_MESSAGE_LIMIT);
+        let mut buf = BytesMut::from(&built[..]);
+        let ef = reader.next_frame(&mut buf).unwrap().unwrap();
+        prop_assert!(buf.is_empty());
+        prop_assert_eq!(&frontend::execute_portal(&ef).unwrap()[..], portal_text.as_bytes());
 
         let mut c = vec![kind];
         cstr(&mut c, &stmt);
