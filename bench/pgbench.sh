@@ -78,6 +78,7 @@ postgres = "127.0.0.1:$GH_PORT"
 admin = "127.0.0.1:$ADMIN_PORT"
 [audit]
 record_results = "${RECORD_RESULTS:-summary}"
+durability = "${DURABILITY:-fsync}"
 [[connection]]
 name = "bench"
 upstream = "127.0.0.1:$PGPORT"
@@ -102,8 +103,8 @@ run() { # name port password mode
   echo "${tps:-0}"
 }
 
-printf "pgbench -S, %s clients, %s threads, %ss per run, scale %s, record_results=%s\n\n" \
-  "$CLIENTS" "$THREADS" "$DURATION" "$SCALE" "${RECORD_RESULTS:-summary}"
+printf "pgbench -S, %s clients, %s threads, %ss per run, scale %s, record_results=%s, durability=%s\n\n" \
+  "$CLIENTS" "$THREADS" "$DURATION" "$SCALE" "${RECORD_RESULTS:-summary}" "${DURABILITY:-fsync}"
 printf "%-10s %-20s %12s %8s\n" mode target tps ratio
 for mode in simple prepared; do
   direct=$(run direct "$PGPORT" "$SVC_PW" "$mode")

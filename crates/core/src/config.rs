@@ -207,6 +207,21 @@ pub struct Audit {
     /// A signed checkpoint is written after this many records (and on shutdown).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
+    /// When an audit record counts as durable: `fsync` (survives power loss; default) or `os`
+    /// (written to the operating system; survives a gateway crash, not a machine crash).
+    #[serde(default = "default_durability")]
+    pub durability: AuditDurability,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditDurability {
+    Fsync,
+    Os,
+}
+
+fn default_durability() -> AuditDurability {
+    AuditDurability::Fsync
 }
 
 fn default_retention() -> u32 {
@@ -230,6 +245,7 @@ impl Default for Audit {
             record_results: default_record_results(),
             result_cap_bytes: default_result_cap(),
             checkpoint_every: default_checkpoint_every(),
+            durability: default_durability(),
         }
     }
 }

@@ -33,7 +33,11 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         .context("metrics recorder")?;
 
     create_private_dir(&cfg.data_dir)?;
-    let store = SqliteStore::open(&cfg.store.url).map_err(|e| anyhow!("{e}"))?;
+    let durability = match cfg.audit.durability {
+        gatehouse_core::config::AuditDurability::Fsync => gatehouse_store::Durability::Fsync,
+        gatehouse_core::config::AuditDurability::Os => gatehouse_store::Durability::Os,
+    };
+    let store = SqliteStore::open_with(&cfg.store.url, durability).map_err(|e| anyhow!("{e}"))?;
     let signer = CheckpointSigner::load_or_create(&cfg.data_dir).map_err(|e| anyhow!("{e}"))?;
     let (auditor, writer) = spawn_writer(
         store.writer().map_err(|e| anyhow!("{e}"))?,

@@ -9,7 +9,10 @@ use rusqlite::Connection;
 use crate::sqlite::StoreError;
 
 /// The migrations, in order; the version after applying `MIGRATIONS[i]` is `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_audit.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_audit.sql"),
+    include_str!("../migrations/0002_drop_kind_index.sql"),
+];
 
 pub fn run(conn: &mut Connection) -> Result<(), StoreError> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

@@ -58,6 +58,8 @@ enum Msg {
 pub struct Auditor {
     tx: mpsc::Sender<Msg>,
     fail_closed: bool,
+    /// The writer thread, woken when a submitter waits (it may be lingering for company).
+    writer: std::thread::Thread,
 }
 
 impl Auditor {
@@ -79,6 +81,7 @@ impl Auditor {
             .send(Msg::Durable(events, tx))
             .await
             .map_err(|_| AuditError::Closed)?;
+        self.writer.unpark();
         rx.await.map_err(|_| AuditError::Closed)?
     }
 
@@ -98,12 +101,31 @@ impl Auditor {
             .send(Msg::Flush(tx))
             .await
             .map_err(|_| AuditError::Closed)?;
+        self.writer.unpark();
         rx.await.map_err(|_| AuditError::Closed)?
     }
 }
 
 /// A checkpoint is also written at this interval while records keep arriving.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long records nobody waits for may wait for company before they are stored.
+const LINGER: Duration = Duration::from_millis(2);
+
+fn drain(rx: &mut mpsc::Receiver<Msg>, batch: &mut Vec<Msg>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(m) => batch.push(m),
+            Err(_) => break,
+        }
+    }
+}
+
+impl Msg {
+    fn has_waiter(&self) -> bool {
+        matches!(self, Msg::Durable(..) | Msg::Flush(_))
+    }
+}
 
 /// Most events stored in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -137,13 +159,14 @@ pub fn spawn_writer<L: AuditLog>(
         since_checkpoint: 0,
     };
     let (done_tx, done_rx) = oneshot::channel();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("gatehouse-audit".into())
         .spawn(move || {
             writer.run(rx);
             let _ = done_tx.send(());
         })
         .map_err(|e| StoreFailure(format!("cannot start the audit writer thread: {e}")))?;
+    let writer = thread.thread().clone();
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         // Holds only a weak sender, so it never keeps the writer alive.
         let weak = tx.downgrade();
@@ -160,7 +183,14 @@ pub fn spawn_writer<L: AuditLog>(
             }
         });
     }
-    Ok((Auditor { tx, fail_closed }, WriterDone(done_rx)))
+    Ok((
+        Auditor {
+            tx,
+            fail_closed,
+            writer,
+        },
+        WriterDone(done_rx),
+    ))
 }
 
 struct Writer<L> {
@@ -181,11 +211,13 @@ impl<L: AuditLog> Writer<L> {
         let mut batch: Vec<Msg> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
+            drain(&mut rx, &mut batch);
+            // Nobody waits on after-the-fact records (outcomes, session ends): linger a
+            // moment so they share the next write-ahead commit instead of costing their own
+            // fsync. A waiting submitter unparks this thread at once.
+            if !batch.iter().any(Msg::has_waiter) {
+                std::thread::park_timeout(LINGER);
+                drain(&mut rx, &mut batch);
             }
             self.commit(&mut batch);
         }

@@ -93,10 +93,24 @@ enum Expect {
     /// An extended-protocol Execute: completes at CommandComplete, EmptyQueryResponse,
     /// PortalSuspended or ErrorResponse — or is skipped after an earlier error.
     Execute(Stmt),
+    /// A Parse, Bind, Close or Describe: completes at its own response (ParseComplete,
+    /// BindComplete, CloseComplete, RowDescription/NoData).
+    Ext(ExtKind),
     /// A Sync: completes at ReadyForQuery.
     Sync,
     /// Write this to the client, then end the session.
     Fatal(Bytes),
+}
+
+/// Extended-protocol messages that answer with a completion of their own. Tracking them
+/// keeps the queue exact: an ErrorResponse is always attributed to the message the server
+/// was processing, and after one, everything up to Sync is known to be discarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExtKind {
+    Parse,
+    Bind,
+    Close,
+    Describe,
 }
 
 /// Result values captured for the record (`audit.record_results = "masked"`).
@@ -139,6 +153,8 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         write: client_write,
         rx,
         queue: VecDeque::new(),
+        skipping: false,
+        done: Vec::new(),
     };
     let reason = {
         let front = front.run();
@@ -183,9 +199,12 @@ struct Portal {
 /// What to do with one client message.
 enum Action {
     Forward,
+    /// Forward, expecting the server's completion of this extended-protocol message.
+    Ext(ExtKind),
     /// Audit before forwarding; on failure, replace with `replacement`.
     Audit {
-        event: AuditEvent,
+        /// Taken when the batch of events is sent to the auditor.
+        event: Option<AuditEvent>,
         expect: fn(Stmt) -> Expect,
         replacement: Bytes,
         result_formats: Arc<[i16]>,
@@ -292,12 +311,12 @@ impl Frontend<'_> {
     async fn flush(
         &mut self,
         chunk: &Bytes,
-        actions: Vec<(usize, usize, Action)>,
+        mut actions: Vec<(usize, usize, Action)>,
     ) -> Option<&'static str> {
         let events: Vec<AuditEvent> = actions
-            .iter()
+            .iter_mut()
             .filter_map(|(_, _, a)| match a {
-                Action::Audit { event, .. } => Some(event.clone()),
+                Action::Audit { event, .. } => event.take(),
                 _ => None,
             })
             .collect();
@@ -322,6 +341,10 @@ impl Frontend<'_> {
         for (start, end, action) in actions {
             let replacement = match action {
                 Action::Forward => None,
+                Action::Ext(kind) => {
+                    let _ = self.tx.send(Expect::Ext(kind));
+                    None
+                }
                 Action::Sync => {
                     let _ = self.tx.send(Expect::Sync);
                     None
@@ -405,7 +428,7 @@ impl Frontend<'_> {
                 let mut event = self.info.event(RecordKind::Statement);
                 event.statement = Some(mask_pans(&String::from_utf8_lossy(&sql)).into_owned());
                 Action::Audit {
-                    event,
+                    event: Some(event),
                     expect: Expect::Query,
                     replacement: frontend::build_query(REFUSAL_SQL),
                     result_formats: Arc::from([]),
@@ -415,7 +438,7 @@ impl Frontend<'_> {
                 let p = frontend::parse(frame)?;
                 let text: Arc<str> = mask_pans(&String::from_utf8_lossy(&p.query)).into();
                 self.statements.insert(p.name, text);
-                Action::Forward
+                Action::Ext(ExtKind::Parse)
             }
             b'B' => {
                 let b = frontend::bind(frame)?;
@@ -433,7 +456,7 @@ impl Frontend<'_> {
                         result_formats: b.result_formats.into(),
                     },
                 );
-                Action::Forward
+                Action::Ext(ExtKind::Bind)
             }
             b'E' => {
                 let portal = frontend::execute_portal(frame)?;
@@ -449,7 +472,7 @@ impl Frontend<'_> {
                         .to_string(),
                 );
                 Action::Audit {
-                    event,
+                    event: Some(event),
                     expect: Expect::Execute,
                     replacement: frontend::build_execute(REFUSAL_PORTAL),
                     result_formats,
@@ -462,7 +485,7 @@ impl Frontend<'_> {
                 } else {
                     self.portals.remove(&name);
                 }
-                Action::Forward
+                Action::Ext(ExtKind::Close)
             }
             b'S' => Action::Sync,
             b'X' => Action::Terminate,
@@ -483,8 +506,9 @@ impl Frontend<'_> {
                     ),
                 }
             }
-            // Describe, Flush, CopyData/Done/Fail: nothing to inspect.
-            b'D' | b'H' | b'd' | b'c' | b'f' => Action::Forward,
+            b'D' => Action::Ext(ExtKind::Describe),
+            // Flush, CopyData/Done/Fail: nothing to inspect, no response of their own.
+            b'H' | b'd' | b'c' | b'f' => Action::Forward,
             b'p' => {
                 return Err(CodecError::Malformed {
                     what: "unexpected authentication message",
@@ -524,6 +548,10 @@ struct Backend<'a> {
     write: BoxWrite,
     rx: mpsc::UnboundedReceiver<Expect>,
     queue: VecDeque<Expect>,
+    /// After an extended-protocol error the server discards everything up to Sync.
+    skipping: bool,
+    /// Statements finished and waiting for their outcome record.
+    done: Vec<Stmt>,
 }
 
 impl Backend<'_> {
@@ -574,7 +602,7 @@ impl Backend<'_> {
                         let _ = self.write.shutdown().await;
                         return "protocol error";
                     }
-                    Some(e) => self.queue.push_back(e),
+                    Some(e) => self.push_expect(e),
                     // The client side ended; keep forwarding what the server still sends.
                     None => client_open = false,
                 },
@@ -585,13 +613,60 @@ impl Backend<'_> {
     /// Pulls everything the frontend has queued (it always queues before forwarding).
     fn drain_expectations(&mut self) -> Result<(), &'static str> {
         while let Ok(e) = self.rx.try_recv() {
-            if let Expect::Fatal(_) = e {
-                self.queue.push_front(e);
-                return Ok(());
-            }
-            self.queue.push_back(e);
+            self.push_expect(e);
         }
         Ok(())
+    }
+
+    /// Queues what the client sent, unless the server is discarding it (skip-to-Sync).
+    fn push_expect(&mut self, e: Expect) {
+        match e {
+            Expect::Fatal(_) => self.queue.push_front(e),
+            Expect::Sync => {
+                self.skipping = false;
+                self.queue.push_back(e);
+            }
+            Expect::Query(st) | Expect::Execute(st) if self.skipping => self.skip(st),
+            Expect::Ext(_) if self.skipping => {}
+            e => self.queue.push_back(e),
+        }
+    }
+
+    fn skip(&mut self, mut st: Stmt) {
+        st.error.get_or_insert_with(|| "skipped".to_owned());
+        self.done.push(st);
+    }
+
+    /// An error in the extended protocol: the server discards everything up to the next Sync.
+    /// The first statement of that run carries the error; the rest never ran.
+    fn extended_error(&mut self, sqlstate: &str) -> Option<Bytes> {
+        let mut replace = None;
+        let mut first = true;
+        loop {
+            match self.queue.front() {
+                None => {
+                    // The Sync has not arrived yet: discard what comes until it does.
+                    self.skipping = true;
+                    break;
+                }
+                Some(Expect::Sync) | Some(Expect::Fatal(_)) => break,
+                Some(_) => {}
+            }
+            match self.queue.pop_front() {
+                Some(Expect::Execute(mut st)) if first => {
+                    first = false;
+                    replace = st.replace_error.take();
+                    st.error.get_or_insert_with(|| sqlstate.to_owned());
+                    self.done.push(st);
+                }
+                Some(Expect::Execute(st)) | Some(Expect::Query(st)) => {
+                    first = false;
+                    self.skip(st);
+                }
+                _ => {}
+            }
+        }
+        replace
     }
 
     fn current(&mut self) -> Option<&mut Stmt> {
@@ -614,7 +689,6 @@ impl Backend<'_> {
         let mut run_start: Option<usize> = None;
         let mut run_end = 0;
         let mut offset = 0;
-        let mut finished: Vec<Stmt> = Vec::new();
         while offset < chunk.len() {
             let len = msg_len(chunk.get(offset..).unwrap_or_default());
             let tag = chunk.get(offset).copied().unwrap_or(0);
@@ -630,9 +704,20 @@ impl Backend<'_> {
                         }
                     }
                 }
-                b'T' if record == RecordResults::Masked => {
-                    let frame = Frame::from_raw(chunk.slice(offset..offset + len));
-                    if let Some(st) = self.current() {
+                b'T' => {
+                    if let Some(Expect::Ext(ExtKind::Describe)) = self.queue.front() {
+                        self.queue.pop_front();
+                        // A Describe of the portal an Execute runs next: its columns.
+                        if record == RecordResults::Masked
+                            && let Some(Expect::Execute(st)) = self.queue.front_mut()
+                        {
+                            let frame = Frame::from_raw(chunk.slice(offset..offset + len));
+                            st.columns = backend::row_description_names(&frame).unwrap_or_default();
+                        }
+                    } else if record == RecordResults::Masked
+                        && let Some(st) = self.current()
+                    {
+                        let frame = Frame::from_raw(chunk.slice(offset..offset + len));
                         st.columns = backend::row_description_names(&frame).unwrap_or_default();
                     }
                 }
@@ -652,47 +737,50 @@ impl Backend<'_> {
                         Some(Expect::Execute(st)) => {
                             st.rows += rows.unwrap_or(st.result_rows);
                             if let Some(Expect::Execute(st)) = self.queue.pop_front() {
-                                finished.push(st);
+                                self.done.push(st);
                             }
                         }
                         _ => {}
                     }
                 }
+                // ParseComplete, BindComplete, CloseComplete.
+                b'1' | b'2' | b'3' => {
+                    if let Some(Expect::Ext(_)) = self.queue.front() {
+                        self.queue.pop_front();
+                    }
+                }
+                // NoData answers a Describe (a RowDescription does too, see above).
+                b'n' => {
+                    if let Some(Expect::Ext(ExtKind::Describe)) = self.queue.front() {
+                        self.queue.pop_front();
+                    }
+                }
                 b'E' => {
                     let frame = Frame::from_raw(chunk.slice(offset..offset + len));
                     let fields = backend::error_fields(&frame).unwrap_or_default();
-                    let is_execute = matches!(self.queue.front(), Some(Expect::Execute(_)));
-                    if let Some(st) = self.current() {
-                        if let Some(rep) = st.replace_error.take() {
-                            replace = Some(rep);
-                        } else if st.error.is_none() {
-                            st.error = Some(fields.sqlstate.clone());
-                        }
-                        if st.error.is_none() {
-                            st.error = Some(fields.sqlstate);
-                        }
-                    }
-                    if is_execute && let Some(Expect::Execute(st)) = self.queue.pop_front() {
-                        finished.push(st);
-                        // The server now skips everything up to Sync: so do we.
-                        while let Some(Expect::Execute(_)) = self.queue.front() {
-                            if let Some(Expect::Execute(mut st)) = self.queue.pop_front() {
-                                st.error.get_or_insert_with(|| "skipped".to_owned());
-                                finished.push(st);
+                    match self.queue.front_mut() {
+                        Some(Expect::Query(st)) => {
+                            if let Some(rep) = st.replace_error.take() {
+                                replace = Some(rep);
+                            } else {
+                                st.error.get_or_insert_with(|| fields.sqlstate.clone());
                             }
                         }
+                        Some(Expect::Execute(_)) | Some(Expect::Ext(_)) => {
+                            replace = self.extended_error(&fields.sqlstate);
+                        }
+                        _ => {}
                     }
                 }
                 b'Z' => {
                     // Everything up to the Query or Sync this answers is complete.
+                    self.skipping = false;
                     while let Some(e) = self.queue.pop_front() {
                         match e {
-                            Expect::Execute(mut st) => {
-                                st.error.get_or_insert_with(|| "skipped".to_owned());
-                                finished.push(st);
-                            }
+                            Expect::Execute(st) => self.skip(st),
+                            Expect::Ext(_) => {}
                             Expect::Query(st) => {
-                                finished.push(st);
+                                self.done.push(st);
                                 break;
                             }
                             Expect::Sync => break,
@@ -728,21 +816,27 @@ impl Backend<'_> {
                 out.push(chunk.slice(s..run_end));
             }
         }
+        let mut written = Ok(());
         for part in out {
             if self.write.write_all(&part).await.is_err() {
-                return Err("client connection error");
+                written = Err("client connection error");
+                break;
             }
         }
-        for st in finished {
+        // Statements that ran are recorded even if the client can no longer be told.
+        for st in std::mem::take(&mut self.done) {
             self.record_outcome(st).await;
         }
-        Ok(())
+        written
     }
 
     /// Records an outcome for every statement still in flight when the session ends.
     async fn abandon_pending(&mut self) {
         while let Ok(e) = self.rx.try_recv() {
             self.queue.push_back(e);
+        }
+        for st in std::mem::take(&mut self.done) {
+            self.record_outcome(st).await;
         }
         while let Some(e) = self.queue.pop_front() {
             if let Expect::Query(mut st) | Expect::Execute(mut st) = e {
