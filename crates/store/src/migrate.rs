@@ -12,6 +12,7 @@ use crate::sqlite::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_audit.sql"),
     include_str!("../migrations/0002_drop_kind_index.sql"),
+    include_str!("../migrations/0003_session_bounds.sql"),
 ];
 
 pub fn run(conn: &mut Connection) -> Result<(), StoreError> {

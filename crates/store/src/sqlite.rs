@@ -184,13 +184,13 @@ impl SqliteStore {
     pub fn sessions(&self, limit: i64) -> Result<Vec<SessionSummary>, StoreError> {
         let conn = self.connect(false)?;
         let mut stmt = conn.prepare(
-            "SELECT s.session_id, s.time, s.subject, s.connection, s.client_addr,
-                    (SELECT e.time FROM audit_records e
-                      WHERE e.session_id = s.session_id AND e.kind = 'session_end'
-                      ORDER BY e.seq DESC LIMIT 1),
+            "SELECT s.session_id, s.time, s.subject, s.connection, s.client_addr, e.time,
                     (SELECT count(*) FROM audit_records c
-                      WHERE c.session_id = s.session_id AND c.kind = 'statement')
+                      WHERE c.seq > s.seq AND c.seq < coalesce(e.seq, 9223372036854775807)
+                        AND c.session_id = s.session_id AND c.kind = 'statement')
                FROM audit_records s
+               LEFT JOIN audit_records e
+                 ON e.session_id = s.session_id AND e.kind = 'session_end'
               WHERE s.kind = 'session_start'
               ORDER BY s.seq DESC LIMIT ?1",
         )?;
@@ -215,8 +215,16 @@ impl SqliteStore {
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let conn = self.connect(false)?;
+        // A session's records lie between its start and end records: scan that seq range.
         let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM audit_records WHERE session_id = ?1 ORDER BY seq LIMIT ?2"
+            "SELECT {COLUMNS} FROM audit_records
+              WHERE seq >= coalesce((SELECT min(seq) FROM audit_records
+                                      WHERE kind = 'session_start' AND session_id = ?1), 0)
+                AND seq <= coalesce((SELECT max(seq) FROM audit_records
+                                      WHERE kind = 'session_end' AND session_id = ?1),
+                                    9223372036854775807)
+                AND session_id = ?1
+              ORDER BY seq LIMIT ?2"
         ))?;
         let mut rows = stmt.query(params![session_id, limit])?;
         let mut out = Vec::new();

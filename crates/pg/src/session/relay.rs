@@ -144,6 +144,8 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         tx,
         statements: HashMap::new(),
         portals: HashMap::new(),
+        bytes_in: metrics::counter!("gatehouse_bytes_total", "direction" => "client_to_upstream"),
+        statements_total: metrics::counter!("gatehouse_statements_total"),
     };
     let mut back = Backend {
         shared: shared.clone(),
@@ -155,6 +157,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         queue: VecDeque::new(),
         skipping: false,
         done: Vec::new(),
+        bytes_out: metrics::counter!("gatehouse_bytes_total", "direction" => "upstream_to_client"),
     };
     let reason = {
         let front = front.run();
@@ -187,6 +190,9 @@ struct Frontend<'a> {
     statements: HashMap<Bytes, Arc<str>>,
     /// Portal name → (SQL text, parameters as recorded).
     portals: HashMap<Bytes, Portal>,
+    // Metric handles resolved once per session, not per message.
+    bytes_in: metrics::Counter,
+    statements_total: metrics::Counter,
 }
 
 /// A bound portal, as far as the audit needs it.
@@ -257,10 +263,7 @@ impl Frontend<'_> {
             }
             match self.read.read_buf(&mut self.buf).await {
                 Ok(0) => return "client disconnected",
-                Ok(n) => {
-                    metrics::counter!("gatehouse_bytes_total", "direction" => "client_to_upstream")
-                        .increment(n as u64)
-                }
+                Ok(n) => self.bytes_in.increment(n as u64),
                 Err(_) => return "client connection error",
             }
         }
@@ -323,7 +326,7 @@ impl Frontend<'_> {
         let mut seqs: Option<Vec<u64>> = None;
         let mut audit_failed = false;
         if !events.is_empty() {
-            metrics::counter!("gatehouse_statements_total").increment(events.len() as u64);
+            self.statements_total.increment(events.len() as u64);
             match self.shared.auditor.record_many(events).await {
                 Ok(s) => seqs = Some(s),
                 Err(e) => {
@@ -552,6 +555,7 @@ struct Backend<'a> {
     skipping: bool,
     /// Statements finished and waiting for their outcome record.
     done: Vec<Stmt>,
+    bytes_out: metrics::Counter,
 }
 
 impl Backend<'_> {
@@ -593,7 +597,7 @@ impl Backend<'_> {
             tokio::select! {
                 r = self.read.read_buf(&mut self.buf) => match r {
                     Ok(0) => return "upstream closed",
-                    Ok(n) => metrics::counter!("gatehouse_bytes_total", "direction" => "upstream_to_client").increment(n as u64),
+                    Ok(n) => self.bytes_out.increment(n as u64),
                     Err(_) => return "upstream connection error",
                 },
                 msg = self.rx.recv(), if client_open => match msg {
