@@ -64,6 +64,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     }
     let startup_timeout =
         parse_duration(&cfg.listen.startup_timeout).unwrap_or(Duration::from_secs(30));
+    let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         verifier: verifier.clone(),
         auditor: auditor.clone(),
@@ -77,6 +78,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         record_results: cfg.audit.record_results,
         result_cap_bytes: cfg.audit.result_cap_bytes,
         redacted_columns: redacted_columns(&cfg),
+        shutdown: stop_rx.clone(),
     });
 
     let pg_listener = TcpListener::bind(&cfg.listen.postgres)
@@ -92,7 +94,6 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         "gatehouse listening"
     );
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let gateway = Gateway::new(
         pg_listener,
         shared,

@@ -233,3 +233,32 @@ async fn large_result_streams() {
     }
     assert_eq!(n, 200_000);
 }
+
+#[tokio::test]
+async fn graceful_stop_ends_open_sessions_and_seals_the_chain() {
+    let mut gw = Gateway::start();
+    let token = gw.token("idle-bot", &["dba"]);
+    let c = gw.connect("payments", &token).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let started = std::time::Instant::now();
+    gw.stop();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "an idle session must not hold up shutdown"
+    );
+    // The client was told (57P01) and its connection is closed.
+    let e = c.simple_query("SELECT 1").await.unwrap_err();
+    assert!(c.is_closed(), "{e}");
+    let recs = gw.export();
+    let end = recs
+        .iter()
+        .find(|r| r["kind"] == "session_end")
+        .expect("session_end recorded at shutdown");
+    assert_eq!(end["detail"]["reason"], "gateway shutdown");
+    let out = gw.cli(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -37,6 +37,8 @@ pub struct Shared {
     /// Result columns (by name, lower case) whose values are never recorded: the column part
     /// of every `[[mask]] columns` pattern, plus card verification codes (PCI DSS 3.3.1).
     pub redacted_columns: Vec<String>,
+    /// Turns true when the gateway stops: open sessions end with 57P01 and a session_end.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Column names that hold card verification codes, redacted from recorded results whatever

@@ -159,6 +159,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         done: Vec::new(),
         bytes_out: metrics::counter!("gatehouse_bytes_total", "direction" => "upstream_to_client"),
     };
+    let mut shutdown = shared.shutdown.clone();
     let reason = {
         let front = front.run();
         let backend = back.run();
@@ -170,11 +171,32 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
                 r
             }
             r = &mut backend => r,
+            () = async {
+                if shutdown.wait_for(|stop| *stop).await.is_err() {
+                    // No shutdown signal can come any more: never fire.
+                    std::future::pending::<()>().await;
+                }
+            } => SHUTDOWN,
         }
     };
+    if reason == SHUTDOWN {
+        // Tell the client why, as PostgreSQL does on a fast shutdown.
+        let _ = back
+            .write
+            .write_all(&backend::error_response(
+                Severity::Fatal,
+                "57P01",
+                "terminating connection because Gatehouse is shutting down",
+                None,
+            ))
+            .await;
+        let _ = back.write.shutdown().await;
+    }
     back.abandon_pending().await;
     reason
 }
+
+const SHUTDOWN: &str = "gateway shutdown";
 
 /// How long the backend direction may keep draining after the client side has ended.
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
