@@ -10,3 +10,4 @@ pub mod audit;
 pub mod config;
 pub mod identity;
 pub mod pan;
+pub mod policy;
