@@ -83,3 +83,37 @@ async fn verify_full_rejects_an_untrusted_server() {
     let rec = gw.wait_for_record(|r| r["kind"] == "login_failed");
     assert_eq!(rec["detail"]["reason"], "upstream_unavailable");
 }
+
+/// The gateway answers whatever password method the server asks for: SCRAM-SHA-256 (the
+/// default role), md5 and cleartext.
+#[tokio::test]
+async fn md5_and_cleartext_upstream_logins() {
+    let pg = cluster();
+    let mut b = Gateway::builder();
+    for user in [MD5_USER, CLEAR_USER] {
+        b = b.extra(&format!(
+            "[[connection]]\nname = \"{user}\"\nupstream = \"127.0.0.1:{}\"\ndatabase = \"payments\"\n\
+             user = \"{user}\"\npassword_env = \"TEST_DB_PASSWORD\"\nupstream_tls = \"disable\"\n\
+             allow_groups = [\"dba\"]\n",
+            pg.port
+        ));
+    }
+    let gw = b.start();
+    let token = gw.token("auth-methods", &["dba"]);
+    for user in [MD5_USER, CLEAR_USER] {
+        let c = gw.connect(user, &token).await;
+        let who: String = c
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(who, user);
+    }
+    // The server really used md5 / password for them (pg_hba), SCRAM for the service role.
+    let hba = pg.psql_super(
+        "postgres",
+        "SELECT string_agg(auth_method, ',' ORDER BY line_number) FROM pg_hba_file_rules \
+         WHERE user_name::text LIKE '%gatehouse_%'",
+    );
+    assert_eq!(hba.trim(), "md5,password");
+}

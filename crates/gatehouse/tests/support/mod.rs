@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 pub const SVC_USER: &str = "gatehouse_svc";
 pub const SVC_PASSWORD: &str = "svc-Secret-9f3b";
 pub const SUPER_PASSWORD: &str = "super-Secret-77";
+/// A role that logs in with md5 (its password is stored as md5).
+pub const MD5_USER: &str = "gatehouse_md5";
+/// A role that logs in with a cleartext password request.
+pub const CLEAR_USER: &str = "gatehouse_clear";
 
 /// Test card numbers (Luhn-valid, from the brands' published test ranges).
 pub const CARDS: &[&str] = &[
@@ -127,6 +131,23 @@ impl PgCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         make_upstream_certs(&dir);
+        // Roles that make the gateway answer md5 and cleartext password requests upstream.
+        let hba = data.join("pg_hba.conf");
+        let existing = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            format!(
+                "host all {MD5_USER} 127.0.0.1/32 md5\nhost all {CLEAR_USER} 127.0.0.1/32 password\n{existing}"
+            ),
+        )
+        .expect("pg_hba.conf");
+        if is_root() {
+            Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&hba)
+                .status()
+                .expect("chown");
+        }
         let port = free_port();
         let script = format!(
             "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off \
@@ -157,7 +178,12 @@ impl PgCluster {
             "postgres",
             &format!(
                 "CREATE ROLE {SVC_USER} LOGIN PASSWORD '{SVC_PASSWORD}';
-                 CREATE DATABASE payments OWNER {SVC_USER};"
+                 CREATE DATABASE payments OWNER {SVC_USER};
+                 SET password_encryption = 'md5';
+                 CREATE ROLE {MD5_USER} LOGIN PASSWORD '{SVC_PASSWORD}';
+                 RESET password_encryption;
+                 CREATE ROLE {CLEAR_USER} LOGIN PASSWORD '{SVC_PASSWORD}';
+                 GRANT {SVC_USER} TO {MD5_USER}, {CLEAR_USER};"
             ),
         );
         c.psql_as_svc("payments", &sample_data());
