@@ -94,8 +94,9 @@ enum Expect {
     /// PortalSuspended or ErrorResponse — or is skipped after an earlier error.
     Execute(Stmt),
     /// A Parse, Bind, Close or Describe: completes at its own response (ParseComplete,
-    /// BindComplete, CloseComplete, RowDescription/NoData).
-    Ext(ExtKind),
+    /// BindComplete, CloseComplete, RowDescription/NoData). With an error, the message was
+    /// refused and replaced: the server's ErrorResponse is swapped for this one.
+    Ext(ExtKind, Option<Bytes>),
     /// A Sync: completes at ReadyForQuery.
     Sync,
     /// Write this to the client, then end the session.
@@ -242,6 +243,8 @@ enum Action {
         event: AuditEvent,
         replacement: Bytes,
         error: Bytes,
+        /// `Some` when the refused message is an extended-protocol one (a Parse).
+        ext: Option<ExtKind>,
     },
     Sync,
     Terminate,
@@ -367,7 +370,7 @@ impl Frontend<'_> {
             let replacement = match action {
                 Action::Forward => None,
                 Action::Ext(kind) => {
-                    let _ = self.tx.send(Expect::Ext(kind));
+                    let _ = self.tx.send(Expect::Ext(kind, None));
                     None
                 }
                 Action::Sync => {
@@ -407,12 +410,22 @@ impl Frontend<'_> {
                     event,
                     replacement,
                     error,
+                    ext,
                 } => {
+                    let outcome = event.outcome.unwrap_or(Outcome::Blocked);
                     let seq = self.shared.auditor.record(event).await.ok();
-                    let mut st = Stmt::new(seq);
-                    st.refused_outcome = Some(Outcome::Blocked);
-                    st.replace_error = Some(error);
-                    let _ = self.tx.send(Expect::Query(st));
+                    match ext {
+                        // A refused Parse: nothing runs, the statement record says so.
+                        Some(kind) => {
+                            let _ = self.tx.send(Expect::Ext(kind, Some(error)));
+                        }
+                        None => {
+                            let mut st = Stmt::new(seq);
+                            st.refused_outcome = Some(outcome);
+                            st.replace_error = Some(error);
+                            let _ = self.tx.send(Expect::Query(st));
+                        }
+                    }
                     Some(replacement)
                 }
             };
@@ -529,6 +542,7 @@ impl Frontend<'_> {
                          sub-protocol is refused by Gatehouse",
                         None,
                     ),
+                    ext: None,
                 }
             }
             b'D' => Action::Ext(ExtKind::Describe),
@@ -653,7 +667,7 @@ impl Backend<'_> {
                 self.queue.push_back(e);
             }
             Expect::Query(st) | Expect::Execute(st) if self.skipping => self.skip(st),
-            Expect::Ext(_) if self.skipping => {}
+            Expect::Ext(..) if self.skipping => {}
             e => self.queue.push_back(e),
         }
     }
@@ -666,8 +680,11 @@ impl Backend<'_> {
     /// An error in the extended protocol: the server discards everything up to the next Sync.
     /// The first statement of that run carries the error; the rest never ran.
     fn extended_error(&mut self, sqlstate: &str) -> Option<Bytes> {
+        // Only the message the server was processing (the head) can have caused the error,
+        // so only its replacement applies.
         let mut replace = None;
-        let mut first = true;
+        let mut head = true;
+        let mut attributed = false;
         loop {
             match self.queue.front() {
                 None => {
@@ -679,18 +696,21 @@ impl Backend<'_> {
                 Some(_) => {}
             }
             match self.queue.pop_front() {
-                Some(Expect::Execute(mut st)) if first => {
-                    first = false;
-                    replace = st.replace_error.take();
-                    st.error.get_or_insert_with(|| sqlstate.to_owned());
+                Some(Expect::Execute(mut st)) if !attributed => {
+                    attributed = true;
+                    if head {
+                        replace = st.replace_error.take();
+                    }
+                    // A refused Parse ahead of it: the statement was blocked, not failed.
+                    let code = if replace.is_some() { "42501" } else { sqlstate };
+                    st.error.get_or_insert_with(|| code.to_owned());
                     self.done.push(st);
                 }
-                Some(Expect::Execute(st)) | Some(Expect::Query(st)) => {
-                    first = false;
-                    self.skip(st);
-                }
+                Some(Expect::Execute(st)) | Some(Expect::Query(st)) => self.skip(st),
+                Some(Expect::Ext(_, rep)) if head => replace = rep,
                 _ => {}
             }
+            head = false;
         }
         replace
     }
@@ -731,7 +751,7 @@ impl Backend<'_> {
                     }
                 }
                 b'T' => {
-                    if let Some(Expect::Ext(ExtKind::Describe)) = self.queue.front() {
+                    if let Some(Expect::Ext(ExtKind::Describe, _)) = self.queue.front() {
                         self.queue.pop_front();
                         // A Describe of the portal an Execute runs next: its columns.
                         if record == RecordResults::Masked
@@ -771,13 +791,13 @@ impl Backend<'_> {
                 }
                 // ParseComplete, BindComplete, CloseComplete.
                 b'1' | b'2' | b'3' => {
-                    if let Some(Expect::Ext(_)) = self.queue.front() {
+                    if let Some(Expect::Ext(..)) = self.queue.front() {
                         self.queue.pop_front();
                     }
                 }
                 // NoData answers a Describe (a RowDescription does too, see above).
                 b'n' => {
-                    if let Some(Expect::Ext(ExtKind::Describe)) = self.queue.front() {
+                    if let Some(Expect::Ext(ExtKind::Describe, _)) = self.queue.front() {
                         self.queue.pop_front();
                     }
                 }
@@ -792,7 +812,7 @@ impl Backend<'_> {
                                 st.error.get_or_insert_with(|| fields.sqlstate.clone());
                             }
                         }
-                        Some(Expect::Execute(_)) | Some(Expect::Ext(_)) => {
+                        Some(Expect::Execute(_)) | Some(Expect::Ext(..)) => {
                             replace = self.extended_error(&fields.sqlstate);
                         }
                         _ => {}
@@ -804,7 +824,7 @@ impl Backend<'_> {
                     while let Some(e) = self.queue.pop_front() {
                         match e {
                             Expect::Execute(st) => self.skip(st),
-                            Expect::Ext(_) => {}
+                            Expect::Ext(..) => {}
                             Expect::Query(st) => {
                                 self.done.push(st);
                                 break;
