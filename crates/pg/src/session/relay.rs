@@ -182,16 +182,11 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
     };
     if reason == SHUTDOWN {
         // Tell the client why, as PostgreSQL does on a fast shutdown.
-        let _ = back
-            .write
-            .write_all(&backend::error_response(
-                Severity::Fatal,
-                "57P01",
-                "terminating connection because Gatehouse is shutting down",
-                None,
-            ))
-            .await;
-        let _ = back.write.shutdown().await;
+        back.fatal(
+            "57P01",
+            "terminating connection because Gatehouse is shutting down",
+        )
+        .await;
     }
     back.abandon_pending().await;
     reason
@@ -611,15 +606,11 @@ impl Backend<'_> {
                     }
                     Err(e) => {
                         tracing::error!(session = %self.info.id, error = %e, "invalid message from upstream");
-                        let _ = self
-                            .write
-                            .write_all(&backend::error_response(
-                                Severity::Fatal,
-                                "08P01",
-                                "Gatehouse received an invalid message from the upstream server",
-                                None,
-                            ))
-                            .await;
+                        self.fatal(
+                            "08P01",
+                            "Gatehouse received an invalid message from the upstream server",
+                        )
+                        .await;
                         return "upstream protocol error";
                     }
                 }
@@ -648,6 +639,20 @@ impl Backend<'_> {
                 },
             }
         }
+    }
+
+    /// Sends the client a FATAL error and closes its side.
+    async fn fatal(&mut self, sqlstate: &str, msg: &str) {
+        let _ = self
+            .write
+            .write_all(&backend::error_response(
+                Severity::Fatal,
+                sqlstate,
+                msg,
+                None,
+            ))
+            .await;
+        let _ = self.write.shutdown().await;
     }
 
     /// Pulls everything the frontend has queued (it always queues before forwarding).
