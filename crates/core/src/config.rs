@@ -53,9 +53,9 @@ pub struct Config {
     /// Masking rules; enforced by the masking issue, parsed now so configs stay valid.
     #[serde(default, rename = "mask")]
     pub masks: Vec<toml::Value>,
-    /// Policy rules; enforced by the policy issue, parsed now so configs stay valid.
+    /// Policy rules (`[[rule]]`), typed and validated; compiled by `policy::Policy::new`.
     #[serde(default, rename = "rule")]
-    pub rules: Vec<toml::Value>,
+    pub rules: Vec<crate::policy::Rule>,
     /// Directory of the config file; relative paths were resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -544,6 +544,10 @@ impl Config {
                 ));
             }
         }
+        let connection_names: Vec<&str> =
+            self.connections.iter().map(|c| c.name.as_str()).collect();
+        crate::policy::validate_rules(&self.rules, Some(&connection_names))
+            .map_err(|e| invalid(e.key, e.problem))?;
         Ok(())
     }
 

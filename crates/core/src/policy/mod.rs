@@ -6,5 +6,12 @@
 //! without depending on each other.
 
 pub mod analysis;
+pub mod decide;
+pub mod pattern;
+pub mod rules;
 
 pub use analysis::{ColumnRef, StatementInfo, TableRef};
+pub use decide::{Decision, Policy};
+pub use rules::{
+    Action, BUILTIN_PREFIX, DEFAULT_LIMIT_ABOVE, Rule, RuleError, STATEMENT_KINDS, validate_rules,
+};
