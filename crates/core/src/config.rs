@@ -276,6 +276,19 @@ pub struct Connection {
     pub upstream_ca_file: Option<PathBuf>,
     #[serde(default)]
     pub allow_groups: Vec<String>,
+    /// What to do with a statement PostgreSQL's parser rejects: `block` (default) or `forward`
+    /// (let the server reject it too).
+    #[serde(default)]
+    pub on_parse_error: ParseErrorAction,
+}
+
+/// See [`Connection::on_parse_error`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParseErrorAction {
+    #[default]
+    Block,
+    Forward,
 }
 
 fn default_kind() -> String {

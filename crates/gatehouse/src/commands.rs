@@ -38,6 +38,119 @@ pub fn check(path: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `gatehouse explain`: the analysis and decision for each statement, nothing executed.
+pub fn explain(
+    path: &Path,
+    connection: &str,
+    subject: &str,
+    groups: &[String],
+    sql: &str,
+    search_path: Option<&str>,
+) -> Result<ExitCode> {
+    use gatehouse_core::policy::{Action, Policy};
+    let cfg = load(path)?;
+    let conn = cfg
+        .connection(connection)
+        .ok_or_else(|| anyhow!("--connection {connection:?}: no such connection in the config"))?;
+    let mut out = std::io::stdout().lock();
+    if !conn.admits(groups) {
+        writeln!(
+            out,
+            "login: refused (28000): {subject} is not in any of allow_groups {:?}",
+            conn.allow_groups
+        )?;
+        return Ok(ExitCode::from(1));
+    }
+    let mut ctx = gatehouse_sql::AnalysisContext::default();
+    if let Some(p) = search_path {
+        ctx.search_path = p.split(',').map(|s| s.trim().to_owned()).collect();
+    }
+    let policy = Policy::new(&cfg.rules);
+    let stmts = match gatehouse_sql::analyze(sql, &ctx) {
+        Ok(s) => s,
+        Err(e) => {
+            let verdict = match conn.on_parse_error {
+                gatehouse_core::config::ParseErrorAction::Block => {
+                    "block (rule \"builtin:unparseable\")"
+                }
+                gatehouse_core::config::ParseErrorAction::Forward => {
+                    "allow (on_parse_error = forward)"
+                }
+            };
+            writeln!(out, "parse error: {e}\ndecision: {verdict}")?;
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let fmt_table = |t: &gatehouse_core::policy::TableRef| match &t.schema {
+        Some(s) => format!("{s}.{}", t.name),
+        None => t.name.clone(),
+    };
+    for (i, s) in stmts.iter().enumerate() {
+        let d = policy.decide(connection, groups, s);
+        writeln!(out, "statement {}: {}", i + 1, s.kind)?;
+        writeln!(out, "  kinds:     {}", join(s.kinds.iter().cloned()))?;
+        writeln!(
+            out,
+            "  reads:     {}",
+            join(s.tables_read.iter().map(fmt_table))
+        )?;
+        writeln!(
+            out,
+            "  writes:    {}",
+            join(s.tables_written.iter().map(fmt_table))
+        )?;
+        writeln!(
+            out,
+            "  columns:   {}",
+            join(s.columns_read.iter().map(|c| match &c.table {
+                Some(t) => format!("{}.{}", fmt_table(t), c.column),
+                None => c.column.clone(),
+            }))
+        )?;
+        writeln!(out, "  functions: {}", join(s.functions.iter().cloned()))?;
+        if s.data_modifying {
+            writeln!(out, "  modifies data")?;
+        }
+        if s.opaque {
+            writeln!(out, "  contains code that cannot be analysed")?;
+        }
+        let rule = d
+            .rule
+            .as_deref()
+            .map(|r| format!(" (rule \"{r}\")"))
+            .unwrap_or_default();
+        writeln!(out, "  decision:  {}{rule}", d.action.as_str())?;
+        if d.action != Action::Allow {
+            writeln!(out, "  client sees: ERROR 42501 {}", d.client_message())?;
+        }
+    }
+    let (overall, _) = policy.decide_all(connection, groups, &stmts);
+    writeln!(
+        out,
+        "overall: {}{}",
+        overall.action.as_str(),
+        overall
+            .rule
+            .as_deref()
+            .map(|r| format!(" (rule \"{r}\"; nothing of the string runs)"))
+            .unwrap_or_default()
+    )?;
+    Ok(if overall.action == Action::Allow {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn join(items: impl Iterator<Item = String>) -> String {
+    let v: Vec<String> = items.collect();
+    if v.is_empty() {
+        "-".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
 pub fn token_issue(path: &Path, subject: &str, groups: &[String], ttl: &str) -> Result<ExitCode> {
     let cfg = load(path)?;
     if !cfg.identity.local_issuer {

@@ -35,6 +35,23 @@ enum Command {
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
     },
+    /// Show the decision for a statement without running it.
+    Explain {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// Connection name (what clients give as the database name).
+        #[arg(long)]
+        connection: String,
+        #[arg(long)]
+        subject: String,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// The SQL (may hold several statements).
+        sql: String,
+        /// The session's search_path (default: public).
+        #[arg(long)]
+        search_path: Option<String>,
+    },
     /// Local token issuer.
     Token {
         #[command(subcommand)]
@@ -125,6 +142,21 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { config } => serve::run(&config).await,
             Command::Check { config } => commands::check(&config),
+            Command::Explain {
+                config,
+                connection,
+                subject,
+                groups,
+                sql,
+                search_path,
+            } => commands::explain(
+                &config,
+                &connection,
+                &subject,
+                &groups,
+                &sql,
+                search_path.as_deref(),
+            ),
             Command::Token {
                 command:
                     TokenCommand::Issue {

@@ -78,6 +78,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         record_results: cfg.audit.record_results,
         result_cap_bytes: cfg.audit.result_cap_bytes,
         redacted_columns: redacted_columns(&cfg),
+        policy: Arc::new(policy_point(&cfg)),
         shutdown: stop_rx.clone(),
     });
 
@@ -133,6 +134,24 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     drop(auditor);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer.wait()).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Size of the statement analysis cache (bytes of SQL text).
+const ANALYSIS_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The compiled rules and the analysis cache shared by all sessions.
+pub fn policy_point(
+    cfg: &gatehouse_core::config::Config,
+) -> gatehouse_pg::session::policy::PolicyPoint {
+    gatehouse_pg::session::policy::PolicyPoint {
+        policy: gatehouse_core::policy::Policy::new(&cfg.rules),
+        cache: gatehouse_sql::AnalysisCache::new(ANALYSIS_CACHE_BYTES),
+        on_parse_error: cfg
+            .connections
+            .iter()
+            .map(|c| (c.name.clone(), c.on_parse_error))
+            .collect(),
+    }
 }
 
 /// Column names never recorded in results: `[[mask]] columns` (their last segment) and the

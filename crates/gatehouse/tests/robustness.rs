@@ -1399,7 +1399,8 @@ async fn function_call_discarded_until_sync_does_not_replace_a_later_error() {
     let good = gw.connect("payments", &token).await;
 
     let mut s = raw_login(&gw, &token).await;
-    // After the Parse error the server skips everything up to Sync, the Query and the
+    // After the Parse error (the gateway refuses the unparseable SQL, 42501, by replacing it
+    // with a Parse the server rejects) the server skips everything up to Sync, the Query and the
     // FunctionCall's replacement included: no error comes back for the refused call.
     failing_batch(
         &mut s,
@@ -1411,7 +1412,7 @@ async fn function_call_discarded_until_sync_does_not_replace_a_later_error() {
             function_call(2026, &[]),
             sync_msg(),
         ],
-        "42601",
+        "42501",
     )
     .await;
     // The next statement's own error must reach the client unchanged.
@@ -1448,7 +1449,7 @@ async fn query_discarded_until_sync_keeps_audit_outcomes_aligned() {
             query("SELECT 'discarded'"),
             sync_msg(),
         ],
-        "42601",
+        "42501",
     )
     .await;
     // What happens next must be recorded against the right statements.

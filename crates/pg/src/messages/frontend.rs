@@ -134,6 +134,19 @@ pub fn build_query(sql: &str) -> Bytes {
     b.freeze()
 }
 
+/// Builds a `Parse` of `sql` into the statement `name`, with no parameter types.
+pub fn build_parse(name: &[u8], sql: &str) -> Bytes {
+    let mut b = BytesMut::with_capacity(name.len() + sql.len() + 9);
+    b.put_u8(b'P');
+    b.put_i32(i32::try_from(4 + name.len() + 1 + sql.len() + 1 + 2).unwrap_or(i32::MAX));
+    b.put_slice(name);
+    b.put_u8(0);
+    b.put_slice(sql.as_bytes());
+    b.put_u8(0);
+    b.put_i16(0);
+    b.freeze()
+}
+
 /// Builds an `Execute` of `portal` (all rows).
 pub fn build_execute(portal: &str) -> Bytes {
     let mut b = BytesMut::with_capacity(portal.len() + 10);
@@ -190,6 +203,12 @@ mod tests {
     fn built_messages_parse_back() {
         let q = Frame::from_raw(build_query("SELECT 1"));
         assert_eq!(&query_text(&q).unwrap()[..], b"SELECT 1");
+        let p = Frame::from_raw(build_parse(b"s1", "SELECT 2"));
+        let parsed = parse(&p).unwrap();
+        assert_eq!(
+            (&parsed.name[..], &parsed.query[..]),
+            (&b"s1"[..], &b"SELECT 2"[..])
+        );
         let e = Frame::from_raw(build_execute("x"));
         assert_eq!(&execute_portal(&e).unwrap()[..], b"x");
     }

@@ -4,6 +4,7 @@
 //! `allow_groups`, logs in upstream with the held credential and records the session start;
 //! `relay` then carries messages both ways, auditing every statement before it is forwarded.
 
+pub mod policy;
 mod relay;
 mod startup;
 
@@ -37,6 +38,8 @@ pub struct Shared {
     /// Result columns (by name, lower case) whose values are never recorded: the column part
     /// of every `[[mask]] columns` pattern, plus card verification codes (PCI DSS 3.3.1).
     pub redacted_columns: Vec<String>,
+    /// Statement analysis and rules.
+    pub policy: Arc<policy::PolicyPoint>,
     /// Turns true when the gateway stops: open sessions end with 57P01 and a session_end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

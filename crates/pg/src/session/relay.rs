@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -23,6 +24,7 @@ use gatehouse_core::pan::mask_pans;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::policy::{Judgement, SessionPolicy};
 use super::startup::Established;
 use super::{SessionInfo, Shared};
 use crate::codec::{CodecError, Frame, FrameReader, Side};
@@ -130,11 +132,18 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         client_write,
         client_buf,
         mut upstream,
+        search_path,
         _cancel,
     } = est;
     let Some(upstream_write) = upstream.write.take() else {
         return "upstream not connected";
     };
+    let scs = Arc::new(AtomicBool::new(
+        !upstream
+            .params
+            .iter()
+            .any(|(k, v)| k == "standard_conforming_strings" && v != "on"),
+    ));
     let (tx, rx) = mpsc::unbounded_channel();
     let front = Frontend {
         shared: shared.clone(),
@@ -145,6 +154,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         tx,
         statements: HashMap::new(),
         portals: HashMap::new(),
+        policy: SessionPolicy::new(search_path.as_deref(), scs.clone()),
         bytes_in: metrics::counter!("gatehouse_bytes_total", "direction" => "client_to_upstream"),
         statements_total: metrics::counter!("gatehouse_statements_total"),
     };
@@ -159,6 +169,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         skipping: false,
         done: Vec::new(),
         bytes_out: metrics::counter!("gatehouse_bytes_total", "direction" => "upstream_to_client"),
+        scs,
     };
     let mut shutdown = shared.shutdown.clone();
     let reason = {
@@ -208,6 +219,7 @@ struct Frontend<'a> {
     statements: HashMap<Bytes, Arc<str>>,
     /// Portal name → (SQL text, parameters as recorded).
     portals: HashMap<Bytes, Portal>,
+    policy: SessionPolicy,
     // Metric handles resolved once per session, not per message.
     bytes_in: metrics::Counter,
     statements_total: metrics::Counter,
@@ -313,7 +325,7 @@ impl Frontend<'_> {
         while offset < chunk.len() {
             let len = msg_len(chunk.get(offset..).unwrap_or_default());
             let frame = Frame::from_raw(chunk.slice(offset..offset + len));
-            let action = match self.classify(&frame) {
+            let action = match self.classify(&frame).await {
                 Ok(a) => a,
                 Err(e) => {
                     // Forward what came before, then end with a protocol error.
@@ -454,12 +466,49 @@ impl Frontend<'_> {
         None
     }
 
-    fn classify(&mut self, frame: &Frame) -> Result<Action, CodecError> {
+    /// Judges a statement; for a refusal, builds the blocked record and the client's error.
+    async fn judge(&mut self, sql: &[u8]) -> (Judgement, AuditEvent) {
+        let text = String::from_utf8_lossy(sql);
+        let j = self
+            .policy
+            .judge(
+                &self.shared.policy,
+                &self.info.connection,
+                &self.info.principal.groups,
+                &text,
+            )
+            .await;
+        let mut event = self.info.event(RecordKind::Statement);
+        event.statement = Some(mask_pans(&text).into_owned());
+        event.rule = j.decision.rule.clone();
+        event.detail = Some(j.detail().to_string());
+        if !j.allowed() {
+            event.outcome = Some(Outcome::Blocked);
+            event.sqlstate = Some("42501".to_owned());
+            metrics::counter!("gatehouse_statements_refused_total").increment(1);
+        }
+        (j, event)
+    }
+
+    fn refusal(j: &Judgement) -> Bytes {
+        backend::error_response(Severity::Error, "42501", &j.decision.client_message(), None)
+    }
+
+    async fn classify(&mut self, frame: &Frame) -> Result<Action, CodecError> {
         Ok(match frame.tag() {
             b'Q' => {
                 let sql = frontend::query_text(frame)?;
-                let mut event = self.info.event(RecordKind::Statement);
-                event.statement = Some(mask_pans(&String::from_utf8_lossy(&sql)).into_owned());
+                let (j, event) = self.judge(&sql).await;
+                if !j.allowed() {
+                    // Nothing of a multi-statement string runs if any part is refused.
+                    return Ok(Action::Refuse {
+                        error: Self::refusal(&j),
+                        event,
+                        replacement: frontend::build_query(REFUSAL_SQL),
+                        ext: None,
+                    });
+                }
+                self.policy.allowed(&j, None);
                 Action::Audit {
                     event: Some(event),
                     expect: Expect::Query,
@@ -469,6 +518,19 @@ impl Frontend<'_> {
             }
             b'P' => {
                 let p = frontend::parse(frame)?;
+                let (j, event) = self.judge(&p.query).await;
+                if !j.allowed() {
+                    // The statement is never created: a Parse the server rejects takes its
+                    // place, under the same name, so both sides agree it does not exist.
+                    return Ok(Action::Refuse {
+                        error: Self::refusal(&j),
+                        event,
+                        replacement: frontend::build_parse(&p.name, REFUSAL_SQL),
+                        ext: Some(ExtKind::Parse),
+                    });
+                }
+                self.policy
+                    .allowed(&j, Some(&String::from_utf8_lossy(&p.name)));
                 let text: Arc<str> = mask_pans(&String::from_utf8_lossy(&p.query)).into();
                 self.statements.insert(p.name, text);
                 Action::Ext(ExtKind::Parse)
@@ -587,6 +649,8 @@ struct Backend<'a> {
     /// Statements finished and waiting for their outcome record.
     done: Vec<Stmt>,
     bytes_out: metrics::Counter,
+    /// The server's `standard_conforming_strings`, shared with the analysis of the frontend.
+    scs: Arc<AtomicBool>,
 }
 
 impl Backend<'_> {
@@ -792,6 +856,14 @@ impl Backend<'_> {
                             }
                         }
                         _ => {}
+                    }
+                }
+                b'S' => {
+                    let frame = Frame::from_raw(chunk.slice(offset..offset + len));
+                    if let Ok((name, value)) = backend::parameter(&frame)
+                        && name == "standard_conforming_strings"
+                    {
+                        self.scs.store(value == "on", Ordering::Relaxed);
                     }
                 }
                 // ParseComplete, BindComplete, CloseComplete.

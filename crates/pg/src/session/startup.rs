@@ -48,6 +48,8 @@ pub(crate) struct Established {
     /// Client bytes already read past the startup.
     pub client_buf: BytesMut,
     pub upstream: Upstream,
+    /// The client's `search_path` startup parameter, if any.
+    pub search_path: Option<String>,
     pub _cancel: CancelGuard,
 }
 
@@ -357,6 +359,7 @@ async fn establish_inner(
         client_write: write,
         client_buf: buf,
         upstream,
+        search_path: msg.get("search_path").map(str::to_owned),
         _cancel: guard,
     }))
 }

@@ -1,0 +1,173 @@
+//! The policy decision point of the PostgreSQL adapter: every Query and Parse is analysed
+//! with PostgreSQL's own parser and judged by the rules before anything is forwarded.
+//!
+//! Session state that changes what a statement means is tracked here too: the `search_path`
+//! used to qualify names, `standard_conforming_strings` (reported by the server), and the
+//! statements prepared in this session, so that `EXECUTE name` is judged as what it runs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use gatehouse_core::config::ParseErrorAction;
+use gatehouse_core::policy::{Action, Decision, Policy, StatementInfo};
+use gatehouse_sql::{AnalysisCache, AnalysisContext, AnalysisError};
+
+/// Shared by all sessions: the compiled rules and the analysis cache.
+#[derive(Debug)]
+pub struct PolicyPoint {
+    pub policy: Policy,
+    pub cache: AnalysisCache,
+    /// `on_parse_error` per connection name.
+    pub on_parse_error: HashMap<String, ParseErrorAction>,
+}
+
+/// Name of the builtin rule for statements the parser rejects.
+pub const UNPARSEABLE_RULE: &str = "builtin:unparseable";
+
+/// The decision for one Query or Parse, with what the audit needs to explain it.
+#[derive(Debug)]
+pub(crate) struct Judgement {
+    pub decision: Decision,
+    pub statements: Arc<Vec<StatementInfo>>,
+    pub parse_error: Option<String>,
+}
+
+impl Judgement {
+    pub fn allowed(&self) -> bool {
+        self.decision.action == Action::Allow
+    }
+
+    /// The explanation stored with the statement record.
+    pub fn detail(&self) -> serde_json::Value {
+        let kinds: Vec<&str> = self.statements.iter().map(|s| s.kind.as_str()).collect();
+        let tables: Vec<String> = self
+            .statements
+            .iter()
+            .flat_map(|s| s.tables_read.iter().chain(s.tables_written.iter()))
+            .map(|t| match &t.schema {
+                Some(schema) => format!("{schema}.{}", t.name),
+                None => t.name.clone(),
+            })
+            .collect();
+        serde_json::json!({
+            "decision": self.decision.action.as_str(),
+            "reason": self.decision.reason,
+            "kinds": kinds,
+            "tables": tables,
+            "parse_error": self.parse_error,
+        })
+    }
+}
+
+/// Per-session analysis state.
+#[derive(Debug)]
+pub(crate) struct SessionPolicy {
+    ctx: AnalysisContext,
+    /// Kept current by the backend direction from the server's ParameterStatus.
+    scs: Arc<AtomicBool>,
+    /// Statement name → what it does (SQL `PREPARE` and protocol-level `Parse` share names).
+    prepared: HashMap<String, Arc<Vec<StatementInfo>>>,
+}
+
+impl SessionPolicy {
+    pub fn new(search_path: Option<&str>, scs: Arc<AtomicBool>) -> Self {
+        let mut ctx = AnalysisContext::default();
+        if let Some(path) = search_path {
+            ctx.search_path = split_search_path(path);
+        }
+        Self {
+            ctx,
+            scs,
+            prepared: HashMap::new(),
+        }
+    }
+
+    /// Analyses and judges `sql` for `connection` and the identity's `groups`.
+    pub async fn judge(
+        &mut self,
+        point: &Arc<PolicyPoint>,
+        connection: &str,
+        groups: &[String],
+        sql: &str,
+    ) -> Judgement {
+        self.ctx.standard_conforming_strings = self.scs.load(Ordering::Relaxed);
+        // Parsing blocks its thread for microseconds; a very large statement goes to the
+        // blocking pool so it never stalls the runtime.
+        let analysed = if sql.len() <= 16 * 1024 {
+            point.cache.analyze(sql, &self.ctx)
+        } else {
+            let (p, text, ctx) = (point.clone(), sql.to_owned(), self.ctx.clone());
+            tokio::task::spawn_blocking(move || p.cache.analyze(&text, &ctx))
+                .await
+                .unwrap_or_else(|e| Err(AnalysisError::Internal(e.to_string())))
+        };
+        let statements = match analysed {
+            Ok(s) => s,
+            Err(e) => {
+                let forward = point.on_parse_error.get(connection)
+                    == Some(&ParseErrorAction::Forward)
+                    && matches!(e, AnalysisError::Parse { .. });
+                let decision = if forward {
+                    Decision::default_allow()
+                } else {
+                    Decision {
+                        action: Action::Block,
+                        rule: Some(UNPARSEABLE_RULE.to_owned()),
+                        reason: format!("the statement cannot be analysed: {e}"),
+                    }
+                };
+                return Judgement {
+                    decision,
+                    statements: Arc::new(Vec::new()),
+                    parse_error: Some(e.to_string()),
+                };
+            }
+        };
+        // `EXECUTE name` is judged as what `name` does.
+        let mut effective: Vec<StatementInfo> = Vec::with_capacity(statements.len());
+        for s in statements.iter() {
+            effective.push(s.clone());
+            if let Some(name) = &s.executes
+                && let Some(body) = self.prepared.get(name)
+            {
+                effective.extend(body.iter().cloned());
+            }
+        }
+        let (decision, _) = point.policy.decide_all(connection, groups, &effective);
+        Judgement {
+            decision,
+            statements,
+            parse_error: None,
+        }
+    }
+
+    /// After an allowed statement is forwarded: remember what it prepares and follow
+    /// `SET search_path`.
+    pub fn allowed(&mut self, j: &Judgement, parse_name: Option<&str>) {
+        if let Some(name) = parse_name.filter(|n| !n.is_empty()) {
+            self.prepared.insert(name.to_owned(), j.statements.clone());
+        }
+        for s in j.statements.iter() {
+            if let Some(name) = &s.prepares {
+                self.prepared
+                    .insert(name.clone(), Arc::new(vec![s.clone()]));
+            }
+            if let Some((setting, value)) = &s.set_setting
+                && setting == "search_path"
+            {
+                match value {
+                    Some(v) => self.ctx.search_path = split_search_path(v),
+                    None => self.ctx.search_path = AnalysisContext::default().search_path,
+                }
+            }
+        }
+    }
+}
+
+fn split_search_path(path: &str) -> Vec<String> {
+    path.split(',')
+        .map(|s| s.trim().trim_matches('"').to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
