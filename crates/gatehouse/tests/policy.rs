@@ -1,6 +1,6 @@
 //! The policy engine in the data path: statements are analysed with PostgreSQL's own parser
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 //! and blocked however they are dressed up, with nothing of them executed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod support;
 
@@ -230,6 +230,24 @@ async fn set_role_needs_an_explicit_allow_and_the_backslash_trick_fails() {
         .unwrap_err();
     assert_blocked(&e, "builtin:standard-conforming-strings");
     assert!(canary_exists(&direct).await);
+
+    // set_config() is SET by another name.
+    for sql in [
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+        "SELECT set_config('role', 'gatehouse_svc', false)",
+        "SET client_encoding = 'SJIS'",
+    ] {
+        let e = c
+            .simple_query(sql)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("allowed: {sql}"));
+        assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{sql}: {e}");
+    }
+    // pg_dump's own use of set_config stays allowed.
+    c.simple_query("SELECT pg_catalog.set_config('search_path', '', false)")
+        .await
+        .unwrap();
 
     let dba = gw.token("dba-3", &["dba"]);
     let d = gw.connect("pol_role", &dba).await;

@@ -1455,6 +1455,22 @@ impl<'s> Walker<'s> {
         if !names.is_empty() {
             self.info.functions.insert(names.join(".").to_lowercase());
         }
+        if names
+            .last()
+            .is_some_and(|n| n.eq_ignore_ascii_case("set_config"))
+        {
+            // set_config() changes settings like SET does; record what it changes.
+            let constant = |n: Option<&pb::Node>| match n.and_then(|n| n.node.as_ref()) {
+                Some(NodeEnum::AConst(c)) => match &c.val {
+                    Some(pb::a_const::Val::Sval(s)) => Some(s.sval.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let name = constant(f.args.first()).map(|n| n.to_ascii_lowercase());
+            let value = constant(f.args.get(1));
+            self.info.config_calls.push((name, value));
+        }
         self.walk_children(node);
     }
 }

@@ -1114,3 +1114,19 @@ fn cache_is_bounded_by_bytes() {
     assert!(zero.analyze("SELECT 1", &ctx()).is_ok());
     assert_eq!((zero.hits(), zero.stats().entries), (0, 0));
 }
+
+#[test]
+fn set_config_calls_are_recorded_with_constant_arguments() {
+    let s = one("SELECT pg_catalog.set_config('search_path', '', false)");
+    assert_eq!(
+        s.config_calls,
+        vec![(Some("search_path".to_owned()), Some(String::new()))]
+    );
+    let s = one("SELECT set_config('ROLE', 'postgres', false)");
+    assert_eq!(
+        s.config_calls,
+        vec![(Some("role".to_owned()), Some("postgres".to_owned()))]
+    );
+    let s = one("SELECT set_config(name, 'off', false) FROM pg_settings");
+    assert_eq!(s.config_calls, vec![(None, Some("off".to_owned()))]);
+}

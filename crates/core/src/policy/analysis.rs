@@ -52,6 +52,10 @@ pub struct StatementInfo {
     pub copy_file: bool,
     /// `SET`/`SET LOCAL`/`RESET` of a setting: (name lower case, value as text if given).
     pub set_setting: Option<(String, Option<String>)>,
+    /// Settings changed through `set_config(name, value, is_local)` calls anywhere in the
+    /// statement: (name lower case, value) when the arguments are constants, `None` for a name
+    /// that is not a constant (the gateway cannot know what it changes).
+    pub config_calls: Vec<(Option<String>, Option<String>)>,
     /// `LIMIT` of the outermost SELECT, if a constant (`None`: no LIMIT or not constant).
     pub limit: Option<i64>,
     /// For `PREPARE name AS ...`: the name (the body's analysis is merged into this one).

@@ -391,6 +391,43 @@ fn is_true_value(v: &str) -> bool {
         || "yes".starts_with(v.as_str())
 }
 
+/// Client encodings whose multi-byte characters may contain a backslash or quote byte, so a
+/// parser unaware of the encoding would split strings differently from the server.
+const UNSAFE_ENCODINGS: &[&str] = &["sjis", "shiftjis", "big5", "gbk", "gb18030", "uhc", "johab"];
+
+/// Settings that change how the server parses what the gateway already parsed.
+fn setting_refusal(name: &str, value: Option<&str>, how: &str) -> Option<Decision> {
+    let value = value.map(|v| v.trim().trim_matches(['\'', '"']));
+    match name {
+        "standard_conforming_strings" => match value {
+            Some(v) if !is_true_value(v) => Some(block(
+                "builtin:standard-conforming-strings",
+                format!("{how} standard_conforming_strings = {v}"),
+            )),
+            _ => None,
+        },
+        "backslash_quote" => Some(block(
+            "builtin:backslash-quote",
+            format!("{how} backslash_quote"),
+        )),
+        "client_encoding" | "names" => {
+            let norm: String = value
+                .unwrap_or("")
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect::<String>()
+                .to_ascii_lowercase();
+            UNSAFE_ENCODINGS.contains(&norm.as_str()).then(|| {
+                block(
+                    "builtin:client-encoding",
+                    format!("{how} client_encoding = {} (use UTF8)", value.unwrap_or("")),
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
 fn block(rule: &str, reason: impl Into<String>) -> Decision {
     Decision {
         action: Action::Block,
@@ -475,26 +512,28 @@ impl Policy {
                 ));
             }
         }
-        if let Some((name, value)) = &s.set_setting {
-            match name.as_str() {
-                "standard_conforming_strings" => {
-                    if let Some(v) = value
-                        && !is_true_value(v)
-                    {
-                        return Some(block(
-                            "builtin:standard-conforming-strings",
-                            format!(
-                                "SET standard_conforming_strings = {}",
-                                v.trim().trim_matches(['\'', '"'])
-                            ),
-                        ));
-                    }
-                }
-                "backslash_quote" => {
-                    return Some(block("builtin:backslash-quote", "SET backslash_quote"));
-                }
-                _ => {}
+        // set_config(name, value, ...) is SET by another name.
+        // A name that is not a constant cannot be judged here (pg_dump itself sets
+        // `restrict_nonsystem_relation_kind` that way); the server's ParameterStatus keeps
+        // `standard_conforming_strings` in sync for the analyser regardless.
+        for (name, value) in &s.config_calls {
+            let Some(name) = name else {
+                continue;
+            };
+            if let Some(d) = setting_refusal(name, value.as_deref(), "set_config") {
+                return Some(d);
             }
+            if name == "role" || name == "session_authorization" {
+                return Some(block(
+                    "builtin:set-role",
+                    format!("set_config('{name}', ...) changes the role"),
+                ));
+            }
+        }
+        if let Some((name, value)) = &s.set_setting
+            && let Some(d) = setting_refusal(name, value.as_deref(), "SET")
+        {
+            return Some(d);
         }
         for (kind, rule, what) in [
             ("set_role", "builtin:set-role", "SET ROLE / RESET ROLE"),
