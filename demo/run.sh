@@ -314,6 +314,19 @@ user         = "gatehouse_svc"
 password_env = "PAYMENTS_DB_PASSWORD"
 upstream_tls = "disable"   # the throwaway server has no TLS
 allow_groups = ["fraud-bots", "dba"]
+
+[[rule]]                   # nobody drops, truncates or reconfigures through the gateway
+name        = "no-destructive"
+connections = ["*"]
+statements  = ["drop", "truncate", "alter_system", "create_extension"]
+action      = "block"
+
+[[rule]]                   # the fraud bot reads payments but never changes them
+name        = "fraud-bot-read-only"
+connections = ["payments"]
+groups      = ["fraud-bots"]
+writes      = ["public.*"]
+action      = "block"
 EOF
 
 step "Checking the config and starting the gateway"
@@ -373,6 +386,23 @@ Q4="UPDATE payments SET amount = amount WHERE card_number = '5555555555554444'"
 shown "PGPASSWORD=\$ALICE_TOKEN psql \"$(gw_conn alice sslmode=require)\" -c \"$Q3\" -c \"$Q4\""
 gw_psql "$ALICE_TOKEN" "$(gw_conn alice sslmode=require)" -c "$Q3" -c "$Q4"
 
+step "2b. fraud-bot tries a disguised DROP and a hidden write: blocked (SQLSTATE 42501), nothing runs"
+Q5="SELECT 1; /* cleanup */ dRoP /* really */ TABLE payments"
+Q6="WITH gone AS (DELETE FROM payments RETURNING id) SELECT count(*) FROM gone"
+for q in "$Q5" "$Q6"; do
+    shown "PGPASSWORD=\$FRAUD_BOT_TOKEN psql \"$(gw_conn fraud-bot sslmode=require)\" -c \"$q\""
+    if out=$(gw_psql "$FRAUD_TOKEN" "$(gw_conn fraud-bot sslmode=require)" -c "$q" 2>&1); then
+        die "a blocked statement was let through: $out"
+    fi
+    printf '%s\n' "$out"
+    [[ $out == *"blocked by rule"* ]] || die "unexpected answer: $out"
+done
+left=$(gw_psql "$ALICE_TOKEN" "$(gw_conn alice sslmode=require)" -At -c "SELECT count(*) FROM payments")
+[[ $left == 3 ]] || die "payments changed: $left rows"
+note "Both were parsed with PostgreSQL's own parser; the table still has $left rows."
+shown "$GH explain -c $CFG --connection payments --subject fraud-bot --group fraud-bots \"$Q5\""
+"$BIN" explain -c "$CONFIG" --connection payments --subject fraud-bot --group fraud-bots "$Q5" || true
+
 step "3. eve (group marketing) is refused: SQLSTATE 28000, not in allow_groups"
 shown "PGPASSWORD=\$EVE_TOKEN psql \"$(gw_conn eve sslmode=require)\" -c \"SELECT 1\""
 if out=$(gw_psql "$EVE_TOKEN" "$(gw_conn eve sslmode=require)" -c "SELECT 1" 2>&1); then
@@ -405,7 +435,8 @@ fraud_session=""
 for _ in $(seq 100); do
     # Outcomes and session ends are recorded just after the fact: wait for the session to close.
     list=$("$BIN" sessions list -c "$CONFIG")
-    fraud_session=$(awk '$3 == "fraud-bot" && $NF != "(open)" { print $1; exit }' <<<"$list")
+    # The list is newest first: the last fraud-bot line is its first session (step 1).
+    fraud_session=$(awk '$3 == "fraud-bot" && $NF != "(open)" { s = $1 } END { print s }' <<<"$list")
     [[ -n $fraud_session ]] && break
     sleep 0.1
 done
