@@ -196,6 +196,25 @@ async fn hidden_writes_are_found() {
     c.simple_query("SELECT card_number FROM payments LIMIT 10")
         .await
         .unwrap();
+
+    // Copying card numbers out into a new table is the same bulk read.
+    for sql in [
+        "CREATE TABLE stolen AS SELECT card_number FROM payments",
+        "SELECT card_number INTO stolen FROM payments",
+    ] {
+        let e = c
+            .simple_query(sql)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("allowed: {sql}"));
+        assert_blocked(&e, "bulk-card-read");
+    }
+    let stolen: bool = direct
+        .query_one("SELECT to_regclass('public.stolen') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!stolen);
 }
 
 #[tokio::test]

@@ -12,7 +12,10 @@ fn bench(c: &mut Criterion) {
          WHERE p.created_at > now() - interval '1 day') \
          SELECT c.name, sum(r.amount), count(*) FROM recent r JOIN customers c ON c.id = r.customer_id \
          WHERE c.id IN ({}) GROUP BY c.name HAVING sum(r.amount) > 100 ORDER BY 2 DESC LIMIT 50",
-        (1..200).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+        (1..200)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     c.bench_function("analysis/short_uncached", |b| {
         b.iter(|| analyze(short, &ctx).unwrap())

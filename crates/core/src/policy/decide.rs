@@ -170,11 +170,14 @@ impl<'a> Facts<'a> {
         self.kinds.contains(kind)
     }
 
-    /// A statement that returns rows read from tables (for `without_limit`).
+    /// A statement that returns or copies rows read from tables (for `without_limit`):
+    /// `CREATE TABLE ... AS`, `SELECT ... INTO` and `INSERT ... SELECT` move rows as surely as
+    /// a SELECT returns them.
     fn is_table_read(&self) -> bool {
         let s = self.stmt;
         let returns_rows = matches!(s.kind.as_str(), "select" | "copy_to" | "declare")
-            || (s.kind == "execute" && s.kinds.contains("select"));
+            || (s.kind == "execute" && s.kinds.contains("select"))
+            || (s.data_modifying && matches!(s.kind.as_str(), "create" | "insert"));
         returns_rows && (!s.tables_read.is_empty() || !s.columns_read.is_empty())
     }
 
