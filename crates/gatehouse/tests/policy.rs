@@ -366,3 +366,29 @@ fn check_rejects_rules_that_can_never_match() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("statements") && err.contains("dorp"), "{err}");
 }
+
+/// Statements nested deeper than the analyser goes are refused cleanly; the gateway (whose
+/// worker threads parse with big stacks) keeps serving.
+#[tokio::test]
+async fn deeply_nested_statements_fail_cleanly() {
+    let gw = Gateway::start();
+    let token = gw.token("deep", &["dba"]);
+    let c = gw.connect("payments", &token).await;
+    let deep = [
+        format!("SELECT {}", vec!["1"; 100_000].join("+")),
+        format!("SELECT {}1{}", "(".repeat(20_000), ")".repeat(20_000)),
+        format!("SELECT {} 1{}", "(SELECT".repeat(3000), ")".repeat(3000)),
+        format!("SELECT {}", vec!["1"; 2_000].join("+")),
+    ];
+    for sql in &deep {
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_blocked(&e, "builtin:unparseable");
+        assert_eq!(
+            c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+            1
+        );
+    }
+    // Moderately nested statements, which PostgreSQL accepts, still work.
+    let ok = format!("SELECT {}", vec!["1"; 500].join("+"));
+    c.simple_query(&ok).await.unwrap();
+}

@@ -69,6 +69,7 @@ mod tests;
 
 pub use cache::{AnalysisCache, CacheStats};
 pub use gatehouse_core::policy::{ColumnRef, StatementInfo, TableRef};
+pub use pool::{STACK_SIZE, mark_big_stack};
 
 /// The session state that changes how a statement is parsed or resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

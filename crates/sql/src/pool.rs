@@ -13,7 +13,7 @@ use std::thread;
 use crate::AnalysisError;
 
 /// Stack size of every parser thread.
-pub(crate) const STACK_SIZE: usize = 64 * 1024 * 1024;
+pub const STACK_SIZE: usize = 64 * 1024 * 1024;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -71,26 +71,47 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
     }
 }
 
-/// Runs `f` on a parser thread and waits for its result. A panic inside `f` becomes
+thread_local! {
+    /// Set on threads started with at least [`STACK_SIZE`] of stack (see [`mark_big_stack`]).
+    static BIG_STACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Declares that the current thread was started with at least [`STACK_SIZE`] bytes of stack,
+/// so analysis may run on it directly instead of handing over to the pool (one thread
+/// wake-up less per statement). Call it from a runtime's `on_thread_start` when the runtime's
+/// `thread_stack_size` is at least [`STACK_SIZE`].
+pub fn mark_big_stack() {
+    BIG_STACK.with(|b| b.set(true));
+}
+
+fn guarded<T>(f: impl FnOnce() -> Result<T, AnalysisError>) -> Result<T, AnalysisError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_owned());
+        tracing::error!(panic = %what, "SQL analyser panicked");
+        Err(AnalysisError::Internal(format!(
+            "analyser panicked: {what}"
+        )))
+    })
+}
+
+/// Runs `f` on a thread with a big stack and waits for its result: the current one if it is
+/// marked (see [`mark_big_stack`]), else a parser thread. A panic inside `f` becomes
 /// [`AnalysisError::Internal`] (the thread survives).
 pub(crate) fn run<T, F>(f: F) -> Result<T, AnalysisError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, AnalysisError> + Send + 'static,
 {
+    if BIG_STACK.with(std::cell::Cell::get) {
+        return guarded(f);
+    }
     let (tx, rx) = mpsc::sync_channel::<Result<T, AnalysisError>>(1);
     let job: Job = Box::new(move || {
-        let result = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".to_owned());
-            tracing::error!(panic = %what, "SQL analyser panicked");
-            Err(AnalysisError::Internal(format!(
-                "analyser panicked: {what}"
-            )))
-        });
+        let result = guarded(f);
         // The caller may have gone away; nothing to do then.
         let _ = tx.send(result);
     });
