@@ -197,6 +197,17 @@ async fn hidden_writes_are_found() {
         .await
         .unwrap();
 
+    // A decoy schema in front of the search_path does not dodge the rule.
+    c.simple_query("SET search_path = decoy, public")
+        .await
+        .unwrap();
+    let e = c
+        .simple_query("SELECT card_number FROM payments")
+        .await
+        .unwrap_err();
+    assert_blocked(&e, "bulk-card-read");
+    c.simple_query("RESET search_path").await.unwrap();
+
     // Copying card numbers out into a new table is the same bulk read.
     for sql in [
         "CREATE TABLE stolen AS SELECT card_number FROM payments",

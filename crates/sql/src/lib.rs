@@ -92,16 +92,26 @@ impl Default for AnalysisContext {
 }
 
 impl AnalysisContext {
-    /// The schema unqualified table names resolve to: the first `search_path` entry other than
-    /// `$user`, `pg_catalog` and `pg_temp` (double-quoted entries are unquoted). Names starting
-    /// with `pg_` resolve to `pg_catalog` instead, since the server searches it first.
+    /// The schema unqualified table names resolve to: the only `search_path` entry other than
+    /// `$user`, `pg_catalog` and `pg_temp` (double-quoted entries are unquoted); `None` when
+    /// there are several (ambiguous without a catalog) or none. Names starting with `pg_`
+    /// resolve to `pg_catalog` instead, since the server searches it first.
     pub fn default_schema(&self) -> Option<String> {
-        self.search_path
+        let mut candidates = self
+            .search_path
             .iter()
             .map(|s| unquote(s.trim()))
-            .find(|s| {
+            .filter(|s| {
                 !s.is_empty() && s != "$user" && s != "pg_catalog" && !s.starts_with("pg_temp")
-            })
+            });
+        let first = candidates.next()?;
+        // With several schemas to search, which one holds an unqualified table is known only
+        // to the catalog: leave it unresolved, which rules match conservatively (any schema),
+        // rather than guess and let `SET search_path = decoy, public` dodge a rule.
+        if candidates.next().is_some() {
+            return None;
+        }
+        Some(first)
     }
 }
 

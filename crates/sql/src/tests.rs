@@ -786,7 +786,22 @@ fn search_path_and_catalog_resolution() {
         ],
         standard_conforming_strings: true,
     };
+    // Two schemas to search: which holds `payments` is the catalog's business, so the table
+    // stays unresolved (rules then match it in any schema).
     let v = analyze("SELECT * FROM payments", &c).unwrap_or_default();
+    assert_eq!(
+        v.first().map(|i| i
+            .tables_read
+            .iter()
+            .map(|t| t.schema.clone())
+            .collect::<Vec<_>>()),
+        Some(vec![None])
+    );
+    let one_schema = AnalysisContext {
+        search_path: vec!["\"$user\"".to_owned(), "billing".to_owned()],
+        standard_conforming_strings: true,
+    };
+    let v = analyze("SELECT * FROM payments", &one_schema).unwrap_or_default();
     assert_eq!(
         v.first().map(|i| i.tables_read.clone()),
         Some(set(&[t("billing", "payments")]))
