@@ -236,10 +236,21 @@ async fn set_role_needs_an_explicit_allow_and_the_backslash_trick_fails() {
     let e = c.simple_query("SET ROLE gatehouse_svc").await.unwrap_err();
     assert_blocked(&e, "builtin:set-role");
     let e = c
-        .simple_query("SET SESSION AUTHORIZATION DEFAULT")
+        .simple_query("SET SESSION AUTHORIZATION gatehouse_svc")
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("42501"));
+    // Going back to the login role is no escalation: connection pools send these.
+    for sql in [
+        "RESET ROLE",
+        "SET ROLE NONE",
+        "SET SESSION AUTHORIZATION DEFAULT",
+        "DISCARD ALL",
+    ] {
+        c.simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
     // With standard_conforming_strings on (as here), the backslash is literal: this is a
     // SELECT followed by a real DROP, and the gateway parses it exactly as the server would.
     let e = c

@@ -538,15 +538,30 @@ impl Policy {
         {
             return Some(d);
         }
+        // Going back to the login role (RESET ROLE, SET ROLE NONE, SET SESSION AUTHORIZATION
+        // DEFAULT, DISCARD ALL — which connection pools send) gives no privilege: only
+        // assuming another role needs an explicit allow.
+        let back_to_login_role = f.has("reset")
+            || f.has("discard")
+            || s.set_setting.as_ref().is_some_and(|(name, value)| {
+                matches!(name.as_str(), "role" | "session_authorization")
+                    && value.as_deref().is_none_or(|v| {
+                        let v = v.trim().trim_matches(['\'', '"']).to_ascii_lowercase();
+                        v == "none" || v == "default"
+                    })
+            });
         for (kind, rule, what) in [
-            ("set_role", "builtin:set-role", "SET ROLE / RESET ROLE"),
+            ("set_role", "builtin:set-role", "SET ROLE"),
             (
                 "set_session_authorization",
                 "builtin:set-session-authorization",
                 "SET SESSION AUTHORIZATION",
             ),
         ] {
-            if f.has(kind) && !self.explicitly_allowed(connection, groups, f, &[kind]) {
+            if f.has(kind)
+                && !back_to_login_role
+                && !self.explicitly_allowed(connection, groups, f, &[kind])
+            {
                 return Some(block(
                     rule,
                     format!("{what} needs an allow rule listing \"{kind}\" for this identity"),
@@ -1345,15 +1360,12 @@ mod tests {
 
     #[test]
     fn reset_role_and_session_authorization() {
-        // RESET ROLE reported as a reset of the "role" setting.
+        // RESET ROLE reported as a reset of the "role" setting: back to the login role, no
+        // escalation, so no explicit allow is needed.
         let mut reset = stmt("reset");
         reset.set_setting = Some(("role".into(), None));
         let none = Policy::new(&[]);
-        assert_decision(
-            &none.decide("c", &[], &reset),
-            Action::Block,
-            Some("builtin:set-role"),
-        );
+        assert_decision(&none.decide("c", &[], &reset), Action::Allow, None);
         // SET role = x through the generic form.
         assert_decision(
             &none.decide("c", &[], &set("role", Some("x"))),
