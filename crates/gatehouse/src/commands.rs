@@ -38,8 +38,9 @@ pub fn check(path: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `gatehouse explain`: the analysis and decision for each statement, nothing executed.
-pub fn explain(
+/// `gatehouse explain`: the analysis and decision for each statement, nothing executed. The
+/// upstream catalog is read through the held credential to resolve names, when reachable.
+pub async fn explain(
     path: &Path,
     connection: &str,
     subject: &str,
@@ -67,7 +68,32 @@ pub fn explain(
     }
     let policy = Policy::new(&cfg.rules);
     let stmts = match gatehouse_sql::analyze(sql, &ctx) {
-        Ok(s) => s,
+        Ok(s) => {
+            let catalog = match conn.password().map_err(|e| anyhow!("{e}")).and_then(|pw| {
+                gatehouse_pg::upstream::UpstreamTarget::new(conn, pw).map_err(|e| anyhow!("{e}"))
+            }) {
+                Ok(target) => gatehouse_pg::catalog::Catalog::load(&target)
+                    .await
+                    .map_err(|e| anyhow!("{e}")),
+                Err(e) => Err(e),
+            };
+            match catalog {
+                Ok(cat) => s
+                    .iter()
+                    .map(|st| {
+                        cat.resolve_statement(st, &ctx.search_path, &conn.user)
+                            .unwrap_or_else(|| st.clone())
+                    })
+                    .collect(),
+                Err(e) => {
+                    writeln!(
+                        out,
+                        "note: upstream catalog not read ({e}); names left unresolved"
+                    )?;
+                    s
+                }
+            }
+        }
         Err(e) => {
             let verdict = match conn.on_parse_error {
                 gatehouse_core::config::ParseErrorAction::Block => {

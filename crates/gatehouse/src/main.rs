@@ -149,14 +149,17 @@ fn main() -> ExitCode {
                 groups,
                 sql,
                 search_path,
-            } => commands::explain(
-                &config,
-                &connection,
-                &subject,
-                &groups,
-                &sql,
-                search_path.as_deref(),
-            ),
+            } => {
+                commands::explain(
+                    &config,
+                    &connection,
+                    &subject,
+                    &groups,
+                    &sql,
+                    search_path.as_deref(),
+                )
+                .await
+            }
             Command::Token {
                 command:
                     TokenCommand::Issue {

@@ -146,6 +146,7 @@ pub fn policy_point(
     gatehouse_pg::session::policy::PolicyPoint {
         policy: gatehouse_core::policy::Policy::new(&cfg.rules),
         cache: gatehouse_sql::AnalysisCache::new(ANALYSIS_CACHE_BYTES),
+        catalog: gatehouse_pg::catalog::CatalogCache::default(),
         on_parse_error: cfg
             .connections
             .iter()

@@ -414,3 +414,56 @@ async fn deeply_nested_statements_fail_cleanly() {
     let ok = format!("SELECT {}", vec!["1"; 500].join("+"));
     c.simple_query(&ok).await.unwrap();
 }
+
+/// With the upstream catalog, names resolve as the server resolves them: a table found first in
+/// another schema of the search_path is not the protected one, and `*` reads every column.
+#[tokio::test]
+async fn names_resolve_through_the_upstream_catalog() {
+    let (gw, _direct) = setup("pol_catalog").await;
+    cluster().psql_as_svc(
+        "pol_catalog",
+        "CREATE SCHEMA decoy; CREATE TABLE decoy.payments (card_number text); \
+         INSERT INTO decoy.payments VALUES ('not a card');",
+    );
+    let token = gw.token("bot-3", &["fraud-bots"]);
+    let c = gw.connect("pol_catalog", &token).await;
+    // The server reads decoy.payments here: no card numbers, no approval needed.
+    c.simple_query("SET search_path = decoy, public")
+        .await
+        .unwrap();
+    let rows = c
+        .simple_query("SELECT card_number FROM payments")
+        .await
+        .unwrap();
+    assert!(rows.iter().any(|m| matches!(m, SimpleQueryMessage::Row(_))));
+    // With public first, the same text reads the protected table.
+    c.simple_query("SET search_path = public, decoy")
+        .await
+        .unwrap();
+    let e = c
+        .simple_query("SELECT card_number FROM payments")
+        .await
+        .unwrap_err();
+    assert_blocked(&e, "bulk-card-read");
+    // `*` expands to the table's columns, card_number included.
+    let e = c
+        .simple_query("SELECT * FROM public.payments")
+        .await
+        .unwrap_err();
+    assert_blocked(&e, "bulk-card-read");
+
+    // explain reads the catalog through the held credential too.
+    let out = gw.cli(&[
+        "explain",
+        "--connection",
+        "pol_catalog",
+        "--subject",
+        "bot",
+        "--group",
+        "fraud-bots",
+        "SELECT * FROM payments",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("public.payments.card_number"), "{text}");
+    assert!(text.contains("public.payments.amount"), "{text}");
+}

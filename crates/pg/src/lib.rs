@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cancel;
+pub mod catalog;
 pub mod codec;
 pub mod messages;
 pub mod server;

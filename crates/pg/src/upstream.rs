@@ -312,6 +312,44 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// Runs one simple query on this (gateway-owned) connection and returns its text rows.
+    /// Used for the gateway's own catalog lookups, never for client traffic.
+    pub async fn simple_rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+        let write = self.write.as_mut().ok_or(UpstreamError::Closed)?;
+        write
+            .write_all(&crate::messages::frontend::build_query(sql))
+            .await?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let frame = self.next().await?;
+            match frame.tag() {
+                b'D' => rows.push(
+                    backend::data_row_values(&frame)?
+                        .into_iter()
+                        .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+                        .collect(),
+                ),
+                b'E' => {
+                    let f = backend::error_fields(&frame)?;
+                    error = Some(UpstreamError::Server {
+                        sqlstate: f.sqlstate,
+                        message: f.message,
+                    });
+                }
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
+    }
+
     async fn next(&mut self) -> Result<Frame, UpstreamError> {
         loop {
             if let Some(f) = self.reader.next_frame(&mut self.buf)? {

@@ -13,11 +13,15 @@ use gatehouse_core::config::ParseErrorAction;
 use gatehouse_core::policy::{Action, Decision, Policy, StatementInfo};
 use gatehouse_sql::{AnalysisCache, AnalysisContext, AnalysisError};
 
-/// Shared by all sessions: the compiled rules and the analysis cache.
+use crate::catalog::CatalogCache;
+use crate::upstream::UpstreamTarget;
+
+/// Shared by all sessions: the compiled rules, the analysis cache and the upstream catalogs.
 #[derive(Debug)]
 pub struct PolicyPoint {
     pub policy: Policy,
     pub cache: AnalysisCache,
+    pub catalog: CatalogCache,
     /// `on_parse_error` per connection name.
     pub on_parse_error: HashMap<String, ParseErrorAction>,
 }
@@ -87,10 +91,11 @@ impl SessionPolicy {
     pub async fn judge(
         &mut self,
         point: &Arc<PolicyPoint>,
-        connection: &str,
+        target: &UpstreamTarget,
         groups: &[String],
         sql: &str,
     ) -> Judgement {
+        let connection = target.name.as_str();
         self.ctx.standard_conforming_strings = self.scs.load(Ordering::Relaxed);
         // Parsing blocks its thread for microseconds; a very large statement goes to the
         // blocking pool so it never stalls the runtime.
@@ -124,6 +129,9 @@ impl SessionPolicy {
                 };
             }
         };
+        // Names the analyser could not resolve without a catalog (unqualified tables under a
+        // several-schema search_path, `*`): resolve them as the server will.
+        let statements = self.resolve(point, target, statements).await;
         // `EXECUTE name` is judged as what `name` does.
         let mut effective: Vec<StatementInfo> = Vec::with_capacity(statements.len());
         for s in statements.iter() {
@@ -142,9 +150,57 @@ impl SessionPolicy {
         }
     }
 
-    /// After an allowed statement is forwarded: remember what it prepares and follow
-    /// `SET search_path`.
-    pub fn allowed(&mut self, j: &Judgement, parse_name: Option<&str>) {
+    async fn resolve(
+        &self,
+        point: &PolicyPoint,
+        target: &UpstreamTarget,
+        statements: Arc<Vec<StatementInfo>>,
+    ) -> Arc<Vec<StatementInfo>> {
+        let needs = statements.iter().any(|s| {
+            s.tables_read
+                .iter()
+                .chain(&s.tables_written)
+                .any(|t| t.schema.is_none())
+                || s.columns_read.iter().any(|c| c.column == "*")
+        });
+        if !needs {
+            return statements;
+        }
+        let Some(catalog) = point.catalog.get(&target.name, target).await else {
+            return statements;
+        };
+        let mut changed = false;
+        let resolved: Vec<StatementInfo> = statements
+            .iter()
+            .map(
+                |s| match catalog.resolve_statement(s, &self.ctx.search_path, &target.user) {
+                    Some(r) => {
+                        changed = true;
+                        r
+                    }
+                    None => s.clone(),
+                },
+            )
+            .collect();
+        if changed {
+            Arc::new(resolved)
+        } else {
+            statements
+        }
+    }
+
+    /// After an allowed statement is forwarded: remember what it prepares, follow
+    /// `SET search_path`, and forget the catalog after DDL.
+    pub fn allowed(
+        &mut self,
+        point: &PolicyPoint,
+        connection: &str,
+        j: &Judgement,
+        parse_name: Option<&str>,
+    ) {
+        if j.statements.iter().any(|s| s.kinds.contains("ddl")) {
+            point.catalog.invalidate(connection);
+        }
         if let Some(name) = parse_name.filter(|n| !n.is_empty()) {
             self.prepared.insert(name.to_owned(), j.statements.clone());
         }

@@ -31,6 +31,7 @@ use crate::codec::{CodecError, Frame, FrameReader, Side};
 use crate::messages::backend::{self, Severity};
 use crate::messages::frontend::{self, Param};
 use crate::stream::{BoxRead, BoxWrite};
+use crate::upstream::UpstreamTarget;
 
 /// SQL the server rejects at parse time without executing anything (replaces a Query).
 const REFUSAL_SQL: &str = "GATEHOUSE REFUSED THIS STATEMENT";
@@ -138,6 +139,9 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
     let Some(upstream_write) = upstream.write.take() else {
         return "upstream not connected";
     };
+    let Some(target) = shared.upstreams.get(&info.connection).cloned() else {
+        return "unknown connection";
+    };
     let scs = Arc::new(AtomicBool::new(
         !upstream
             .params
@@ -155,6 +159,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         statements: HashMap::new(),
         portals: HashMap::new(),
         policy: SessionPolicy::new(search_path.as_deref(), scs.clone()),
+        target: target.clone(),
         bytes_in: metrics::counter!("gatehouse_bytes_total", "direction" => "client_to_upstream"),
         statements_total: metrics::counter!("gatehouse_statements_total"),
     };
@@ -220,6 +225,8 @@ struct Frontend<'a> {
     /// Portal name → (SQL text, parameters as recorded).
     portals: HashMap<Bytes, Portal>,
     policy: SessionPolicy,
+    /// The upstream this session talks to (its catalog resolves names for policy).
+    target: Arc<UpstreamTarget>,
     // Metric handles resolved once per session, not per message.
     bytes_in: metrics::Counter,
     statements_total: metrics::Counter,
@@ -473,7 +480,7 @@ impl Frontend<'_> {
             .policy
             .judge(
                 &self.shared.policy,
-                &self.info.connection,
+                &self.target,
                 &self.info.principal.groups,
                 &text,
             )
@@ -508,7 +515,8 @@ impl Frontend<'_> {
                         ext: None,
                     });
                 }
-                self.policy.allowed(&j, None);
+                self.policy
+                    .allowed(&self.shared.policy, &self.info.connection, &j, None);
                 Action::Audit {
                     event: Some(event),
                     expect: Expect::Query,
@@ -529,8 +537,12 @@ impl Frontend<'_> {
                         ext: Some(ExtKind::Parse),
                     });
                 }
-                self.policy
-                    .allowed(&j, Some(&String::from_utf8_lossy(&p.name)));
+                self.policy.allowed(
+                    &self.shared.policy,
+                    &self.info.connection,
+                    &j,
+                    Some(&String::from_utf8_lossy(&p.name)),
+                );
                 let text: Arc<str> = mask_pans(&String::from_utf8_lossy(&p.query)).into();
                 self.statements.insert(p.name, text);
                 Action::Ext(ExtKind::Parse)
