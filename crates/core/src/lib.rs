@@ -6,6 +6,7 @@
 //! the same evidence.
 #![forbid(unsafe_code)]
 
+pub mod approvals;
 pub mod audit;
 pub mod config;
 pub mod identity;

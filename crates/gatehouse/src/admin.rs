@@ -5,11 +5,15 @@
 
 use std::sync::Arc;
 
+use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::routing::post;
 use axum::{Json, Router};
+use gatehouse_core::approvals::{ApprovalBook, DecideError};
+use gatehouse_core::audit::{AuditEvent, Auditor, RecordKind};
 use gatehouse_core::identity::{Principal, Verifier};
 use gatehouse_store::SqliteStore;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -19,6 +23,8 @@ pub struct AdminState {
     pub admin_groups: Vec<String>,
     pub store: SqliteStore,
     pub metrics: PrometheusHandle,
+    pub approvals: Arc<ApprovalBook>,
+    pub auditor: Auditor,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -27,6 +33,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{id}", get(session))
+        .route("/api/approvals", get(approvals))
+        .route("/api/approvals/{id}/approve", post(approve))
+        .route("/api/approvals/{id}/deny", post(deny))
         .with_state(state)
 }
 
@@ -38,23 +47,137 @@ fn error(status: StatusCode, msg: &str) -> Response {
     (status, Json(serde_json::json!({ "error": msg }))).into_response()
 }
 
-async fn authorize(s: &AdminState, headers: &HeaderMap) -> Result<Principal, Response> {
+async fn authenticate(s: &AdminState, headers: &HeaderMap) -> Result<Principal, Response> {
     let Some(token) = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
-            // The scheme name is case-insensitive (RFC 9110 §11.1).
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then_some(token)
         })
     else {
         return Err(error(StatusCode::UNAUTHORIZED, "missing bearer token"));
     };
-    let p = s
-        .verifier
+    s.verifier
         .verify(token.trim())
         .await
-        .map_err(|e| error(StatusCode::UNAUTHORIZED, &format!("invalid token: {e}")))?;
+        .map_err(|e| error(StatusCode::UNAUTHORIZED, &format!("invalid token: {e}")))
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+}
+
+/// Requests the identity may see: all for admins, else those it may decide.
+async fn approvals(
+    State(s): State<Arc<AdminState>>,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let p = match authenticate(&s, &headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let admin = p.in_any(&s.admin_groups);
+    let list: Vec<_> = s
+        .approvals
+        .list(q.status.as_deref())
+        .into_iter()
+        .filter(|r| admin || p.in_any(&r.approvers))
+        .collect();
+    Json(list).into_response()
+}
+
+#[derive(serde::Deserialize, Default)]
+struct DecisionBody {
+    reason: Option<String>,
+}
+
+async fn approve(
+    State(s): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<DecisionBody>>,
+) -> Response {
+    decide(
+        &s,
+        &id,
+        &headers,
+        body.map(|b| b.0).unwrap_or_default(),
+        true,
+    )
+    .await
+}
+
+async fn deny(
+    State(s): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<DecisionBody>>,
+) -> Response {
+    decide(
+        &s,
+        &id,
+        &headers,
+        body.map(|b| b.0).unwrap_or_default(),
+        false,
+    )
+    .await
+}
+
+async fn decide(
+    s: &AdminState,
+    id: &str,
+    headers: &HeaderMap,
+    body: DecisionBody,
+    approve: bool,
+) -> Response {
+    let p = match authenticate(s, headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let reason = body
+        .reason
+        .map(|r| gatehouse_core::pan::mask_pans(&r).into_owned());
+    match s
+        .approvals
+        .decide(id, &p.subject, &p.groups, approve, reason.clone())
+    {
+        Ok(req) => {
+            // The decision is evidence: chained with everything else.
+            let mut ev = AuditEvent::new(RecordKind::Approval, req.session_id.clone());
+            ev.subject = Some(p.subject.clone());
+            ev.groups = p.groups.clone();
+            ev.issuer = Some(p.issuer.clone());
+            ev.connection = Some(req.connection.clone());
+            ev.rule = Some(req.rule.clone());
+            ev.outcome = Some(if approve {
+                gatehouse_core::audit::Outcome::Ok
+            } else {
+                gatehouse_core::audit::Outcome::Denied
+            });
+            let ev = ev.with_detail(serde_json::json!({
+                "event": if approve { "approved" } else { "denied" },
+                "approval_id": req.id,
+                "requester": req.requester,
+                "reason": reason,
+            }));
+            if let Err(e) = s.auditor.record(ev).await {
+                tracing::error!(error = %e, "approval decision could not be audited");
+            }
+            Json(req).into_response()
+        }
+        Err(e @ DecideError::NotFound) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e @ DecideError::NotPending(_)) => error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e @ (DecideError::SelfApproval | DecideError::NotApprover(_))) => {
+            error(StatusCode::FORBIDDEN, &e.to_string())
+        }
+    }
+}
+
+async fn authorize(s: &AdminState, headers: &HeaderMap) -> Result<Principal, Response> {
+    let p = authenticate(s, headers).await?;
     if !p.in_any(&s.admin_groups) {
         return Err(error(
             StatusCode::FORBIDDEN,

@@ -177,6 +177,93 @@ fn join(items: impl Iterator<Item = String>) -> String {
     }
 }
 
+fn admin_client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .context("http client")
+}
+
+/// Turns an admin API answer into output and an exit code (non-zero on any HTTP error).
+async fn api_result(resp: reqwest::Response) -> Result<(ExitCode, serde_json::Value)> {
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    if status.is_success() {
+        return Ok((ExitCode::SUCCESS, body));
+    }
+    let msg = body
+        .get("error")
+        .and_then(|e| e.as_str())
+        .unwrap_or("request failed")
+        .to_owned();
+    eprintln!("error: {} {msg}", status.as_u16());
+    Ok((ExitCode::from(1), body))
+}
+
+pub async fn approvals_list(path: &Path, token: &str, status: &str) -> Result<ExitCode> {
+    let cfg = load(path)?;
+    let mut url = format!("http://{}/api/approvals", cfg.listen.admin);
+    if status != "all" {
+        url.push_str(&format!("?status={status}"));
+    }
+    let resp = admin_client()?
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the admin API on {}", cfg.listen.admin))?;
+    let (code, body) = api_result(resp).await?;
+    if code == ExitCode::SUCCESS {
+        println!(
+            "{:<36}  {:<9}  {:<16}  {:<12}  {:<20}  STATEMENT",
+            "ID", "STATUS", "REQUESTER", "CONNECTION", "RULE"
+        );
+        for r in body.as_array().into_iter().flatten() {
+            let f = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+            println!(
+                "{:<36}  {:<9}  {:<16}  {:<12}  {:<20}  {}",
+                f("id"),
+                f("status"),
+                f("requester"),
+                f("connection"),
+                f("rule"),
+                f("statement")
+            );
+        }
+    }
+    Ok(code)
+}
+
+pub async fn approvals_decide(
+    path: &Path,
+    token: &str,
+    id: &str,
+    approve: bool,
+    reason: Option<String>,
+) -> Result<ExitCode> {
+    let cfg = load(path)?;
+    let verb = if approve { "approve" } else { "deny" };
+    let resp = admin_client()?
+        .post(format!(
+            "http://{}/api/approvals/{id}/{verb}",
+            cfg.listen.admin
+        ))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "reason": reason }))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the admin API on {}", cfg.listen.admin))?;
+    let (code, body) = api_result(resp).await?;
+    if code == ExitCode::SUCCESS {
+        println!(
+            "{id}: {}",
+            body.get("status").and_then(|s| s.as_str()).unwrap_or("?")
+        );
+    }
+    Ok(code)
+}
+
 pub fn token_issue(path: &Path, subject: &str, groups: &[String], ttl: &str) -> Result<ExitCode> {
     let cfg = load(path)?;
     if !cfg.identity.local_issuer {

@@ -62,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         command: SessionsCommand,
     },
+    /// Decide held statements (through the admin API).
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
     /// The audit chain.
     Audit {
         #[command(subcommand)]
@@ -104,6 +109,40 @@ enum SessionsCommand {
         id: String,
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// List requests (pending by default).
+    List {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        #[arg(long, env = "GATEHOUSE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// pending | approved | denied | expired | all
+        #[arg(long, default_value = "pending")]
+        status: String,
+    },
+    /// Approve a request.
+    Approve {
+        id: String,
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        #[arg(long, env = "GATEHOUSE_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny a request.
+    Deny {
+        id: String,
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        #[arg(long, env = "GATEHOUSE_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -177,6 +216,25 @@ fn main() -> ExitCode {
                 SessionsCommand::Replay { id, config } => {
                     commands::sessions_replay(&config, &id).await
                 }
+            },
+            Command::Approvals { command } => match command {
+                ApprovalsCommand::List {
+                    config,
+                    token,
+                    status,
+                } => commands::approvals_list(&config, &token, &status).await,
+                ApprovalsCommand::Approve {
+                    id,
+                    config,
+                    token,
+                    reason,
+                } => commands::approvals_decide(&config, &token, &id, true, reason).await,
+                ApprovalsCommand::Deny {
+                    id,
+                    config,
+                    token,
+                    reason,
+                } => commands::approvals_decide(&config, &token, &id, false, reason).await,
             },
             Command::Audit { command } => match command {
                 AuditCommand::Verify { config } => commands::audit_verify(&config).await,

@@ -65,6 +65,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     let startup_timeout =
         parse_duration(&cfg.listen.startup_timeout).unwrap_or(Duration::from_secs(30));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let approvals = Arc::new(gatehouse_core::approvals::ApprovalBook::default());
     let shared = Arc::new(Shared {
         verifier: verifier.clone(),
         auditor: auditor.clone(),
@@ -79,6 +80,8 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         result_cap_bytes: cfg.audit.result_cap_bytes,
         redacted_columns: redacted_columns(&cfg),
         policy: Arc::new(policy_point(&cfg)),
+        approvals: approvals.clone(),
+        admin_url: format!("http://{}", cfg.listen.admin),
         shutdown: stop_rx.clone(),
     });
 
@@ -108,6 +111,8 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         admin_groups: cfg.identity.admin_groups.clone(),
         store: store.clone(),
         metrics,
+        approvals,
+        auditor: auditor.clone(),
     });
     let mut admin_stop = stop_rx.clone();
     let admin_task = tokio::spawn(async move {

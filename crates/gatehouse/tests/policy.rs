@@ -29,6 +29,7 @@ reads = ["public.payments.card_number"]
 without_limit = true
 action = "approve"
 approvers = ["security"]
+timeout = "1s"
 
 [[rule]]
 name = "dba-may-set-role"

@@ -59,14 +59,10 @@ impl Decision {
         match (self.action, &self.rule) {
             (Action::Block, Some(r)) => format!("blocked by rule \"{r}\": {}", self.reason),
             (Action::Block, None) => format!("blocked: {}", self.reason),
-            (Action::Approve, Some(r)) => format!(
-                "approval required by rule \"{r}\" (approvals are not available yet): {}",
-                self.reason
-            ),
-            (Action::Approve, None) => format!(
-                "approval required (approvals are not available yet): {}",
-                self.reason
-            ),
+            (Action::Approve, Some(r)) => {
+                format!("approval required by rule \"{r}\": {}", self.reason)
+            }
+            (Action::Approve, None) => format!("approval required: {}", self.reason),
             (Action::Allow, Some(r)) => format!("allowed by rule \"{r}\": {}", self.reason),
             (Action::Allow, None) => format!("allowed: {}", self.reason),
         }
@@ -874,7 +870,7 @@ mod tests {
         assert_eq!(d.reason, "reads public.payments.card_number");
         assert_eq!(
             d.client_message(),
-            "approval required by rule \"bulk-card-read\" (approvals are not available yet): reads public.payments.card_number"
+            "approval required by rule \"bulk-card-read\": reads public.payments.card_number"
         );
         let d = p.decide(
             "payments",

@@ -59,6 +59,21 @@ pub fn error_response(severity: Severity, sqlstate: &str, msg: &str, hint: Optio
     })
 }
 
+/// `N`: a NoticeResponse (severity NOTICE) with `msg`.
+pub fn notice_response(msg: &str) -> Bytes {
+    message(b'N', |b| {
+        b.put_u8(b'S');
+        put_cstr(b, "NOTICE");
+        b.put_u8(b'V');
+        put_cstr(b, "NOTICE");
+        b.put_u8(b'C');
+        put_cstr(b, "00000");
+        b.put_u8(b'M');
+        put_cstr(b, msg);
+        b.put_u8(0);
+    })
+}
+
 /// `R` AuthenticationOk.
 pub fn auth_ok() -> Bytes {
     message(b'R', |b| b.put_i32(0))

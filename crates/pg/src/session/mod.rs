@@ -40,6 +40,10 @@ pub struct Shared {
     pub redacted_columns: Vec<String>,
     /// Statement analysis and rules.
     pub policy: Arc<policy::PolicyPoint>,
+    /// Statements held for approval.
+    pub approvals: Arc<gatehouse_core::approvals::ApprovalBook>,
+    /// Where approvers decide (shown to held clients).
+    pub admin_url: String,
     /// Turns true when the gateway stops: open sessions end with 57P01 and a session_end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

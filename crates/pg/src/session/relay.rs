@@ -104,6 +104,9 @@ enum Expect {
     Sync,
     /// Write this to the client, then end the session.
     Fatal(Bytes),
+    /// Write this to the client at once, between messages (a NoticeResponse about a held
+    /// statement); it answers nothing.
+    Notice(Bytes),
 }
 
 /// Extended-protocol messages that answer with a completion of their own. Tracking them
@@ -134,6 +137,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         client_buf,
         mut upstream,
         search_path,
+        application_name,
         _cancel,
     } = est;
     let Some(upstream_write) = upstream.write.take() else {
@@ -159,6 +163,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         statements: HashMap::new(),
         portals: HashMap::new(),
         policy: SessionPolicy::new(search_path.as_deref(), scs.clone()),
+        reason: application_name,
         target: target.clone(),
         bytes_in: metrics::counter!("gatehouse_bytes_total", "direction" => "client_to_upstream"),
         statements_total: metrics::counter!("gatehouse_statements_total"),
@@ -173,6 +178,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         queue: VecDeque::new(),
         skipping: false,
         done: Vec::new(),
+        notices: Vec::new(),
         bytes_out: metrics::counter!("gatehouse_bytes_total", "direction" => "upstream_to_client"),
         scs,
     };
@@ -225,6 +231,8 @@ struct Frontend<'a> {
     /// Portal name → (SQL text, parameters as recorded).
     portals: HashMap<Bytes, Portal>,
     policy: SessionPolicy,
+    /// The agent's justification for approvals (its application_name).
+    reason: Option<String>,
     /// The upstream this session talks to (its catalog resolves names for policy).
     target: Arc<UpstreamTarget>,
     // Metric handles resolved once per session, not per message.
@@ -497,6 +505,142 @@ impl Frontend<'_> {
         (j, event)
     }
 
+    /// For an `approve` decision, holds the statement; the record then says how it ended.
+    async fn approve_if_needed(
+        &mut self,
+        j: Judgement,
+        event: &mut AuditEvent,
+    ) -> Result<Judgement, Bytes> {
+        if j.decision.action != gatehouse_core::policy::Action::Approve {
+            return Ok(j);
+        }
+        match self.hold(j, event).await {
+            Ok(j) => {
+                // Approved: forwarded like any allowed statement, recorded with its rule.
+                event.outcome = None;
+                event.sqlstate = None;
+                Ok(j)
+            }
+            Err(error) => {
+                event.outcome = Some(Outcome::Denied);
+                event.sqlstate = Some("42501".to_owned());
+                Err(error)
+            }
+        }
+    }
+
+    /// Holds a statement a rule wants approved: opens a request, tells the client at once,
+    /// and waits for the decision or the timeout. `Ok` with an allowing judgement when
+    /// approved; `Err` with the client's error otherwise.
+    async fn hold(&mut self, mut j: Judgement, event: &AuditEvent) -> Result<Judgement, Bytes> {
+        use gatehouse_core::approvals::{ApprovalRequest, ApprovalStatus};
+        let rule_name = j.decision.rule.clone().unwrap_or_default();
+        let rule = self.shared.policy.policy.rule(&rule_name);
+        let approvers = rule.map(|r| r.approvers.clone()).unwrap_or_default();
+        let timeout = rule
+            .and_then(|r| r.timeout_duration())
+            .unwrap_or(std::time::Duration::from_secs(300));
+        let id = uuid::Uuid::new_v4().to_string();
+        let request = ApprovalRequest {
+            id: id.clone(),
+            status: ApprovalStatus::Pending,
+            requester: self.info.principal.subject.clone(),
+            requester_groups: self.info.principal.groups.clone(),
+            client_addr: self.info.client_addr.clone(),
+            connection: self.info.connection.clone(),
+            session_id: self.info.id.clone(),
+            statement: event.statement.clone().unwrap_or_default(),
+            rule: rule_name.clone(),
+            approvers: approvers.clone(),
+            reason: self.reason.clone(),
+            created_at: String::new(),
+            expires_at: String::new(),
+            decided_by: None,
+            decision_reason: None,
+            decided_at: None,
+        };
+        let mut status = self.shared.approvals.open(request, timeout);
+        let mut rec = self.info.event(RecordKind::Approval);
+        rec.statement = event.statement.clone();
+        rec.rule = Some(rule_name.clone());
+        rec.detail = Some(
+            serde_json::json!({ "event": "requested", "approval_id": id, "approvers": approvers })
+                .to_string(),
+        );
+        if let Err(e) = self.shared.auditor.record(rec).await
+            && self.shared.auditor.fail_closed()
+        {
+            self.shared.approvals.close(&id, ApprovalStatus::Abandoned);
+            tracing::error!(error = %e, "approval request could not be audited");
+            return Err(backend::error_response(
+                Severity::Error,
+                "58000",
+                "statement refused: Gatehouse could not record the approval request",
+                None,
+            ));
+        }
+        let _ = self.tx.send(Expect::Notice(backend::notice_response(&format!(
+            "statement held for approval {id} (rule \"{rule_name}\"; approvers: {}); decide with              `gatehouse approvals approve {id}` or POST {}/api/approvals/{id}/approve; expires in {}s",
+            approvers.join(", "),
+            self.shared.admin_url,
+            timeout.as_secs()
+        ))));
+        let decided = tokio::time::timeout(timeout, async {
+            status
+                .wait_for(|s| *s != ApprovalStatus::Pending)
+                .await
+                .map(|s| *s)
+        })
+        .await;
+        let final_status = match decided {
+            Ok(Ok(s)) => s,
+            _ => ApprovalStatus::Expired,
+        };
+        let request = match final_status {
+            ApprovalStatus::Expired => {
+                let r = self.shared.approvals.close(&id, ApprovalStatus::Expired);
+                let mut rec = self.info.event(RecordKind::Approval);
+                rec.rule = Some(rule_name.clone());
+                rec.outcome = Some(Outcome::Expired);
+                rec.detail =
+                    Some(serde_json::json!({ "event": "expired", "approval_id": id }).to_string());
+                self.shared.auditor.record_later(rec).await;
+                r
+            }
+            _ => self.shared.approvals.get(&id),
+        };
+        match final_status {
+            ApprovalStatus::Approved => {
+                j.decision.action = gatehouse_core::policy::Action::Allow;
+                Ok(j)
+            }
+            ApprovalStatus::Denied => {
+                let by = request
+                    .as_ref()
+                    .and_then(|r| r.decided_by.clone())
+                    .unwrap_or_default();
+                let why = request
+                    .and_then(|r| r.decision_reason)
+                    .unwrap_or_else(|| "no reason given".to_owned());
+                Err(backend::error_response(
+                    Severity::Error,
+                    "42501",
+                    &format!("approval denied by {by}: {why} (rule \"{rule_name}\")"),
+                    None,
+                ))
+            }
+            _ => Err(backend::error_response(
+                Severity::Error,
+                "42501",
+                &format!(
+                    "approval timed out after {}s (rule \"{rule_name}\")",
+                    timeout.as_secs()
+                ),
+                None,
+            )),
+        }
+    }
+
     fn refusal(j: &Judgement) -> Bytes {
         backend::error_response(Severity::Error, "42501", &j.decision.client_message(), None)
     }
@@ -505,7 +649,18 @@ impl Frontend<'_> {
         Ok(match frame.tag() {
             b'Q' => {
                 let sql = frontend::query_text(frame)?;
-                let (j, event) = self.judge(&sql).await;
+                let (j, mut event) = self.judge(&sql).await;
+                let j = match self.approve_if_needed(j, &mut event).await {
+                    Ok(j) => j,
+                    Err(error) => {
+                        return Ok(Action::Refuse {
+                            error,
+                            event,
+                            replacement: frontend::build_query(REFUSAL_SQL),
+                            ext: None,
+                        });
+                    }
+                };
                 if !j.allowed() {
                     // Nothing of a multi-statement string runs if any part is refused.
                     return Ok(Action::Refuse {
@@ -526,7 +681,18 @@ impl Frontend<'_> {
             }
             b'P' => {
                 let p = frontend::parse(frame)?;
-                let (j, event) = self.judge(&p.query).await;
+                let (j, mut event) = self.judge(&p.query).await;
+                let j = match self.approve_if_needed(j, &mut event).await {
+                    Ok(j) => j,
+                    Err(error) => {
+                        return Ok(Action::Refuse {
+                            error,
+                            event,
+                            replacement: frontend::build_parse(&p.name, REFUSAL_SQL),
+                            ext: Some(ExtKind::Parse),
+                        });
+                    }
+                };
                 if !j.allowed() {
                     // The statement is never created: a Parse the server rejects takes its
                     // place, under the same name, so both sides agree it does not exist.
@@ -660,6 +826,8 @@ struct Backend<'a> {
     skipping: bool,
     /// Statements finished and waiting for their outcome record.
     done: Vec<Stmt>,
+    /// Notices drained with other expectations, written before the next chunk.
+    notices: Vec<Bytes>,
     bytes_out: metrics::Counter,
     /// The server's `standard_conforming_strings`, shared with the analysis of the frontend.
     scs: Arc<AtomicBool>,
@@ -709,6 +877,11 @@ impl Backend<'_> {
                         let _ = self.write.shutdown().await;
                         return "protocol error";
                     }
+                    Some(Expect::Notice(bytes)) => {
+                        if self.write.write_all(&bytes).await.is_err() {
+                            return "client connection error";
+                        }
+                    }
                     Some(e) => self.push_expect(e),
                     // The client side ended; keep forwarding what the server still sends.
                     None => client_open = false,
@@ -743,6 +916,7 @@ impl Backend<'_> {
     fn push_expect(&mut self, e: Expect) {
         match e {
             Expect::Fatal(_) => self.queue.push_front(e),
+            Expect::Notice(b) => self.notices.push(b),
             Expect::Sync => {
                 self.skipping = false;
                 self.queue.push_back(e);
@@ -805,6 +979,11 @@ impl Backend<'_> {
 
     async fn handle_chunk(&mut self, chunk: Bytes) -> Result<(), &'static str> {
         self.drain_expectations()?;
+        for n in std::mem::take(&mut self.notices) {
+            if self.write.write_all(&n).await.is_err() {
+                return Err("client connection error");
+            }
+        }
         if let Some(Expect::Fatal(bytes)) = self.queue.front() {
             let _ = self.write.write_all(bytes).await;
             return Err("protocol error");
@@ -913,7 +1092,7 @@ impl Backend<'_> {
                     while let Some(e) = self.queue.pop_front() {
                         match e {
                             Expect::Execute(st) => self.skip(st),
-                            Expect::Ext(..) => {}
+                            Expect::Ext(..) | Expect::Notice(_) => {}
                             Expect::Query(st) => {
                                 self.done.push(st);
                                 break;

@@ -50,6 +50,8 @@ pub(crate) struct Established {
     pub upstream: Upstream,
     /// The client's `search_path` startup parameter, if any.
     pub search_path: Option<String>,
+    /// The client's `application_name` (an agent's justification for approvals).
+    pub application_name: Option<String>,
     pub _cancel: CancelGuard,
 }
 
@@ -360,6 +362,7 @@ async fn establish_inner(
         client_buf: buf,
         upstream,
         search_path: msg.get("search_path").map(str::to_owned),
+        application_name: msg.get("application_name").map(str::to_owned),
         _cancel: guard,
     }))
 }

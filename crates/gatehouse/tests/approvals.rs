@@ -1,0 +1,245 @@
+//! Just-in-time approvals: a statement held at the gateway until an approver decides.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+use tokio_postgres::SimpleQueryMessage;
+
+const RULES: &str = r#"
+[[rule]]
+name = "bulk-card-read"
+connections = ["*"]
+groups = ["fraud-bots"]
+reads = ["public.payments.card_number"]
+without_limit = true
+action = "approve"
+approvers = ["security"]
+timeout = "3s"
+"#;
+
+const HELD: &str = "SELECT card_number FROM payments ORDER BY id";
+
+async fn api(
+    gw: &Gateway,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://127.0.0.1:{}{path}", gw.admin_port);
+    let mut req = match method {
+        "POST" => client.post(url),
+        _ => client.get(url),
+    };
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits for the one pending request and returns it.
+async fn pending(gw: &Gateway, token: &str) -> Value {
+    for _ in 0..100 {
+        let (status, list) = api(
+            gw,
+            "GET",
+            "/api/approvals?status=pending",
+            Some(token),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{list}");
+        if let Some(r) = list.as_array().and_then(|a| a.first()) {
+            return r.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no pending approval request appeared");
+}
+
+fn rows(msgs: &[SimpleQueryMessage]) -> usize {
+    msgs.iter()
+        .filter(|m| matches!(m, SimpleQueryMessage::Row(_)))
+        .count()
+}
+
+#[tokio::test]
+async fn a_held_statement_completes_after_approval() {
+    let gw = Gateway::builder().extra(RULES).start();
+    let bot = gw.token("fraud-bot", &["fraud-bots"]);
+    let alice = gw.token("alice", &["security"]);
+    let c = gw.connect("payments", &bot).await;
+    let held = tokio::spawn(async move { c.simple_query(HELD).await.map(|m| rows(&m)) });
+
+    let req = pending(&gw, &alice).await;
+    for field in [
+        "id",
+        "status",
+        "requester",
+        "connection",
+        "statement",
+        "rule",
+        "created_at",
+        "expires_at",
+    ] {
+        assert!(
+            req.get(field).is_some_and(|v| !v.is_null()),
+            "{field} missing: {req}"
+        );
+    }
+    assert_eq!(req["requester"], "fraud-bot");
+    assert_eq!(req["rule"], "bulk-card-read");
+    let id = req["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/approvals/{id}/approve");
+
+    // No token, a non-approver, and the requester itself may not decide.
+    assert_eq!(api(&gw, "POST", &path, None, None).await.0, 401);
+    let eve = gw.token("eve", &["dba"]);
+    assert_eq!(api(&gw, "POST", &path, Some(&eve), None).await.0, 403);
+    let self_approver = gw.token("fraud-bot", &["security"]);
+    assert_eq!(
+        api(&gw, "POST", &path, Some(&self_approver), None).await.0,
+        403
+    );
+
+    let (status, body) = api(
+        &gw,
+        "POST",
+        &path,
+        Some(&alice),
+        Some(serde_json::json!({"reason": "case 42"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        held.await.unwrap().unwrap(),
+        3,
+        "the approved statement returns its rows"
+    );
+    // Deciding again is a conflict.
+    assert_eq!(api(&gw, "POST", &path, Some(&alice), None).await.0, 409);
+
+    let recs = gw.export();
+    let approved = recs
+        .iter()
+        .find(|r| r["kind"] == "approval" && r["detail"]["event"] == "approved")
+        .expect("approval decision recorded");
+    assert_eq!(approved["subject"], "alice");
+    assert_eq!(approved["detail"]["reason"], "case 42");
+    assert!(
+        recs.iter()
+            .any(|r| r["kind"] == "approval" && r["detail"]["event"] == "requested")
+    );
+    let out = gw.cli(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn deny_through_the_cli_and_timeout_give_clear_errors() {
+    let gw = Gateway::builder().extra(RULES).start();
+    let bot = gw.token("fraud-bot", &["fraud-bots"]);
+    let alice = gw.token("alice", &["security"]);
+    let c = gw.connect("payments", &bot).await;
+    let held = tokio::spawn(async move {
+        let r = c.simple_query(HELD).await;
+        (r.map(|m| rows(&m)), c)
+    });
+    let req = pending(&gw, &alice).await;
+    let id = req["id"].as_str().unwrap().to_owned();
+    let out = std::process::Command::new(bin())
+        .args(["approvals", "deny", &id, "--reason", "not today", "-c"])
+        .arg(&gw.config)
+        .env("GATEHOUSE_TOKEN", &alice)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (res, c) = held.await.unwrap();
+    let e = res.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"));
+    assert!(
+        db_message(&e).contains("approval denied by alice: not today"),
+        "{}",
+        db_message(&e)
+    );
+    // The session stays usable.
+    c.simple_query("SELECT 1").await.unwrap();
+
+    // Nobody decides: the gateway enforces the timeout.
+    let started = std::time::Instant::now();
+    let e = c.simple_query(HELD).await.unwrap_err();
+    assert!(
+        db_message(&e).contains("approval timed out after 3s"),
+        "{}",
+        db_message(&e)
+    );
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    let (status, list) = api(
+        &gw,
+        "GET",
+        "/api/approvals?status=expired",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    c.simple_query("SELECT 1").await.unwrap();
+
+    // The CLI lists what an approver may decide.
+    let out = std::process::Command::new(bin())
+        .args(["approvals", "list", "--status", "all", "-c"])
+        .arg(&gw.config)
+        .env("GATEHOUSE_TOKEN", &alice)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("denied") && text.contains("expired"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn extended_protocol_waits_in_order() {
+    let gw = Gateway::builder().extra(RULES).start();
+    let bot = gw.token("fraud-bot", &["fraud-bots"]);
+    let alice = gw.token("alice", &["security"]);
+    let c = std::sync::Arc::new(gw.connect("payments", &bot).await);
+    let (c1, c2) = (c.clone(), c.clone());
+    // Pipelined: the held query first, then one that needs no approval.
+    let first = tokio::spawn(async move { c1.query(HELD, &[]).await.map(|r| r.len()) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = tokio::spawn(async move {
+        c2.query_one("SELECT 7", &[])
+            .await
+            .map(|r| r.get::<_, i32>(0))
+    });
+    let req = pending(&gw, &alice).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !second.is_finished(),
+        "a later statement must wait behind the held one"
+    );
+    let path = format!("/api/approvals/{}/approve", req["id"].as_str().unwrap());
+    assert_eq!(api(&gw, "POST", &path, Some(&alice), None).await.0, 200);
+    assert_eq!(first.await.unwrap().unwrap(), 3);
+    assert_eq!(second.await.unwrap().unwrap(), 7);
+}
