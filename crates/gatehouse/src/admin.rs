@@ -34,8 +34,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{id}", get(session))
         .route("/api/approvals", get(approvals))
-        .route("/api/approvals/{id}/approve", post(approve))
-        .route("/api/approvals/{id}/deny", post(deny))
+        .route("/api/approvals/{id}/{verb}", post(decision))
         .with_state(state)
 }
 
@@ -94,36 +93,20 @@ struct DecisionBody {
     reason: Option<String>,
 }
 
-async fn approve(
+/// `POST /api/approvals/{id}/approve` and `/deny`.
+async fn decision(
     State(s): State<Arc<AdminState>>,
-    Path(id): Path<String>,
+    Path((id, verb)): Path<(String, String)>,
     headers: HeaderMap,
     body: Option<Json<DecisionBody>>,
 ) -> Response {
-    decide(
-        &s,
-        &id,
-        &headers,
-        body.map(|b| b.0).unwrap_or_default(),
-        true,
-    )
-    .await
-}
-
-async fn deny(
-    State(s): State<Arc<AdminState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Option<Json<DecisionBody>>,
-) -> Response {
-    decide(
-        &s,
-        &id,
-        &headers,
-        body.map(|b| b.0).unwrap_or_default(),
-        false,
-    )
-    .await
+    let approve = match verb.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => return error(StatusCode::NOT_FOUND, "use /approve or /deny"),
+    };
+    let body = body.map(|b| b.0).unwrap_or_default();
+    decide(&s, &id, &headers, body, approve).await
 }
 
 async fn decide(
