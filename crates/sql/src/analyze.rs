@@ -1174,16 +1174,25 @@ impl<'s> Walker<'s> {
         self.pop_with(with);
     }
 
-    fn update(&mut self, s: &pb::UpdateStmt) {
-        let with = self.push_with(s.with_clause.as_ref());
-        self.scopes.push(Scope::default());
-        if let Some(r) = &s.relation {
+    /// The table an UPDATE/DELETE/MERGE writes: recorded, and its columns put in scope.
+    fn write_target(
+        &mut self,
+        relation: Option<&pb::RangeVar>,
+        returning: Option<&pb::ReturningClause>,
+    ) {
+        if let Some(r) = relation {
             let t = self.table_ref(r);
             self.info.tables_written.insert(t.clone());
-            for e in self.target_entries(r, &t, s.returning_clause.as_ref()) {
+            for e in self.target_entries(r, &t, returning) {
                 self.push_entry(e);
             }
         }
+    }
+
+    fn update(&mut self, s: &pb::UpdateStmt) {
+        let with = self.push_with(s.with_clause.as_ref());
+        self.scopes.push(Scope::default());
+        self.write_target(s.relation.as_ref(), s.returning_clause.as_ref());
         for n in &s.from_clause {
             self.walk_from_node(n);
         }
@@ -1197,13 +1206,7 @@ impl<'s> Walker<'s> {
     fn delete(&mut self, s: &pb::DeleteStmt) {
         let with = self.push_with(s.with_clause.as_ref());
         self.scopes.push(Scope::default());
-        if let Some(r) = &s.relation {
-            let t = self.table_ref(r);
-            self.info.tables_written.insert(t.clone());
-            for e in self.target_entries(r, &t, s.returning_clause.as_ref()) {
-                self.push_entry(e);
-            }
-        }
+        self.write_target(s.relation.as_ref(), s.returning_clause.as_ref());
         for n in &s.using_clause {
             self.walk_from_node(n);
         }
@@ -1216,13 +1219,7 @@ impl<'s> Walker<'s> {
     fn merge(&mut self, s: &pb::MergeStmt) {
         let with = self.push_with(s.with_clause.as_ref());
         self.scopes.push(Scope::default());
-        if let Some(r) = &s.relation {
-            let t = self.table_ref(r);
-            self.info.tables_written.insert(t.clone());
-            for e in self.target_entries(r, &t, s.returning_clause.as_ref()) {
-                self.push_entry(e);
-            }
-        }
+        self.write_target(s.relation.as_ref(), s.returning_clause.as_ref());
         self.walk_opt_from(&s.source_relation);
         self.walk_opt(&s.join_condition);
         for n in &s.merge_when_clauses {
