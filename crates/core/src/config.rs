@@ -50,9 +50,9 @@ pub struct Config {
     pub audit: Audit,
     #[serde(default, rename = "connection")]
     pub connections: Vec<Connection>,
-    /// Masking rules; enforced by the masking issue, parsed now so configs stay valid.
+    /// Masking rules (`[[mask]]`), typed; compiled by `masking::MaskSet::compile`.
     #[serde(default, rename = "mask")]
-    pub masks: Vec<toml::Value>,
+    pub masks: Vec<crate::masking::MaskRule>,
     /// Policy rules (`[[rule]]`), typed and validated; compiled by `policy::Policy::new`.
     #[serde(default, rename = "rule")]
     pub rules: Vec<crate::policy::Rule>,
@@ -561,6 +561,26 @@ impl Config {
             self.connections.iter().map(|c| c.name.as_str()).collect();
         crate::policy::validate_rules(&self.rules, Some(&connection_names))
             .map_err(|e| invalid(e.key, e.problem))?;
+        for (i, m) in self.masks.iter().enumerate() {
+            if let Some(c) = m
+                .connections
+                .iter()
+                .find(|c| !connection_names.contains(&c.as_str()))
+            {
+                return Err(invalid(
+                    format!("mask[{}].connections", i + 1),
+                    format!("no [[connection]] is named {c:?}"),
+                ));
+            }
+        }
+        crate::masking::MaskSet::compile(
+            &self.masks,
+            crate::masking::TokenKey::from_bytes([0; 32]),
+        )
+        .map_err(|e| match e.split_once(": ") {
+            Some((key, problem)) => invalid(key, problem),
+            None => invalid("mask", e),
+        })?;
         Ok(())
     }
 

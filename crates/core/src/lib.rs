@@ -10,5 +10,6 @@ pub mod approvals;
 pub mod audit;
 pub mod config;
 pub mod identity;
+pub mod masking;
 pub mod pan;
 pub mod policy;
