@@ -79,6 +79,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         record_results: cfg.audit.record_results,
         result_cap_bytes: cfg.audit.result_cap_bytes,
         redacted_columns: redacted_columns(&cfg),
+        masks: Arc::new(mask_set(&cfg)?),
         policy: Arc::new(policy_point(&cfg)),
         approvals: approvals.clone(),
         admin_url: format!("http://{}", cfg.listen.admin),
@@ -160,6 +161,18 @@ pub fn policy_point(
     }
 }
 
+/// The `[[mask]]` rules with the token key (created in `data_dir` on first start).
+fn mask_set(cfg: &gatehouse_core::config::Config) -> Result<gatehouse_core::masking::MaskSet> {
+    use gatehouse_core::masking::{MaskSet, TokenKey};
+    let key = TokenKey::load_or_create(&cfg.data_dir).with_context(|| {
+        format!(
+            "data_dir: cannot read or create the masking token key in {}",
+            cfg.data_dir.display()
+        )
+    })?;
+    MaskSet::compile(&cfg.masks, key).map_err(|e| anyhow!("{e}"))
+}
+
 /// Column names never recorded in results: `[[mask]] columns` (their last segment) and the
 /// card verification code names.
 fn redacted_columns(cfg: &gatehouse_core::config::Config) -> Vec<String> {
@@ -168,10 +181,7 @@ fn redacted_columns(cfg: &gatehouse_core::config::Config) -> Vec<String> {
         .map(|s| (*s).to_owned())
         .collect();
     for mask in &cfg.masks {
-        let Some(cols) = mask.get("columns").and_then(|c| c.as_array()) else {
-            continue;
-        };
-        for c in cols.iter().filter_map(|c| c.as_str()) {
+        for c in &mask.columns {
             if let Some(name) = c.rsplit('.').next()
                 && name != "*"
             {

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gatehouse_core::policy::{ColumnRef, StatementInfo, TableRef};
 
@@ -17,13 +17,38 @@ use crate::upstream::{UpstreamError, UpstreamTarget};
 /// One table of a given name: its schema and its columns in order.
 type Located = (String, Arc<[String]>);
 
-/// Tables by name (a name may exist in several schemas).
+/// A relation as a RowDescription names it (by OID): where it lives and its columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relation {
+    pub schema: String,
+    pub name: String,
+    /// `r` table, `v` view, `m` materialized view, `p` partitioned table, `f` foreign table.
+    pub kind: char,
+    /// (attnum, name, type OID), in attnum order.
+    pub columns: Vec<(i16, String, u32)>,
+}
+
+impl Relation {
+    pub fn column(&self, attnum: i16) -> Option<(&str, u32)> {
+        self.columns
+            .iter()
+            .find(|(n, _, _)| *n == attnum)
+            .map(|(_, name, ty)| (name.as_str(), *ty))
+    }
+}
+
+/// Tables by name (a name may exist in several schemas), relations by OID, and where the
+/// columns of views come from.
 #[derive(Debug, Default)]
 pub struct Catalog {
     tables: HashMap<String, Vec<Located>>,
+    by_oid: HashMap<u32, Relation>,
+    /// (view OID, attnum) → the table columns its values are computed from (the view's
+    /// query analysed with PostgreSQL's parser; views over views resolved when used).
+    view_sources: HashMap<(u32, i16), Vec<ColumnRef>>,
 }
 
-const TABLES_SQL: &str = "SELECT n.nspname, c.relname, a.attname \
+const TABLES_SQL: &str = "SELECT n.nspname, c.relname, a.attname, c.oid, a.attnum, a.atttypid, c.relkind \
     FROM pg_catalog.pg_class c \
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -31,13 +56,24 @@ const TABLES_SQL: &str = "SELECT n.nspname, c.relname, a.attname \
       AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
     ORDER BY n.nspname, c.relname, a.attnum";
 
+/// View definitions with every name schema-qualified (empty search_path while deparsing).
+const VIEWS_SQL: &str = "SELECT c.oid, pg_catalog.pg_get_viewdef(c.oid) \
+    FROM pg_catalog.pg_class c \
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+    WHERE c.relkind IN ('v', 'm') \
+      AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'";
+
 impl Catalog {
     /// Reads the catalog through a short-lived connection with the held credential.
     pub async fn load(target: &UpstreamTarget) -> Result<Self, UpstreamError> {
         let mut conn = target.login(&[], Duration::from_secs(10)).await?;
         let rows = conn.simple_rows(TABLES_SQL).await?;
+        conn.simple_rows("SELECT pg_catalog.set_config('search_path', '', false)")
+            .await?;
+        let views = conn.simple_rows(VIEWS_SQL).await?;
         let mut grouped: HashMap<(String, String), Vec<String>> = HashMap::new();
         let mut order: Vec<(String, String)> = Vec::new();
+        let mut by_oid: HashMap<u32, Relation> = HashMap::new();
         for row in rows {
             let mut it = row.into_iter();
             let (Some(Some(schema)), Some(Some(table)), Some(Some(column))) =
@@ -45,6 +81,26 @@ impl Catalog {
             else {
                 continue;
             };
+            let num = |v: Option<Option<String>>| v.flatten().and_then(|s| s.parse::<i64>().ok());
+            if let (Some(oid), Some(attnum), Some(ty), kind) = (
+                num(it.next()),
+                num(it.next()),
+                num(it.next()),
+                it.next().flatten(),
+            ) && let (Ok(oid), Ok(attnum), Ok(ty)) =
+                (u32::try_from(oid), i16::try_from(attnum), u32::try_from(ty))
+            {
+                by_oid
+                    .entry(oid)
+                    .or_insert_with(|| Relation {
+                        schema: schema.clone(),
+                        name: table.clone(),
+                        kind: kind.and_then(|k| k.chars().next()).unwrap_or('r'),
+                        columns: Vec::new(),
+                    })
+                    .columns
+                    .push((attnum, column.clone(), ty));
+            }
             let key = (schema, table);
             if !grouped.contains_key(&key) {
                 order.push(key.clone());
@@ -57,7 +113,62 @@ impl Catalog {
                 tables.entry(key.1).or_default().push((key.0, cols.into()));
             }
         }
-        Ok(Self { tables })
+        let mut view_sources = HashMap::new();
+        for row in views {
+            let mut it = row.into_iter();
+            let (Some(Some(oid)), Some(Some(def))) = (it.next(), it.next()) else {
+                continue;
+            };
+            let Ok(oid) = oid.parse::<u32>() else {
+                continue;
+            };
+            let ctx = gatehouse_sql::AnalysisContext {
+                search_path: Vec::new(),
+                standard_conforming_strings: true,
+            };
+            let def = def.trim().trim_end_matches(';').to_owned();
+            let outputs = tokio::task::spawn_blocking(move || gatehouse_sql::analyze(&def, &ctx))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .and_then(|mut v| v.pop())
+                .and_then(|s| s.outputs);
+            if let Some(outputs) = outputs {
+                for (i, out) in outputs.into_iter().enumerate() {
+                    if let Ok(attnum) = i16::try_from(i + 1) {
+                        view_sources.insert((oid, attnum), out.sources.into_iter().collect());
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            tables,
+            by_oid,
+            view_sources,
+        })
+    }
+
+    /// The relation a RowDescription's table OID names.
+    pub fn relation(&self, oid: u32) -> Option<&Relation> {
+        self.by_oid.get(&oid)
+    }
+
+    /// The table columns a view column is computed from (`None`: not a known view column).
+    pub fn view_sources(&self, oid: u32, attnum: i16) -> Option<&[ColumnRef]> {
+        self.view_sources.get(&(oid, attnum)).map(Vec::as_slice)
+    }
+
+    /// The relation `schema.name`, if known.
+    pub fn relation_named(&self, schema: &str, name: &str) -> Option<(u32, &Relation)> {
+        self.by_oid
+            .iter()
+            .find(|(_, r)| r.schema == schema && r.name == name)
+            .map(|(oid, r)| (*oid, r))
+    }
+
+    /// The schema an unqualified table name resolves to under `search_path`.
+    pub fn schema_of(&self, table: &str, search_path: &[String], user: &str) -> Option<&str> {
+        self.resolve(table, search_path, user)
     }
 
     /// The schema that holds `table` first in `search_path` order (`$user` is `user`).
@@ -153,8 +264,12 @@ impl Catalog {
 /// One catalog per connection, loaded on first need and dropped after DDL.
 #[derive(Debug, Default)]
 pub struct CatalogCache {
-    by_connection: Mutex<HashMap<String, Arc<Catalog>>>,
+    by_connection: Mutex<HashMap<String, (Arc<Catalog>, Instant)>>,
 }
+
+/// A catalog younger than this is not reloaded for an unknown relation (a temporary table,
+/// or one created behind the gateway's back), so such relations cannot force a reload storm.
+const MIN_RELOAD_AGE: Duration = Duration::from_secs(2);
 
 impl CatalogCache {
     /// The catalog of `connection`, loading it if needed; `None` if it cannot be read (the
@@ -164,7 +279,7 @@ impl CatalogCache {
             .by_connection
             .lock()
             .ok()
-            .and_then(|m| m.get(connection).cloned())
+            .and_then(|m| m.get(connection).map(|(c, _)| c.clone()))
         {
             return Some(c);
         }
@@ -172,7 +287,7 @@ impl CatalogCache {
             Ok(c) => {
                 let c = Arc::new(c);
                 if let Ok(mut m) = self.by_connection.lock() {
-                    m.insert(connection.to_owned(), c.clone());
+                    m.insert(connection.to_owned(), (c.clone(), Instant::now()));
                 }
                 Some(c)
             }
@@ -181,6 +296,24 @@ impl CatalogCache {
                 None
             }
         }
+    }
+
+    /// The catalog of `connection`, reloaded first if `oid` is not in it and the catalog is
+    /// old enough: a relation created since the load (by a client, or behind the gateway).
+    pub async fn get_with(
+        &self,
+        connection: &str,
+        target: &UpstreamTarget,
+        oid: u32,
+    ) -> Option<Arc<Catalog>> {
+        let stale = self.by_connection.lock().ok().and_then(|m| {
+            m.get(connection)
+                .map(|(c, at)| c.relation(oid).is_none() && at.elapsed() >= MIN_RELOAD_AGE)
+        });
+        if stale == Some(true) {
+            self.invalidate(connection);
+        }
+        self.get(connection, target).await
     }
 
     /// Forgets a connection's catalog (after DDL).

@@ -8,6 +8,7 @@
 pub mod cancel;
 pub mod catalog;
 pub mod codec;
+mod mask;
 pub mod messages;
 pub mod server;
 pub mod session;

@@ -21,7 +21,7 @@ use crate::{AnalysisContext, AnalysisError};
 /// operators or 250 nested subqueries); this guards the Rust stack should that ever change.
 /// Measured in a debug build: about 3.5 KiB of stack per level, so 4 000 levels need about
 /// 14 MiB of the parser threads' 64 MiB.
-const MAX_DEPTH: usize = 4_000;
+pub(crate) const MAX_DEPTH: usize = 4_000;
 
 /// Parses and analyses `sql` on the current thread (which must have a big stack).
 pub(crate) fn analyze_on_this_thread(
@@ -62,7 +62,11 @@ pub(crate) fn analyze_statement(
     if w.too_complex {
         return Err(AnalysisError::TooComplex);
     }
-    Ok(w.finish(top))
+    let mut info = w.finish(top);
+    // Where result values come from is a separate question (values, not names): its own pass.
+    info.outputs = crate::lineage::outputs(top, default_schema)?;
+    info.copy = crate::lineage::copy_info(top, default_schema);
+    Ok(info)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -290,16 +294,16 @@ struct Walker<'s> {
     too_complex: bool,
 }
 
-fn node_ref(n: &pb::Node) -> Option<NodeRef<'_>> {
+pub(crate) fn node_ref(n: &pb::Node) -> Option<NodeRef<'_>> {
     n.node.as_ref().map(NodeEnum::to_ref)
 }
 
-fn boxed_ref(n: &Option<Box<pb::Node>>) -> Option<NodeRef<'_>> {
+pub(crate) fn boxed_ref(n: &Option<Box<pb::Node>>) -> Option<NodeRef<'_>> {
     n.as_ref().and_then(|b| node_ref(b))
 }
 
 /// The `sval`s of a list of `String` nodes (other nodes are skipped).
-fn strings(nodes: &[pb::Node]) -> Vec<&str> {
+pub(crate) fn strings(nodes: &[pb::Node]) -> Vec<&str> {
     nodes
         .iter()
         .filter_map(|n| match &n.node {
@@ -407,6 +411,32 @@ fn render_set_args(args: &[pb::Node], quote: bool) -> String {
         .join(", ")
 }
 
+/// The table a relation name designates: its own schema if qualified, else the schema of an
+/// enclosing `CREATE SCHEMA` (`schema_override`), `pg_temp` for temporary tables,
+/// `pg_catalog` for `pg_*` names (searched before the `search_path`), else the default schema.
+pub(crate) fn resolve_table(
+    r: &pb::RangeVar,
+    schema_override: Option<&str>,
+    default_schema: Option<&str>,
+) -> TableRef {
+    let schema = if !r.schemaname.is_empty() {
+        Some(r.schemaname.clone())
+    } else if let Some(s) = schema_override {
+        Some(s.to_owned())
+    } else if r.relpersistence == "t" {
+        Some("pg_temp".to_owned())
+    } else if r.relname.starts_with("pg_") {
+        // pg_catalog is searched before the search_path.
+        Some("pg_catalog".to_owned())
+    } else {
+        default_schema.map(str::to_owned)
+    };
+    TableRef {
+        schema,
+        name: r.relname.clone(),
+    }
+}
+
 impl<'s> Walker<'s> {
     fn new(default_schema: Option<&'s str>) -> Self {
         Self {
@@ -480,22 +510,11 @@ impl<'s> Walker<'s> {
     }
 
     fn table_ref(&self, r: &pb::RangeVar) -> TableRef {
-        let schema = if !r.schemaname.is_empty() {
-            Some(r.schemaname.clone())
-        } else if let Some(s) = self.schema_override.last() {
-            Some(s.clone())
-        } else if r.relpersistence == "t" {
-            Some("pg_temp".to_owned())
-        } else if r.relname.starts_with("pg_") {
-            // pg_catalog is searched before the search_path.
-            Some("pg_catalog".to_owned())
-        } else {
-            self.default_schema.map(str::to_owned)
-        };
-        TableRef {
-            schema,
-            name: r.relname.clone(),
-        }
+        resolve_table(
+            r,
+            self.schema_override.last().map(String::as_str),
+            self.default_schema,
+        )
     }
 
     /// A table from a qualified-name list (`[name]`, `[schema, name]`, `[db, schema, name]`).

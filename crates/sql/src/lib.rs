@@ -62,13 +62,16 @@ mod analyze;
 mod cache;
 #[rustfmt::skip]
 mod children;
+mod lineage;
 mod pool;
 
+#[cfg(test)]
+mod lineage_tests;
 #[cfg(test)]
 mod tests;
 
 pub use cache::{AnalysisCache, CacheStats};
-pub use gatehouse_core::policy::{ColumnRef, StatementInfo, TableRef};
+pub use gatehouse_core::policy::{ColumnRef, CopyInfo, OutputColumn, StatementInfo, TableRef};
 pub use pool::{STACK_SIZE, mark_big_stack};
 
 /// The session state that changes how a statement is parsed or resolved.

@@ -62,4 +62,59 @@ pub struct StatementInfo {
     pub prepares: Option<String>,
     /// For `EXECUTE name`: the prepared statement it runs (resolved by the session).
     pub executes: Option<String>,
+    /// The result columns, in order, for statements that return rows: SELECT/VALUES/set
+    /// operations (position-wise union of the branches), INSERT/UPDATE/DELETE/MERGE ...
+    /// RETURNING, DECLARE ... CURSOR FOR query, PREPARE name AS query (the body's outputs),
+    /// COPY (query) TO. `None` for statements without rows, and for EXPLAIN (its rows are a
+    /// plan, not data), EXECUTE (the session knows the body), SELECT INTO / CREATE TABLE AS and
+    /// `COPY table TO` (described by [`Self::copy`]).
+    ///
+    /// Result columns the server reports with a table OID can be masked from the
+    /// RowDescription alone; computed ones (`substr(card_number, 5, 8)`, `row_to_json(p)`)
+    /// cannot, so masking needs to know which table columns can flow into each of them.
+    pub outputs: Option<Vec<OutputColumn>>,
+    /// The options and target of a `COPY` statement (`None` for other statements): the
+    /// gateway must know the data format to find (and mask) values in the COPY data stream.
+    pub copy: Option<CopyInfo>,
+}
+
+/// Where the values of one result column of a statement can come from.
+///
+/// An over-approximation by construction: a source is left out only when the expression
+/// syntactically cannot reveal it (a comparison, `count(...)`, a CASE condition, WHERE...),
+/// since a missing source would let a card number through unmasked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OutputColumn {
+    /// The target entry is `*` or `t.*` (or `(p).*`): it stands for zero or more result
+    /// columns, whose number is unknown without a catalog.
+    pub star: bool,
+    /// Table columns whose values can flow into this output. `column == "*"` means every
+    /// column of that table (whole-row reference `p`, `p.*` inside an expression, or a star
+    /// over a table). Unqualified tables are resolved exactly as for
+    /// [`StatementInfo::columns_read`] (same default-schema and conservative rules,
+    /// `table: None` when there is no candidate table). Empty: the value is computed from
+    /// constants only, or cannot reveal any column (`count(*)`, `a = b`).
+    pub sources: BTreeSet<ColumnRef>,
+}
+
+/// What a `COPY` statement transfers and how the data is formatted, so that the COPY data
+/// stream (which carries no per-column metadata) can be parsed and masked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CopyInfo {
+    /// `text`, `csv` or `binary` (the `FORMAT` option, or old-style `CSV`/`BINARY`), lower
+    /// case; `text` when not given. Any other value is reported as given (lower case): the
+    /// server rejects it.
+    pub format: String,
+    /// The `DELIMITER` option as given; `None`: the format's default (tab, or `,` for csv).
+    pub delimiter: Option<String>,
+    /// The `QUOTE` option as given; `None`: the default (`"`, csv only).
+    pub quote: Option<String>,
+    /// The `ESCAPE` option as given; `None`: the default (the quote character, csv only).
+    pub escape: Option<String>,
+    /// `COPY table [(cols)] TO/FROM ...`: the table, resolved like `tables_read`.
+    pub table: Option<TableRef>,
+    /// The column list if given, else empty (all columns, in table order).
+    pub columns: Vec<String>,
+    /// `COPY (query) TO ...`: the query's result columns are in [`StatementInfo::outputs`].
+    pub query: bool,
 }

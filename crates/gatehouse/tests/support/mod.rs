@@ -657,3 +657,241 @@ pub fn db_message(e: &tokio_postgres::Error) -> String {
         .map(|d| d.message().to_owned())
         .unwrap_or_else(|| e.to_string())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers added for the masking suite
+// ---------------------------------------------------------------------------------------------
+
+impl PgCluster {
+    /// A fresh database owned by the service role, loaded with `sql` (not the sample data).
+    pub fn create_database_with(&self, name: &str, sql: &str) {
+        self.psql_super(
+            "postgres",
+            &format!("CREATE DATABASE {name} OWNER {SVC_USER};"),
+        );
+        self.psql_as_svc(name, sql);
+    }
+}
+
+impl GatewayBuilder {
+    /// Like `start`, but the generated config text is passed through `edit` first (for keys
+    /// the builder writes itself, such as a connection's `allow_groups`).
+    pub fn start_edited(self, edit: impl FnOnce(String) -> String) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pg_port = free_port();
+        let admin_port = free_port();
+        let config = dir.path().join("gatehouse.toml");
+        let text = self.config_text(pg_port, admin_port);
+        let edited = edit(text.clone());
+        assert_ne!(text, edited, "config edit changed nothing");
+        std::fs::write(&config, edited).expect("config");
+        let mut gw = Gateway {
+            log: dir.path().join("gatehouse.log"),
+            dir,
+            config,
+            pg_port,
+            admin_port,
+            child: None,
+        };
+        gw.spawn();
+        gw
+    }
+}
+
+impl Gateway {
+    /// A tokio-postgres client through the gateway whose asynchronous messages (notices and
+    /// notifications) are delivered on the returned channel.
+    pub async fn connect_with_messages(
+        &self,
+        db: &str,
+        token: &str,
+    ) -> (
+        tokio_postgres::Client,
+        tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+    ) {
+        use futures_util::StreamExt;
+        let (client, mut conn) =
+            tokio_postgres::connect(&self.conn_str(db, "agent", token), tokio_postgres::NoTls)
+                .await
+                .expect("connect through gatehouse");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(Ok(m)) = stream.next().await {
+                let _ = tx.send(m);
+            }
+        });
+        (client, rx)
+    }
+
+    /// The gateway's SQLite store and its WAL companions (those that exist), with their bytes.
+    pub fn store_file_bytes(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let db = self.data_dir().join("gatehouse.db");
+        [
+            db.clone(),
+            PathBuf::from(format!("{}-wal", db.display())),
+            PathBuf::from(format!("{}-shm", db.display())),
+        ]
+        .into_iter()
+        .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
+        .collect()
+    }
+}
+
+/// One backend message as read by [`WireClient`]: tag and body.
+pub type WireMsg = (u8, Vec<u8>);
+
+/// A minimal frontend speaking the wire protocol directly, so a test sees the exact bytes the
+/// gateway sends and can choose result formats and message sequences freely.
+pub struct WireClient {
+    tcp: tokio::net::TcpStream,
+}
+
+impl WireClient {
+    /// Connects through the gateway as `agent` with `token` and waits for ReadyForQuery.
+    pub async fn connect(gw: &Gateway, db: &str, token: &str) -> WireClient {
+        use tokio::io::AsyncWriteExt;
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.pg_port))
+            .await
+            .expect("connect");
+        let mut c = WireClient { tcp };
+        let mut body = 196_608i32.to_be_bytes().to_vec();
+        for (k, v) in [("user", "agent"), ("database", db)] {
+            body.extend_from_slice(k.as_bytes());
+            body.push(0);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut pkt = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        pkt.extend_from_slice(&body);
+        c.tcp.write_all(&pkt).await.expect("startup");
+        let (tag, auth) = c.read_msg().await;
+        assert_eq!(
+            (tag, auth.as_slice()),
+            (b'R', &3i32.to_be_bytes()[..]),
+            "cleartext password request"
+        );
+        let mut pw = token.as_bytes().to_vec();
+        pw.push(0);
+        c.send(b'p', &pw).await;
+        let msgs = c.until_ready().await;
+        assert!(
+            msgs.iter()
+                .any(|(t, b)| *t == b'R' && b == &0i32.to_be_bytes()),
+            "authentication failed: {msgs:?}"
+        );
+        c
+    }
+
+    pub async fn send(&mut self, tag: u8, body: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let mut m = vec![tag];
+        m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        m.extend_from_slice(body);
+        self.tcp.write_all(&m).await.expect("send");
+    }
+
+    pub async fn read_msg(&mut self) -> WireMsg {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0u8; 5];
+        tokio::time::timeout(Duration::from_secs(20), self.tcp.read_exact(&mut head))
+            .await
+            .expect("backend message in time")
+            .expect("read");
+        let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        self.tcp.read_exact(&mut body).await.expect("read body");
+        (head[0], body)
+    }
+
+    /// Reads up to and including ReadyForQuery.
+    pub async fn until_ready(&mut self) -> Vec<WireMsg> {
+        let mut out = Vec::new();
+        loop {
+            let m = self.read_msg().await;
+            let done = m.0 == b'Z';
+            out.push(m);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// A simple-protocol Query; everything up to ReadyForQuery.
+    pub async fn simple(&mut self, sql: &str) -> Vec<WireMsg> {
+        let mut b = sql.as_bytes().to_vec();
+        b.push(0);
+        self.send(b'Q', &b).await;
+        self.until_ready().await
+    }
+
+    /// Extended protocol on the unnamed statement and portal: Parse (no parameter types),
+    /// Bind (`params` in text format, every result column in `result_format`: 0 text,
+    /// 1 binary), optionally Describe (portal), Execute, Sync.
+    pub async fn extended(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+        result_format: i16,
+        describe: bool,
+    ) -> Vec<WireMsg> {
+        let mut p = vec![0u8];
+        p.extend_from_slice(sql.as_bytes());
+        p.extend_from_slice(&[0, 0, 0]);
+        self.send(b'P', &p).await;
+        let mut b = vec![0u8, 0u8];
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b.extend_from_slice(&(params.len() as i16).to_be_bytes());
+        for v in params {
+            b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            b.extend_from_slice(v.as_bytes());
+        }
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&result_format.to_be_bytes());
+        self.send(b'B', &b).await;
+        if describe {
+            self.send(b'D', b"P\0").await;
+        }
+        let mut e = vec![0u8];
+        e.extend_from_slice(&0i32.to_be_bytes());
+        self.send(b'E', &e).await;
+        self.send(b'S', &[]).await;
+        self.until_ready().await
+    }
+}
+
+/// The values of every DataRow among `msgs` (`None`: SQL NULL).
+pub fn wire_data_rows(msgs: &[WireMsg]) -> Vec<Vec<Option<Vec<u8>>>> {
+    msgs.iter()
+        .filter(|(t, _)| *t == b'D')
+        .map(|(_, body)| {
+            let n = i16::from_be_bytes([body[0], body[1]]) as usize;
+            let mut at = 2;
+            let mut row = Vec::with_capacity(n);
+            for _ in 0..n {
+                let len = i32::from_be_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
+                at += 4;
+                if len < 0 {
+                    row.push(None);
+                } else {
+                    let len = len as usize;
+                    row.push(Some(body[at..at + len].to_vec()));
+                    at += len;
+                }
+            }
+            row
+        })
+        .collect()
+}
+
+/// The fields (`code`, value) of the first ErrorResponse among `msgs`.
+pub fn wire_error(msgs: &[WireMsg]) -> Option<Vec<(u8, String)>> {
+    let (_, body) = msgs.iter().find(|(t, _)| *t == b'E')?;
+    Some(
+        body.split(|b| *b == 0)
+            .filter(|f| !f.is_empty())
+            .map(|f| (f[0], String::from_utf8_lossy(&f[1..]).into_owned()))
+            .collect(),
+    )
+}

@@ -158,6 +158,17 @@ pub fn build_execute(portal: &str) -> Bytes {
     b.freeze()
 }
 
+/// Builds a `Describe` of the portal `name` (the gateway's own, to learn a result's columns).
+pub fn build_describe_portal(name: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(name.len() + 7);
+    b.put_u8(b'D');
+    b.put_i32(i32::try_from(4 + 1 + name.len() + 1).unwrap_or(i32::MAX));
+    b.put_u8(b'P');
+    b.put_slice(name);
+    b.put_u8(0);
+    b.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,8 @@ pub struct Shared {
     /// Result columns (by name, lower case) whose values are never recorded: the column part
     /// of every `[[mask]] columns` pattern, plus card verification codes (PCI DSS 3.3.1).
     pub redacted_columns: Vec<String>,
+    /// The `[[mask]]` rules; each session takes what applies to its connection and identity.
+    pub masks: Arc<gatehouse_core::masking::MaskSet>,
     /// Statement analysis and rules.
     pub policy: Arc<policy::PolicyPoint>,
     /// Statements held for approval.
@@ -50,16 +52,7 @@ pub struct Shared {
 
 /// Column names that hold card verification codes, redacted from recorded results whatever
 /// the configuration says.
-pub const VERIFICATION_CODE_COLUMNS: &[&str] = &[
-    "cvv",
-    "cvc",
-    "cvv2",
-    "cvc2",
-    "cid",
-    "csc",
-    "security_code",
-    "card_verification_code",
-];
+pub use gatehouse_core::masking::VERIFICATION_CODE_COLUMNS;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

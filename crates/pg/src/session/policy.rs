@@ -34,6 +34,8 @@ pub const UNPARSEABLE_RULE: &str = "builtin:unparseable";
 pub(crate) struct Judgement {
     pub decision: Decision,
     pub statements: Arc<Vec<StatementInfo>>,
+    /// What actually runs: the statements, plus the body of each `EXECUTE name`.
+    pub effective: Vec<StatementInfo>,
     pub parse_error: Option<String>,
 }
 
@@ -87,6 +89,11 @@ impl SessionPolicy {
         }
     }
 
+    /// The session's `search_path`, as the analysis follows it.
+    pub fn search_path(&self) -> &[String] {
+        &self.ctx.search_path
+    }
+
     /// Analyses and judges `sql` for `connection` and the identity's `groups`.
     pub async fn judge(
         &mut self,
@@ -125,6 +132,7 @@ impl SessionPolicy {
                 return Judgement {
                     decision,
                     statements: Arc::new(Vec::new()),
+                    effective: Vec::new(),
                     parse_error: Some(e.to_string()),
                 };
             }
@@ -146,6 +154,7 @@ impl SessionPolicy {
         Judgement {
             decision,
             statements,
+            effective,
             parse_error: None,
         }
     }

@@ -28,10 +28,13 @@ use super::policy::{Judgement, SessionPolicy};
 use super::startup::Established;
 use super::{SessionInfo, Shared};
 use crate::codec::{CodecError, Frame, FrameReader, Side};
+use crate::mask::copy::{CopyPlan, CopySpec};
+use crate::mask::{LineageMask, MaskCounts, Resolver, ResultPlan};
 use crate::messages::backend::{self, Severity};
 use crate::messages::frontend::{self, Param};
 use crate::stream::{BoxRead, BoxWrite};
 use crate::upstream::UpstreamTarget;
+use gatehouse_core::masking::{ColumnMask, SessionMasks};
 
 /// SQL the server rejects at parse time without executing anything (replaces a Query).
 const REFUSAL_SQL: &str = "GATEHOUSE REFUSED THIS STATEMENT";
@@ -59,6 +62,19 @@ struct Stmt {
     result_formats: Arc<[i16]>,
     /// Column names from a RowDescription seen while this statement was current.
     columns: Vec<String>,
+    /// Masking: what the statement's lineage says, the plan of the result set being sent,
+    /// the COPY being sent, and the values masked so far.
+    masking: StmtMasking,
+    plan: Option<ResultPlan>,
+    copy: Option<CopyPlan>,
+    masked: MaskCounts,
+}
+
+/// What the frontend learnt about a statement's results, for the backend to mask them.
+#[derive(Debug, Clone, Default)]
+struct StmtMasking {
+    lineage: Option<Arc<LineageMask>>,
+    copy: Option<Arc<CopySpec>>,
 }
 
 impl Stmt {
@@ -75,6 +91,20 @@ impl Stmt {
             result_bytes: 0,
             result_formats: Arc::from([]),
             columns: Vec::new(),
+            masking: StmtMasking::default(),
+            plan: None,
+            copy: None,
+            masked: MaskCounts::default(),
+        }
+    }
+
+    /// Moves the counts of the finished result set (or COPY) into the statement's totals.
+    fn close_result(&mut self) {
+        if let Some(mut p) = self.plan.take() {
+            p.drain_counts(&mut self.masked);
+        }
+        if let Some(mut c) = self.copy.take() {
+            c.drain_counts(&mut self.masked);
         }
     }
 
@@ -118,6 +148,9 @@ enum ExtKind {
     Bind,
     Close,
     Describe,
+    /// The gateway's own Describe of the portal an Execute runs: its RowDescription (or
+    /// NoData) gives the result's columns and formats, and is not forwarded.
+    MaskDescribe,
 }
 
 /// Result values captured for the record (`audit.record_results = "masked"`).
@@ -153,6 +186,11 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
             .any(|(k, v)| k == "standard_conforming_strings" && v != "on"),
     ));
     let (tx, rx) = mpsc::unbounded_channel();
+    let masks = Arc::new(
+        shared
+            .masks
+            .for_session(&info.connection, &info.principal.groups),
+    );
     let front = Frontend {
         shared: shared.clone(),
         info: &info,
@@ -165,6 +203,9 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         policy: SessionPolicy::new(search_path.as_deref(), scs.clone()),
         reason: application_name,
         target: target.clone(),
+        masks: masks.clone(),
+        masking: HashMap::new(),
+        cursors: None,
         bytes_in: metrics::counter!("gatehouse_bytes_total", "direction" => "client_to_upstream"),
         statements_total: metrics::counter!("gatehouse_statements_total"),
     };
@@ -181,6 +222,8 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         notices: Vec::new(),
         bytes_out: metrics::counter!("gatehouse_bytes_total", "direction" => "upstream_to_client"),
         scs,
+        masks,
+        target,
     };
     let mut shutdown = shared.shutdown.clone();
     let reason = {
@@ -235,6 +278,12 @@ struct Frontend<'a> {
     reason: Option<String>,
     /// The upstream this session talks to (its catalog resolves names for policy).
     target: Arc<UpstreamTarget>,
+    /// The masking that applies to this session.
+    masks: Arc<SessionMasks>,
+    /// Prepared statement name → what masking needs to know about its results.
+    masking: HashMap<Bytes, StmtMasking>,
+    /// The strongest mask of any cursor declared in this session (FETCH results).
+    cursors: Option<ColumnMask>,
     // Metric handles resolved once per session, not per message.
     bytes_in: metrics::Counter,
     statements_total: metrics::Counter,
@@ -245,6 +294,7 @@ struct Portal {
     text: Arc<str>,
     params: Vec<Option<String>>,
     result_formats: Arc<[i16]>,
+    masking: StmtMasking,
 }
 
 /// What to do with one client message.
@@ -259,6 +309,9 @@ enum Action {
         expect: fn(Stmt) -> Expect,
         replacement: Bytes,
         result_formats: Arc<[i16]>,
+        masking: StmtMasking,
+        /// Sent just before the message (the gateway's Describe of an Execute's portal).
+        prefix: Option<Bytes>,
     },
     /// Refuse without asking the audit store for permission (the refusal is recorded).
     Refuse {
@@ -407,6 +460,8 @@ impl Frontend<'_> {
                     expect,
                     replacement,
                     result_formats,
+                    masking,
+                    prefix,
                     ..
                 } => {
                     if audit_failed {
@@ -424,6 +479,15 @@ impl Frontend<'_> {
                     } else {
                         let mut st = Stmt::new(seq_iter.next());
                         st.result_formats = result_formats;
+                        st.masking = masking;
+                        if let Some(prefix) = prefix {
+                            // The prefix goes out right before this message.
+                            if let Some(s) = run_start.take() {
+                                out.push(chunk.slice(s..run_end));
+                            }
+                            out.push(prefix);
+                            let _ = self.tx.send(Expect::Ext(ExtKind::MaskDescribe, None));
+                        }
                         let _ = self.tx.send(expect(st));
                         None
                     }
@@ -641,6 +705,39 @@ impl Frontend<'_> {
         }
     }
 
+    /// What the backend needs to mask this statement's results (nothing when no masking
+    /// applies to the session).
+    async fn masking_for(&mut self, j: &Judgement) -> StmtMasking {
+        if !self.masks.is_active() {
+            return StmtMasking::default();
+        }
+        let catalog = self
+            .shared
+            .policy
+            .catalog
+            .get(&self.target.name, &self.target)
+            .await;
+        let resolver = Resolver {
+            catalog: catalog.as_deref(),
+            masks: &self.masks,
+            search_path: self.policy.search_path(),
+            user: &self.target.user,
+        };
+        if let Some(m) = resolver.declared(&j.effective) {
+            self.cursors = Some(self.cursors.unwrap_or(m));
+        }
+        let lineage = resolver.lineage(&j.effective, self.cursors);
+        let copy = j
+            .effective
+            .iter()
+            .find(|s| s.kind == "copy_to")
+            .and_then(|s| resolver.copy_spec(s));
+        StmtMasking {
+            lineage: Some(Arc::new(lineage)),
+            copy: copy.map(Arc::new),
+        }
+    }
+
     fn refusal(j: &Judgement) -> Bytes {
         backend::error_response(Severity::Error, "42501", &j.decision.client_message(), None)
     }
@@ -672,11 +769,14 @@ impl Frontend<'_> {
                 }
                 self.policy
                     .allowed(&self.shared.policy, &self.info.connection, &j, None);
+                let masking = self.masking_for(&j).await;
                 Action::Audit {
                     event: Some(event),
                     expect: Expect::Query,
                     replacement: frontend::build_query(REFUSAL_SQL),
                     result_formats: Arc::from([]),
+                    masking,
+                    prefix: None,
                 }
             }
             b'P' => {
@@ -710,6 +810,8 @@ impl Frontend<'_> {
                     Some(&String::from_utf8_lossy(&p.name)),
                 );
                 let text: Arc<str> = mask_pans(&String::from_utf8_lossy(&p.query)).into();
+                let masking = self.masking_for(&j).await;
+                self.masking.insert(p.name.clone(), masking);
                 self.statements.insert(p.name, text);
                 Action::Ext(ExtKind::Parse)
             }
@@ -721,12 +823,14 @@ impl Frontend<'_> {
                     .cloned()
                     .unwrap_or_else(|| Arc::from(""));
                 let params = b.params.iter().map(param_for_audit).collect();
+                let masking = self.masking.get(&b.statement).cloned().unwrap_or_default();
                 self.portals.insert(
                     b.portal,
                     Portal {
                         text,
                         params,
                         result_formats: b.result_formats.into(),
+                        masking,
                     },
                 );
                 Action::Ext(ExtKind::Bind)
@@ -735,11 +839,19 @@ impl Frontend<'_> {
                 let portal = frontend::execute_portal(frame)?;
                 let mut event = self.info.event(RecordKind::Statement);
                 let mut result_formats: Arc<[i16]> = Arc::from([]);
+                let mut masking = StmtMasking::default();
                 if let Some(p) = self.portals.get(&portal) {
                     event.statement = Some(p.text.to_string());
                     event.params = Some(p.params.clone());
                     result_formats = p.result_formats.clone();
+                    masking = p.masking.clone();
                 }
+                // The gateway learns the result's columns and formats from the server itself,
+                // whatever the client described (or did not).
+                let prefix = self
+                    .masks
+                    .is_active()
+                    .then(|| frontend::build_describe_portal(&portal));
                 event.detail = Some(
                     serde_json::json!({ "protocol": "extended", "portal": String::from_utf8_lossy(&portal) })
                         .to_string(),
@@ -749,12 +861,15 @@ impl Frontend<'_> {
                     expect: Expect::Execute,
                     replacement: frontend::build_execute(REFUSAL_PORTAL),
                     result_formats,
+                    masking,
+                    prefix,
                 }
             }
             b'C' => {
                 let (kind, name) = frontend::close_target(frame)?;
                 if kind == b'S' {
                     self.statements.remove(&name);
+                    self.masking.remove(&name);
                 } else {
                     self.portals.remove(&name);
                 }
@@ -831,6 +946,8 @@ struct Backend<'a> {
     bytes_out: metrics::Counter,
     /// The server's `standard_conforming_strings`, shared with the analysis of the frontend.
     scs: Arc<AtomicBool>,
+    masks: Arc<SessionMasks>,
+    target: Arc<UpstreamTarget>,
 }
 
 impl Backend<'_> {
@@ -902,6 +1019,57 @@ impl Backend<'_> {
             ))
             .await;
         let _ = self.write.shutdown().await;
+    }
+
+    /// A message from the server that masking cannot parse: it is not forwarded, the session
+    /// ends (nothing unmasked may reach the client).
+    async fn malformed(&mut self) -> Result<(), &'static str> {
+        tracing::error!(session = %self.info.id, "malformed value-carrying message from upstream");
+        self.fatal(
+            "08P01",
+            "Gatehouse received a malformed message from the upstream server",
+        )
+        .await;
+        Err("upstream protocol error")
+    }
+
+    /// Plans the masking of the result set a RowDescription (`body`) announces, for the
+    /// statement now running: the Execute after the gateway's Describe, or the current Query.
+    async fn plan_result(&mut self, body: Bytes, record_columns: bool) {
+        let Ok(fields) = crate::mask::row_description(body) else {
+            return;
+        };
+        let first_oid = fields.iter().map(|f| f.table_oid).find(|o| *o != 0);
+        let policy = self.shared.policy.clone();
+        let catalog = match first_oid {
+            Some(oid) => {
+                policy
+                    .catalog
+                    .get_with(&self.target.name, &self.target, oid)
+                    .await
+            }
+            None => None,
+        };
+        let masks = self.masks.clone();
+        let resolver = Resolver {
+            catalog: catalog.as_deref(),
+            masks: &masks,
+            search_path: &[],
+            user: &self.target.user,
+        };
+        let st = match self.queue.front_mut() {
+            Some(Expect::Query(st)) | Some(Expect::Execute(st)) => st,
+            _ => return,
+        };
+        st.close_result();
+        let lineage = st.masking.lineage.clone().unwrap_or_else(|| {
+            // Nothing is known about the statement: computed columns could be anything.
+            Arc::new(LineageMask::all(None))
+        });
+        st.plan = Some(resolver.plan(&fields, &lineage));
+        if record_columns {
+            st.columns = fields.into_iter().map(|f| f.name).collect();
+        }
     }
 
     /// Pulls everything the frontend has queued (it always queues before forwarding).
@@ -1001,16 +1169,59 @@ impl Backend<'_> {
             let mut replace: Option<Bytes> = None;
             match tag {
                 b'D' => {
+                    let masks = self.masks.clone();
                     if let Some(st) = self.current() {
                         st.result_rows += 1;
                         st.result_bytes += len as u64;
+                        let original = chunk.slice(offset..offset + len);
+                        if masks.is_active() {
+                            let plan = st.plan.get_or_insert_with(|| ResultPlan {
+                                // Rows without a description: the detector still runs.
+                                fields: Vec::new(),
+                                detect: Some(masks.pan_style().unwrap_or_default()),
+                                counts: Vec::new(),
+                            });
+                            if plan.active() {
+                                match crate::mask::message::data_row(&original, plan, masks.key()) {
+                                    Ok(Some(rewritten)) => replace = Some(Bytes::from(rewritten)),
+                                    Ok(None) => {}
+                                    Err(()) => return self.malformed().await,
+                                }
+                            }
+                        }
                         if record == RecordResults::Masked {
-                            let frame = Frame::from_raw(chunk.slice(offset..offset + len));
+                            let frame = Frame::from_raw(replace.clone().unwrap_or(original));
                             capture_row(st, &frame, cap, &shared.redacted_columns);
                         }
                     }
                 }
+                b'T' if matches!(
+                    self.queue.front(),
+                    Some(Expect::Ext(ExtKind::MaskDescribe, _))
+                ) =>
+                {
+                    // The gateway's own Describe: plan the Execute's rows, tell the client nothing.
+                    self.queue.pop_front();
+                    let body = chunk.slice(offset + 5..offset + len);
+                    self.plan_result(body, record == RecordResults::Masked)
+                        .await;
+                    replace = Some(Bytes::new());
+                }
+                b'n' if matches!(
+                    self.queue.front(),
+                    Some(Expect::Ext(ExtKind::MaskDescribe, _))
+                ) =>
+                {
+                    self.queue.pop_front();
+                    replace = Some(Bytes::new());
+                }
                 b'T' => {
+                    if self.masks.is_active()
+                        && matches!(self.queue.front(), Some(Expect::Query(_)))
+                    {
+                        let body = chunk.slice(offset + 5..offset + len);
+                        self.plan_result(body, false).await;
+                    }
                     if let Some(Expect::Ext(ExtKind::Describe, _)) = self.queue.front() {
                         self.queue.pop_front();
                         // A Describe of the portal an Execute runs next: its columns.
@@ -1028,8 +1239,73 @@ impl Backend<'_> {
                     }
                 }
                 b'd' => {
+                    let masks = self.masks.clone();
                     if let Some(st) = self.current() {
                         st.result_bytes += len as u64;
+                        if let Some(plan) = st.copy.as_mut()
+                            && let Some(data) = chunk.get(offset + 5..offset + len)
+                            && let Some(masked) = plan.mask(data, masks.key())
+                        {
+                            replace = Some(copy_data(&masked));
+                        }
+                    }
+                }
+                // CopyOutResponse: the format of the COPY data that follows.
+                b'H' => {
+                    let masks = self.masks.clone();
+                    if masks.is_active()
+                        && let Some(st) = self.current()
+                    {
+                        let binary = chunk.get(offset + 5) == Some(&1);
+                        let spec = st.masking.copy.clone().unwrap_or_else(|| {
+                            Arc::new(CopySpec {
+                                csv: None,
+                                delimiter: b'\t',
+                                fields: Vec::new(),
+                                header: false,
+                            })
+                        });
+                        st.close_result();
+                        let plan = spec.plan(binary, Some(masks.pan_style().unwrap_or_default()));
+                        st.copy = plan.active().then_some(plan);
+                    }
+                }
+                // NotificationResponse: the payload is text anyone could have written.
+                b'A' if self.masks.is_active() => {
+                    let masks = self.masks.clone();
+                    let style = masks.pan_style().unwrap_or_default();
+                    match crate::mask::message::notification(
+                        chunk.get(offset..offset + len).unwrap_or_default(),
+                        style,
+                        masks.key(),
+                    ) {
+                        Ok(Some((masked, n))) => {
+                            replace = Some(Bytes::from(masked));
+                            if let Some(st) = self.current() {
+                                st.masked.add("notification", [0, 0, n]);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(()) => return self.malformed().await,
+                    }
+                }
+                // NoticeResponse: server text may quote values (RAISE NOTICE, warnings).
+                b'N' if self.masks.is_active() => {
+                    let masks = self.masks.clone();
+                    let style = masks.pan_style().unwrap_or_default();
+                    match crate::mask::message::error_or_notice(
+                        chunk.get(offset..offset + len).unwrap_or_default(),
+                        style,
+                        masks.key(),
+                    ) {
+                        Ok(Some((masked, n))) => {
+                            replace = Some(Bytes::from(masked));
+                            if let Some(st) = self.current() {
+                                st.masked.add("notice", [0, 0, n]);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(()) => return self.malformed().await,
                     }
                 }
                 b'C' | b'I' | b's' => {
@@ -1072,6 +1348,26 @@ impl Backend<'_> {
                 b'E' => {
                     let frame = Frame::from_raw(chunk.slice(offset..offset + len));
                     let fields = backend::error_fields(&frame).unwrap_or_default();
+                    // Server errors may quote values (a unique violation's key, a bad cast).
+                    let mut masked_error = None;
+                    if self.masks.is_active() {
+                        let masks = self.masks.clone();
+                        let style = masks.pan_style().unwrap_or_default();
+                        match crate::mask::message::error_or_notice(
+                            chunk.get(offset..offset + len).unwrap_or_default(),
+                            style,
+                            masks.key(),
+                        ) {
+                            Ok(Some((masked, n))) => {
+                                masked_error = Some(Bytes::from(masked));
+                                if let Some(st) = self.current() {
+                                    st.masked.add("error", [0, 0, n]);
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(()) => return self.malformed().await,
+                        }
+                    }
                     match self.queue.front_mut() {
                         Some(Expect::Query(st)) => {
                             if let Some(rep) = st.replace_error.take() {
@@ -1084,6 +1380,9 @@ impl Backend<'_> {
                             replace = self.extended_error(&fields.sqlstate);
                         }
                         _ => {}
+                    }
+                    if replace.is_none() {
+                        replace = masked_error;
                     }
                 }
                 b'Z' => {
@@ -1160,7 +1459,8 @@ impl Backend<'_> {
         }
     }
 
-    async fn record_outcome(&self, st: Stmt) {
+    async fn record_outcome(&self, mut st: Stmt) {
+        st.close_result();
         let mut ev = self.info.event(RecordKind::Outcome);
         ev.statement_seq = st.seq;
         ev.duration_ms = Some(st.started.elapsed().as_secs_f64() * 1000.0);
@@ -1192,6 +1492,20 @@ impl Backend<'_> {
             }
             _ => {}
         }
+        if !st.masked.is_empty() {
+            detail.insert("masked".into(), st.masked.to_json());
+        }
+        let exemptions = self.masks.exemptions();
+        if !exemptions.is_empty() && (st.result_rows > 0 || st.result_bytes > 0) {
+            detail.insert(
+                "unmasked_for".into(),
+                serde_json::json!({
+                    "subject": self.info.principal.subject,
+                    "groups": self.info.principal.groups,
+                    "rules": exemptions.iter().map(|e| e.rule).collect::<Vec<_>>(),
+                }),
+            );
+        }
         if let Some(c) = st.results {
             detail.insert(
                 "results".into(),
@@ -1206,6 +1520,19 @@ impl Backend<'_> {
         let ev = ev.with_detail(serde_json::Value::Object(detail));
         self.shared.auditor.record_later(ev).await;
     }
+}
+
+/// A CopyData message carrying `data`.
+fn copy_data(data: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(data.len() + 5);
+    b.extend_from_slice(b"d");
+    b.extend_from_slice(
+        &i32::try_from(data.len() + 4)
+            .unwrap_or(i32::MAX)
+            .to_be_bytes(),
+    );
+    b.extend_from_slice(data);
+    b.freeze()
 }
 
 /// Adds one DataRow's values to the record: text PAN-masked, binary and sensitive columns
