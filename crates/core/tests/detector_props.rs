@@ -36,7 +36,7 @@ fn luhn_ascii(digits: &[u8]) -> bool {
         }
         sum += d;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The check digit that makes `payload` (ASCII digits) Luhn-valid when appended.

@@ -271,6 +271,9 @@ pub struct CatalogCache {
 /// or one created behind the gateway's back), so such relations cannot force a reload storm.
 const MIN_RELOAD_AGE: Duration = Duration::from_secs(2);
 
+/// PostgreSQL's first OID for user objects; lower ones are built into the system catalogs.
+const FIRST_NORMAL_OBJECT_ID: u32 = 16_384;
+
 impl CatalogCache {
     /// The catalog of `connection`, loading it if needed; `None` if it cannot be read (the
     /// caller then keeps names unresolved).
@@ -306,6 +309,10 @@ impl CatalogCache {
         target: &UpstreamTarget,
         oid: u32,
     ) -> Option<Arc<Catalog>> {
+        // System catalogs (OIDs below FirstNormalObjectId) are never in the cache: no reload.
+        if oid < FIRST_NORMAL_OBJECT_ID {
+            return self.get(connection, target).await;
+        }
         let stale = self.by_connection.lock().ok().and_then(|m| {
             m.get(connection)
                 .map(|(c, at)| c.relation(oid).is_none() && at.elapsed() >= MIN_RELOAD_AGE)

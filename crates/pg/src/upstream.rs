@@ -197,6 +197,7 @@ impl UpstreamTarget {
         }
         frontend::startup_message(startup.iter().copied(), &mut out)?;
         write.write_all(&out).await?;
+        write.flush().await?;
 
         let mut scram: Option<ScramSha256> = None;
         loop {
@@ -260,6 +261,7 @@ impl UpstreamTarget {
                     }
                     if !out.is_empty() {
                         write.write_all(&out).await?;
+                        write.flush().await?;
                     }
                 }
                 b'E' => {

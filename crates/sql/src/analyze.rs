@@ -1080,9 +1080,13 @@ impl<'s> Walker<'s> {
                     }
                 }
                 self.walk_opt(&j.quals);
+                // Deduplicated: the sides include nested join aliases, whose tables are those
+                // of their own sides again (nested aliased joins would double them per level).
                 let tables: Vec<TableRef> = sides
                     .iter()
                     .flat_map(|e| e.tables.iter().cloned())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
                     .collect();
                 if let Some(a) = &j.join_using_alias {
                     self.push_entry(Entry {
@@ -1098,6 +1102,8 @@ impl<'s> Walker<'s> {
                         .collect();
                     // Columns renamed on either side stay unknown through the join alias.
                     renamed.extend(sides.iter().flat_map(|e| e.renamed.iter().cloned()));
+                    renamed.sort();
+                    renamed.dedup();
                     self.push_entry(Entry {
                         name: a.aliasname.clone(),
                         tables,

@@ -8,6 +8,10 @@
 //! * [`analyze`] parses and analyses one SQL string (a simple `Query` may hold several
 //!   statements: one [`StatementInfo`] per statement, in order).
 //! * [`AnalysisCache`] puts a byte-bounded LRU cache keyed by the exact text in front of it.
+//! * Each statement's result columns come with their *lineage* ([`StatementInfo::outputs`]:
+//!   the table columns whose values can flow into each, for masking computed columns), and a
+//!   `COPY` with its format options ([`StatementInfo::copy`]); a second pass over the same
+//!   tree (`lineage.rs`), over-approximating like the rest.
 //!
 //! Parsing, walking and freeing the tree happen on a small dedicated pool of threads with
 //! 64 MiB stacks: deeply nested statements fail cleanly (libpg_query's own stack-depth limit,

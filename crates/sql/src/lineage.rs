@@ -26,6 +26,7 @@
 //! [`StatementInfo::outputs`]: gatehouse_core::policy::StatementInfo::outputs
 //! [`StatementInfo::copy`]: gatehouse_core::policy::StatementInfo::copy
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 
 use gatehouse_core::policy::{ColumnRef, CopyInfo, OutputColumn, TableRef};
@@ -47,6 +48,12 @@ const FIXPOINT_ROUNDS: u32 = 8;
 /// evaluated once and widened, which stays sound (see [`Lineage::push_with`]).
 const FIXPOINT_BUDGET: u32 = 64;
 
+/// Work allowed per statement, in sources materialised and items visited. Ordinary statements
+/// use a few hundred; without a bound, a short text could make the outputs quadratic in its
+/// length (`SELECT s.x, s.x, ... FROM (SELECT a || b || ... AS x ...) s`). Past it the
+/// statement is [`AnalysisError::TooComplex`], i.e. refused.
+const WORK_LIMIT: usize = 1_000_000;
+
 /// Binary operators whose result is boolean for the built-in types: a comparison reveals
 /// (at most) one bit, not the value.
 const COMPARISONS: [&str; 15] = [
@@ -65,7 +72,7 @@ pub(crate) fn outputs(
         NodeRef::CopyStmt(c) if !c.is_from => l.opt_statement(&c.query),
         other => l.statement(other),
     };
-    if l.too_complex {
+    if l.too_complex || l.work.get() > WORK_LIMIT {
         return Err(AnalysisError::TooComplex);
     }
     Ok(cols.map(|cols| {
@@ -112,10 +119,29 @@ pub(crate) fn copy_info(top: NodeRef<'_>, default_schema: Option<&str>) -> Optio
             "delimiter" => info.delimiter = value,
             "quote" => info.quote = value,
             "escape" => info.escape = value,
+            "header" => info.header = def_header(d.arg.as_deref()),
             _ => {}
         }
     }
     Some(info)
+}
+
+/// The `HEADER` option's value, like the server's `defGetCopyHeaderChoice`: no argument, a
+/// true boolean or `match` is true. A value the server would reject is false here, since a
+/// header wrongly assumed would exempt a data line from masking.
+fn def_header(arg: Option<&pb::Node>) -> bool {
+    match arg.and_then(|a| a.node.as_ref()) {
+        None => true,
+        Some(NodeEnum::Boolean(b)) => b.boolval,
+        Some(NodeEnum::Integer(i)) => i.ival == 1,
+        Some(_) => def_string(arg).is_some_and(|t| {
+            let t = t.to_ascii_lowercase();
+            t == "match"
+                || t == "on"
+                || t == "1"
+                || (!t.is_empty() && ("true".starts_with(&t) || "yes".starts_with(&t)))
+        }),
+    }
 }
 
 /// A `DefElem` argument as text, like the server's `defGetString`.
@@ -197,8 +223,10 @@ enum Rel {
     },
     /// A subquery, CTE, function, VALUES list...: its columns.
     Derived(Vec<Col>),
-    /// A join alias: the joined items.
-    Join(Vec<Entry>),
+    /// A join alias: the joined items are the entries `start..end` of the same scope level
+    /// (indices, not copies: nested join aliases would otherwise copy each other
+    /// exponentially). Join entries among them are skipped, their items being there too.
+    Join { start: usize, end: usize },
 }
 
 /// One item of a FROM list, as visible to references.
@@ -239,23 +267,42 @@ fn cols_column(cols: &[Col], col: &str, out: &mut Sources) {
     }
 }
 
+/// The number of sources held by some columns (for [`WORK_LIMIT`]).
+fn weight(cols: &[Col]) -> usize {
+    cols.iter().map(|c| c.sources.len() + 1).sum()
+}
+
 fn cols_all(cols: &[Col], out: &mut Sources) {
     for c in cols {
         out.extend(c.sources.iter().cloned());
     }
 }
 
+/// The items a join alias stands for: those of `start..end` in its scope `level`, less
+/// nested join aliases (whose items are in that range too).
+fn join_items(level: &[Entry], start: usize, end: usize) -> impl Iterator<Item = &Entry> {
+    level
+        .get(start..end)
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| !matches!(e.rel, Rel::Join { .. }))
+}
+
 impl Entry {
-    fn has(&self, col: &str) -> Has {
+    /// Whether this item has column `col`. `level`: the scope level the entry is in.
+    fn has(&self, level: &[Entry], col: &str) -> Has {
         match &self.rel {
             Rel::Table { .. } => Has::Maybe,
             Rel::Derived(cols) => cols_have(cols, col),
-            Rel::Join(sides) => sides.iter().map(|e| e.has(col)).max().unwrap_or(Has::No),
+            Rel::Join { start, end } => join_items(level, *start, *end)
+                .map(|e| e.has(level, col))
+                .max()
+                .unwrap_or(Has::No),
         }
     }
 
     /// A whole-row reference (`p`, `p.*`, `(p).*`).
-    fn whole_row(&self, out: &mut Sources) {
+    fn whole_row(&self, level: &[Entry], out: &mut Sources) {
         match &self.rel {
             Rel::Table {
                 table, assigned, ..
@@ -267,16 +314,16 @@ impl Entry {
                 cols_all(assigned, out);
             }
             Rel::Derived(cols) => cols_all(cols, out),
-            Rel::Join(sides) => {
-                for e in sides {
-                    e.whole_row(out);
+            Rel::Join { start, end } => {
+                for e in join_items(level, *start, *end) {
+                    e.whole_row(level, out);
                 }
             }
         }
     }
 
     /// Column `col` of this item.
-    fn column(&self, col: &str, out: &mut Sources) {
+    fn column(&self, level: &[Entry], col: &str, out: &mut Sources) {
         match &self.rel {
             Rel::Table {
                 table,
@@ -299,16 +346,16 @@ impl Entry {
                 }
             }
             Rel::Derived(cols) => cols_column(cols, col, out),
-            Rel::Join(sides) => {
+            Rel::Join { start, end } => {
                 let mut found = false;
-                for e in sides {
-                    if e.has(col) != Has::No {
+                for e in join_items(level, *start, *end) {
+                    if e.has(level, col) != Has::No {
                         found = true;
-                        e.column(col, out);
+                        e.column(level, col, out);
                     }
                 }
                 if !found {
-                    self.whole_row(out);
+                    self.whole_row(level, out);
                 }
             }
         }
@@ -619,6 +666,9 @@ struct Lineage<'s> {
     too_complex: bool,
     /// Recursive CTE body evaluations left ([`FIXPOINT_BUDGET`]).
     budget: u32,
+    /// Work done so far ([`WORK_LIMIT`]); a `Cell` so that the read-only resolution
+    /// functions can count too.
+    work: Cell<usize>,
 }
 
 impl<'s> Lineage<'s> {
@@ -630,14 +680,21 @@ impl<'s> Lineage<'s> {
             depth: 0,
             too_complex: false,
             budget: FIXPOINT_BUDGET,
+            work: Cell::new(0),
         }
+    }
+
+    /// Counts `n` units of work; past [`WORK_LIMIT`] the pass stops at the next
+    /// [`Self::enter`] and the statement is too complex.
+    fn charge(&self, n: usize) {
+        self.work.set(self.work.get().saturating_add(n));
     }
 
     fn enter(&mut self) -> bool {
         if self.too_complex {
             return false;
         }
-        if self.depth >= MAX_DEPTH {
+        if self.depth >= MAX_DEPTH || self.work.get() > WORK_LIMIT {
             self.too_complex = true;
             return false;
         }
@@ -667,14 +724,19 @@ impl<'s> Lineage<'s> {
 
     /// The result columns of a statement that returns rows.
     fn statement(&mut self, node: NodeRef<'_>) -> Option<Vec<Col>> {
-        match node {
+        if !self.enter() {
+            return None;
+        }
+        let cols = match node {
             NodeRef::SelectStmt(s) if !select_into(s) => Some(self.query(s)),
             NodeRef::InsertStmt(s) => self.insert(s),
             NodeRef::UpdateStmt(s) => self.update(s),
             NodeRef::DeleteStmt(s) => self.delete(s),
             NodeRef::MergeStmt(s) => self.merge(s),
             _ => None,
-        }
+        };
+        self.leave();
+        cols
     }
 
     fn query(&mut self, s: &pb::SelectStmt) -> Vec<Col> {
@@ -685,7 +747,9 @@ impl<'s> Lineage<'s> {
         let cols = if s.larg.is_some() || s.rarg.is_some() {
             let left = s.larg.as_deref().map(|l| self.query(l)).unwrap_or_default();
             let right = s.rarg.as_deref().map(|r| self.query(r)).unwrap_or_default();
-            combine(left, right)
+            let cols = combine(left, right);
+            self.charge(weight(&cols));
+            cols
         } else if !s.values_lists.is_empty() {
             self.scopes.push(Vec::new());
             let cols = self.values(&s.values_lists);
@@ -695,7 +759,7 @@ impl<'s> Lineage<'s> {
             self.scopes.push(Vec::new());
             for n in &s.from_clause {
                 if let Some(r) = node_ref(n) {
-                    self.from_item(r);
+                    self.add_from_item(r);
                 }
             }
             let cols = self.targets(&s.target_list);
@@ -739,6 +803,7 @@ impl<'s> Lineage<'s> {
                 Some(qual) if matches!(val, NodeRef::ColumnRef(_)) => {
                     let mut src = Sources::new();
                     self.star(&qual, &mut src);
+                    self.charge(src.len() + 1);
                     cols.push(Col::unknown(src));
                 }
                 Some(_) => cols.push(Col::unknown(self.expr(val))),
@@ -788,6 +853,7 @@ impl<'s> Lineage<'s> {
                 names.push(opt.value.clone());
             }
         }
+        self.charge(weight(assigned).saturating_mul(names.len() + 1));
         for name in names {
             entries.push(Entry {
                 name,
@@ -814,6 +880,7 @@ impl<'s> Lineage<'s> {
     /// Gives the first `count` entries of the current scope (a DML target) the values the
     /// statement assigns.
     fn set_assigned(&mut self, count: usize, values: &[Col]) {
+        self.charge(weight(values).saturating_mul(count));
         if let Some(scope) = self.scopes.last_mut() {
             for e in scope.iter_mut().take(count) {
                 if let Rel::Table { assigned, .. } = &mut e.rel {
@@ -834,6 +901,7 @@ impl<'s> Lineage<'s> {
         let targets = strings_of_targets(&s.cols);
         let source = self.opt_statement(&s.select_stmt).unwrap_or_default();
         let mut assigned = positional(&targets, source);
+        self.charge(weight(&assigned));
         if let Some(oc) = &s.on_conflict_clause
             && !oc.target_list.is_empty()
         {
@@ -882,7 +950,7 @@ impl<'s> Lineage<'s> {
         self.scopes.push(entries);
         for n in &s.from_clause {
             if let Some(f) = node_ref(n) {
-                self.from_item(f);
+                self.add_from_item(f);
             }
         }
         let assigned = self.assignments(&s.target_list);
@@ -901,7 +969,7 @@ impl<'s> Lineage<'s> {
         self.scopes.push(entries);
         for n in &s.using_clause {
             if let Some(f) = node_ref(n) {
-                self.from_item(f);
+                self.add_from_item(f);
             }
         }
         let cols = self.targets(&rc.exprs);
@@ -918,7 +986,7 @@ impl<'s> Lineage<'s> {
         let count = entries.len();
         self.scopes.push(entries);
         if let Some(src) = boxed_ref(&s.source_relation) {
-            self.from_item(src);
+            self.add_from_item(src);
         }
         let mut assigned = Vec::new();
         for n in &s.merge_when_clauses {
@@ -935,7 +1003,9 @@ impl<'s> Lineage<'s> {
                     .iter()
                     .map(|v| Col::named(None, self.expr_node(v)))
                     .collect();
-                assigned.extend(positional(&targets, values));
+                let written = positional(&targets, values);
+                self.charge(weight(&written));
+                assigned.extend(written);
             } else {
                 assigned.extend(self.assignments(&w.target_list));
             }
@@ -998,7 +1068,9 @@ impl<'s> Lineage<'s> {
                 .map(|((_, prev), (name, cols))| (name, accumulate(prev, cols)))
                 .collect();
             let settled = next == *frame;
+            let w: usize = next.iter().map(|(_, cols)| weight(cols)).sum();
             *frame = next;
+            self.work.set(self.work.get().saturating_add(w));
             if settled || self.too_complex {
                 break;
             }
@@ -1007,11 +1079,14 @@ impl<'s> Lineage<'s> {
                 for (_, cols) in frame.iter() {
                     cols_all(cols, &mut all);
                 }
+                let mut copies = 0usize;
                 for (_, cols) in frame.iter_mut() {
                     for c in cols {
                         c.sources.clone_from(&all);
+                        copies = copies.saturating_add(all.len());
                     }
                 }
+                self.work.set(self.work.get().saturating_add(copies));
                 break;
             }
         }
@@ -1044,7 +1119,7 @@ impl<'s> Lineage<'s> {
     // --- FROM ---------------------------------------------------------------------------------
 
     /// One FROM-list item: adds its entries to the current scope.
-    fn from_item(&mut self, node: NodeRef<'_>) {
+    fn add_from_item(&mut self, node: NodeRef<'_>) {
         if !self.enter() {
             return;
         }
@@ -1061,6 +1136,7 @@ impl<'s> Lineage<'s> {
                     None
                 };
                 let e = if let Some(mut cols) = cte {
+                    self.charge(weight(&cols));
                     rename(&mut cols, &alias_cols);
                     Entry {
                         name: r
@@ -1135,47 +1211,45 @@ impl<'s> Lineage<'s> {
             }
             NodeRef::RangeTableSample(t) => {
                 if let Some(r) = boxed_ref(&t.relation) {
-                    self.from_item(r);
+                    self.add_from_item(r);
                 }
             }
             NodeRef::JoinExpr(j) => {
                 let start = self.entries_len();
                 if let Some(l) = boxed_ref(&j.larg) {
-                    self.from_item(l);
+                    self.add_from_item(l);
                 }
                 if let Some(r) = boxed_ref(&j.rarg) {
-                    self.from_item(r);
+                    self.add_from_item(r);
                 }
-                if j.alias.is_some() || j.join_using_alias.is_some() {
-                    let sides: Vec<Entry> = self
-                        .scopes
-                        .last()
-                        .map(|s| s.iter().skip(start).cloned().collect())
-                        .unwrap_or_default();
-                    if let Some(a) = &j.join_using_alias {
-                        self.push_entry(Entry {
-                            name: a.aliasname.clone(),
-                            schema: None,
-                            rel: Rel::Join(sides.clone()),
-                        });
-                    }
-                    if let Some(a) = &j.alias {
-                        let rel = if a.colnames.is_empty() {
-                            Rel::Join(sides)
-                        } else {
-                            // Renamed join columns: positions unknown, so any of them.
-                            let mut src = Sources::new();
-                            for e in &sides {
-                                e.whole_row(&mut src);
+                let end = self.entries_len();
+                let join = Rel::Join { start, end };
+                if let Some(a) = &j.join_using_alias {
+                    self.push_entry(Entry {
+                        name: a.aliasname.clone(),
+                        schema: None,
+                        rel: join.clone(),
+                    });
+                }
+                if let Some(a) = &j.alias {
+                    let rel = if a.colnames.is_empty() {
+                        join
+                    } else {
+                        // Renamed join columns: positions unknown, so any of them.
+                        let mut src = Sources::new();
+                        if let Some(level) = self.scopes.last() {
+                            for e in join_items(level, start, end) {
+                                e.whole_row(level, &mut src);
                             }
-                            Rel::Derived(vec![Col::unknown(src)])
-                        };
-                        self.push_entry(Entry {
-                            name: a.aliasname.clone(),
-                            schema: None,
-                            rel,
-                        });
-                    }
+                        }
+                        self.charge(src.len());
+                        Rel::Derived(vec![Col::unknown(src)])
+                    };
+                    self.push_entry(Entry {
+                        name: a.aliasname.clone(),
+                        schema: None,
+                        rel,
+                    });
                 }
             }
             NodeRef::RangeTableFunc(t) => {
@@ -1204,32 +1278,38 @@ impl<'s> Lineage<'s> {
 
     // --- references ---------------------------------------------------------------------------
 
-    /// The entry a qualifier names (`[rel]`, `[schema, rel]`), innermost query level first.
-    fn find_entry(&self, qual: &[&str]) -> Option<&Entry> {
+    /// The entry a qualifier names (`[rel]`, `[schema, rel]`), innermost query level first,
+    /// with the scope level it is in.
+    fn find_entry(&self, qual: &[&str]) -> Option<(&[Entry], &Entry)> {
         let (rel, rest) = qual.split_last()?;
         let schema = rest.last();
         self.scopes.iter().rev().find_map(|scope| {
-            scope.iter().rev().find(|e| {
-                !e.name.is_empty()
-                    && e.name == *rel
-                    && match schema {
-                        None => true,
-                        Some(s) => e.schema.as_deref() == Some(*s),
-                    }
-            })
+            scope
+                .iter()
+                .rev()
+                .find(|e| {
+                    !e.name.is_empty()
+                        && e.name == *rel
+                        && match schema {
+                            None => true,
+                            Some(s) => e.schema.as_deref() == Some(*s),
+                        }
+                })
+                .map(|e| (scope.as_slice(), e))
         })
     }
 
     /// `*` (every item of this query level) or `t.*`.
     fn star(&self, qual: &[&str], out: &mut Sources) {
         if qual.is_empty() {
-            if let Some(scope) = self.scopes.last() {
-                for e in scope {
-                    e.whole_row(out);
+            if let Some(level) = self.scopes.last() {
+                self.charge(level.len());
+                for e in level {
+                    e.whole_row(level, out);
                 }
             }
-        } else if let Some(e) = self.find_entry(qual) {
-            e.whole_row(out);
+        } else if let Some((level, e)) = self.find_entry(qual) {
+            e.whole_row(level, out);
         } else if let Some(first) = qual.first() {
             // Not a FROM item: a composite column (the server would reject it).
             self.bare(first, None, out);
@@ -1241,18 +1321,22 @@ impl<'s> Lineage<'s> {
     /// `table: None` when nothing may have it. `skip`: an item already reported whole.
     fn bare(&self, col: &str, skip: Option<&Entry>, out: &mut Sources) {
         let mut candidate = false;
-        for scope in self.scopes.iter().rev() {
+        for level in self.scopes.iter().rev() {
             let mut certain = false;
-            for e in scope.iter().rev() {
+            for e in level.iter().rev() {
                 if skip.is_some_and(|s| std::ptr::eq(s, e)) {
                     continue;
                 }
-                match e.has(col) {
+                self.charge(match e.rel {
+                    Rel::Join { start, end } => 1 + end.saturating_sub(start),
+                    _ => 1,
+                });
+                match e.has(level, col) {
                     Has::No => {}
                     has => {
                         candidate = true;
                         certain |= has == Has::Yes;
-                        e.column(col, out);
+                        e.column(level, col, out);
                     }
                 }
             }
@@ -1271,7 +1355,7 @@ impl<'s> Lineage<'s> {
     /// `qual.col`; when `qual` names no FROM item, `fallback` is a composite column.
     fn qualified(&self, qual: &[&str], col: &str, fallback: &str, out: &mut Sources) {
         match self.find_entry(qual) {
-            Some(e) => e.column(col, out),
+            Some((level, e)) => e.column(level, col, out),
             None => self.bare(fallback, None, out),
         }
     }
@@ -1295,8 +1379,8 @@ impl<'s> Lineage<'s> {
             [name] => match self.find_entry(&[name]) {
                 // A bare item name is a whole-row reference (row_to_json(p), p::text), unless
                 // a column of that name exists, which the server tries first: report both.
-                Some(e) => {
-                    e.whole_row(out);
+                Some((level, e)) => {
+                    e.whole_row(level, out);
                     self.bare(name, Some(e), out);
                 }
                 None => self.bare(name, None, out),
@@ -1328,10 +1412,10 @@ impl<'s> Lineage<'s> {
                 }
                 let whole_row = names.len() == 1 || (star && !names.is_empty());
                 match self.find_entry(&names) {
-                    Some(e) if whole_row => {
+                    Some((level, e)) if whole_row => {
                         match a.indirection.first().and_then(|n| n.node.as_ref()) {
-                            Some(NodeEnum::String(s)) => e.column(&s.sval, out),
-                            _ => e.whole_row(out),
+                            Some(NodeEnum::String(s)) => e.column(level, &s.sval, out),
+                            _ => e.whole_row(level, out),
                         }
                         if !star && let Some(name) = names.first() {
                             // `(x).f` where x is a column of another item.
@@ -1386,8 +1470,18 @@ impl<'s> Lineage<'s> {
             return;
         }
         match node {
-            NodeRef::ColumnRef(c) => self.column_ref(c, out),
-            NodeRef::AIndirection(a) => self.indirection(node, a, out),
+            NodeRef::ColumnRef(c) => {
+                let mut found = Sources::new();
+                self.column_ref(c, &mut found);
+                self.charge(found.len() + 1);
+                out.extend(found);
+            }
+            NodeRef::AIndirection(a) => {
+                let mut found = Sources::new();
+                self.indirection(node, a, &mut found);
+                self.charge(found.len() + 1);
+                out.extend(found);
+            }
             NodeRef::FuncCall(f) => {
                 if !is_count(&f.funcname) {
                     self.call_args(f, out);

@@ -3,7 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use crate::{AnalysisContext, ColumnRef, CopyInfo, OutputColumn, StatementInfo, TableRef, analyze};
+use std::time::{Duration, Instant};
+
+use crate::{
+    AnalysisContext, AnalysisError, ColumnRef, CopyInfo, OutputColumn, StatementInfo, TableRef,
+    analyze,
+};
 
 fn all_with(sql: &str, ctx: &AnalysisContext) -> Vec<StatementInfo> {
     match analyze(sql, ctx) {
@@ -256,7 +261,10 @@ fn unresolved_schema_follows_columns_read() {
         }),
         column: "card_number".to_owned(),
     };
-    assert_eq!(i[0].outputs, Some(vec![col(&[unresolved.clone()])]));
+    assert_eq!(
+        i[0].outputs,
+        Some(vec![col(std::slice::from_ref(&unresolved))])
+    );
     assert!(i[0].columns_read.contains(&unresolved));
 }
 
@@ -351,8 +359,13 @@ fn lateral_subqueries_and_functions() {
         "SELECT l.c FROM payments p, LATERAL (SELECT p.card_number AS c) l",
         &[pc("card_number")],
     );
+    // `u` could also be a column of payments (the server tries that first): both.
     check1(
         "SELECT u FROM payments p, unnest(ARRAY[p.card_number]) AS u",
+        &[pc("card_number"), pc("u")],
+    );
+    check1(
+        "SELECT u.x FROM payments p, unnest(ARRAY[p.card_number]) AS u(x)",
         &[pc("card_number")],
     );
     check(
@@ -369,9 +382,28 @@ fn lateral_subqueries_and_functions() {
         &[pc("card_number")],
     );
     check1(
-        "SELECT n FROM payments p, LATERAL ROWS FROM (unnest(ARRAY[p.note]), \
+        "SELECT r.n FROM payments p, LATERAL ROWS FROM (unnest(ARRAY[p.note]), \
          generate_series(1, 2)) AS r(n, i)",
         &[pc("note")],
+    );
+}
+
+#[test]
+fn table_functions_in_from() {
+    check1(
+        "SELECT x.n FROM payments p, XMLTABLE('/r' PASSING xmlelement(name r, p.card_number) \
+         COLUMNS n text PATH '.') AS x",
+        &[pc("card_number")],
+    );
+    check1(
+        "SELECT jt.c FROM payments p, JSON_TABLE(to_jsonb(p), '$' \
+         COLUMNS (c text PATH '$.card_number')) jt",
+        &[pc("*")],
+    );
+    check(
+        "SELECT * FROM payments p CROSS JOIN LATERAL unnest(ARRAY[p.note]) \
+         WITH ORDINALITY AS u(c, n)",
+        &[star(&[pc("*"), pc("note")])],
     );
 }
 
@@ -426,9 +458,9 @@ fn nested_recursive_ctes_stay_bounded_and_sound() {
             "WITH RECURSIVE r{i}(v) AS ({sql} UNION ALL SELECT v FROM r{i}) SELECT v FROM r{i}"
         );
     }
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     check1(&sql, &[pc("card_number")]);
-    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    assert!(start.elapsed() < Duration::from_secs(10));
 }
 
 #[test]
@@ -580,7 +612,7 @@ fn returning_gives_back_the_values_written() {
     );
     check1(
         "INSERT INTO scratch (a) VALUES ('1') ON CONFLICT (a) DO UPDATE \
-         SET a = (SELECT card_number FROM payments LIMIT 1) RETURNING a",
+         SET a = (SELECT p.card_number FROM payments p LIMIT 1) RETURNING a",
         &[tc("scratch", "a"), pc("card_number")],
     );
     check1(
@@ -661,6 +693,7 @@ fn copy_with_new_style_options() {
             delimiter: Some(";".to_owned()),
             quote: None,
             escape: None,
+            header: false,
             table: Some(t("payments")),
             columns: vec!["card_number".to_owned(), "amount".to_owned()],
             query: false,
@@ -680,6 +713,8 @@ fn copy_with_old_style_options() {
     let c = copy("COPY payments TO STDOUT CSV HEADER");
     assert_eq!(c.format, "csv");
     assert_eq!(c.delimiter, None);
+    assert!(c.header);
+    assert!(!copy("COPY payments TO STDOUT CSV").header);
     let c = copy("COPY payments TO STDOUT WITH DELIMITER AS '|'");
     assert_eq!(c.format, "text");
     assert_eq!(c.delimiter.as_deref(), Some("|"));
@@ -735,4 +770,60 @@ fn only_copy_has_copy_info() {
     assert_eq!(one("INSERT INTO payments VALUES (1)").copy, None);
     let sets: BTreeSet<String> = one("COPY payments TO STDOUT").kinds;
     assert!(sets.contains("copy_to"));
+}
+
+// --- cost bounds -------------------------------------------------------------------------------
+
+#[test]
+fn nested_join_aliases_stay_cheap() {
+    let mut from = "payments t0".to_owned();
+    for i in 1..200 {
+        from = format!("({from} JOIN refunds t{i} ON true) AS j{i}");
+    }
+    let sql = format!("SELECT j199.card_number, note, * FROM {from}");
+    let start = Instant::now();
+    let o = outs(&sql);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let both = [pc("card_number"), tc("refunds", "card_number")];
+    assert_eq!(o.first(), Some(&col(&both)));
+    assert_eq!(o.get(2), Some(&star(&[pc("*"), tc("refunds", "*")])));
+}
+
+#[test]
+fn quadratic_outputs_are_refused() {
+    // A short text whose outputs would be quadratic in its length.
+    let wide = (0..1500)
+        .map(|i| format!("c{i}"))
+        .collect::<Vec<_>>()
+        .join(" || ");
+    let refs = vec!["s.x"; 1500].join(", ");
+    let sql = format!("SELECT {refs} FROM (SELECT {wide} AS x FROM payments) s");
+    let start = Instant::now();
+    let r = analyze(&sql, &AnalysisContext::default());
+    assert!(matches!(r, Err(AnalysisError::TooComplex)), "{r:?}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    // The same shape, small: fine.
+    let o = outs("SELECT s.x, s.x FROM (SELECT c1 || c2 AS x FROM payments) s");
+    assert_eq!(o, vec![col(&[pc("c1"), pc("c2")]); 2]);
+}
+
+#[test]
+fn copy_header_option() {
+    for (sql, header) in [
+        ("COPY payments TO STDOUT (FORMAT csv, HEADER)", true),
+        ("COPY payments TO STDOUT (FORMAT csv, HEADER true)", true),
+        ("COPY payments TO STDOUT (FORMAT csv, HEADER on)", true),
+        ("COPY payments TO STDOUT (FORMAT csv, HEADER 1)", true),
+        ("COPY payments FROM STDIN (FORMAT csv, HEADER match)", true),
+        ("COPY payments TO STDOUT (FORMAT csv, HEADER false)", false),
+        ("COPY payments TO STDOUT (FORMAT csv, HEADER off)", false),
+        ("COPY payments TO STDOUT (FORMAT csv, HEADER 0)", false),
+        (
+            "COPY payments TO STDOUT (FORMAT csv, HEADER 'nonsense')",
+            false,
+        ),
+        ("COPY payments TO STDOUT (FORMAT csv)", false),
+    ] {
+        assert_eq!(copy(sql).header, header, "{sql}");
+    }
 }

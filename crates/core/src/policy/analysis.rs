@@ -73,8 +73,10 @@ pub struct StatementInfo {
     /// RowDescription alone; computed ones (`substr(card_number, 5, 8)`, `row_to_json(p)`)
     /// cannot, so masking needs to know which table columns can flow into each of them.
     pub outputs: Option<Vec<OutputColumn>>,
-    /// The options and target of a `COPY` statement (`None` for other statements): the
-    /// gateway must know the data format to find (and mask) values in the COPY data stream.
+    /// The options and target of a `COPY` statement: TO STDOUT / FROM STDIN, and also to or
+    /// from a file or program (see `copy_file`, `copy_program`); `None` for other statements.
+    /// The gateway must know the data format to find (and mask) values in the COPY data
+    /// stream.
     pub copy: Option<CopyInfo>,
 }
 
@@ -101,9 +103,9 @@ pub struct OutputColumn {
 /// stream (which carries no per-column metadata) can be parsed and masked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CopyInfo {
-    /// `text`, `csv` or `binary` (the `FORMAT` option, or old-style `CSV`/`BINARY`), lower
-    /// case; `text` when not given. Any other value is reported as given (lower case): the
-    /// server rejects it.
+    /// `text`, `csv` or `binary` (the `FORMAT` option, or old-style `CSV`/`BINARY`); `text`
+    /// when not given. Any other value is reported as given: the server rejects it (it
+    /// compares exactly, so `FORMAT 'CSV'` is an error too).
     pub format: String,
     /// The `DELIMITER` option as given; `None`: the format's default (tab, or `,` for csv).
     pub delimiter: Option<String>,
@@ -111,6 +113,11 @@ pub struct CopyInfo {
     pub quote: Option<String>,
     /// The `ESCAPE` option as given; `None`: the default (the quote character, csv only).
     pub escape: Option<String>,
+    /// The `HEADER` option (`HEADER`, `HEADER true`, `HEADER MATCH`, old-style `CSV HEADER`):
+    /// the first line of the data holds column names, not values. `false` when absent, off,
+    /// or a value the server would reject (a header wrongly assumed would leave a data line
+    /// unmasked).
+    pub header: bool,
     /// `COPY table [(cols)] TO/FROM ...`: the table, resolved like `tables_read`.
     pub table: Option<TableRef>,
     /// The column list if given, else empty (all columns, in table order).

@@ -244,10 +244,16 @@ impl Resolver<'_> {
         let Some((oid, rel)) = schema.and_then(|s| catalog.relation_named(s, &table.name)) else {
             return direct;
         };
-        // Known relation: judge by its real columns (a whole-row source reads all of them).
+        // Known relation: judge by its real columns. A whole-row source reads all of them, and
+        // so does a name that is no column of it (`p.f` is the function `f(p)` then).
+        let whole = source.column == "*"
+            || !rel
+                .columns
+                .iter()
+                .any(|(_, name, _)| source.column.eq_ignore_ascii_case(name));
         let mut m = None;
         for (attnum, name, _) in &rel.columns {
-            if source.column == "*" || source.column.eq_ignore_ascii_case(name) {
+            if whole || source.column.eq_ignore_ascii_case(name) {
                 m = stronger(m, self.relation_column(oid, *attnum, depth).flatten());
             }
         }
@@ -341,7 +347,7 @@ impl Resolver<'_> {
             }),
             delimiter: one_byte(&info.delimiter, b'\t'),
             fields,
-            header: false, // HEADER_PENDING
+            header: info.header,
         })
     }
 

@@ -249,10 +249,14 @@ fn number(kind: ValueKind, binary: bool, n: i64) -> Masked {
     })
 }
 
-/// The masked text as a JSON string, so a `json`/`jsonb` value stays valid JSON.
+/// The masked JSON text if it is still valid JSON (`last4` over string values), else the
+/// masked text as a JSON string, so a `json`/`jsonb` value always stays valid JSON.
 fn json_string(style: MaskStyle, key: &TokenKey, value: &[u8]) -> Vec<u8> {
     let mut masked = Vec::with_capacity(value.len());
     mask_value(style, key, value, &mut masked);
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&masked).is_ok() {
+        return masked;
+    }
     let text = String::from_utf8_lossy(&masked);
     serde_json::to_vec(&serde_json::Value::String(text.into_owned()))
         .unwrap_or_else(|_| b"\"[REDACTED]\"".to_vec())
@@ -361,10 +365,15 @@ mod tests {
             &key(),
             b"\x01\"4111111111111111\"",
         );
-        assert_eq!(
-            out,
-            Masked::Value(b"\x01\"\\\"************1111\\\"\"".to_vec())
+        assert_eq!(out, Masked::Value(b"\x01\"************1111\"".to_vec()));
+        let out = mask_sensitive(
+            ValueKind::Json,
+            false,
+            card(MaskStyle::Last4),
+            &key(),
+            b"{\"a\": 12345.5}",
         );
+        assert_eq!(out, Masked::Value(b"\"{\\\"a\\\": **345.5}\"".to_vec()));
         let out = mask_sensitive(
             ValueKind::Json,
             false,

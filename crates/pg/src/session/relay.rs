@@ -533,10 +533,8 @@ impl Frontend<'_> {
         if let Some(s) = run_start {
             out.push(chunk.slice(s..run_end));
         }
-        for part in out {
-            if self.write.write_all(&part).await.is_err() {
-                return Some("upstream connection error");
-            }
+        if write_parts(&mut self.write, out).await.is_err() {
+            return Some("upstream connection error");
         }
         if terminate {
             let _ = self.write.shutdown().await;
@@ -995,7 +993,7 @@ impl Backend<'_> {
                         return "protocol error";
                     }
                     Some(Expect::Notice(bytes)) => {
-                        if self.write.write_all(&bytes).await.is_err() {
+                        if write_parts(&mut self.write, vec![bytes]).await.is_err() {
                             return "client connection error";
                         }
                     }
@@ -1153,7 +1151,7 @@ impl Backend<'_> {
             }
         }
         if let Some(Expect::Fatal(bytes)) = self.queue.front() {
-            let _ = self.write.write_all(bytes).await;
+            let _ = write_parts(&mut self.write, vec![bytes.clone()]).await;
             return Err("protocol error");
         }
         let record = self.shared.record_results;
@@ -1429,13 +1427,9 @@ impl Backend<'_> {
                 out.push(chunk.slice(s..run_end));
             }
         }
-        let mut written = Ok(());
-        for part in out {
-            if self.write.write_all(&part).await.is_err() {
-                written = Err("client connection error");
-                break;
-            }
-        }
+        let written = write_parts(&mut self.write, out)
+            .await
+            .map_err(|_| "client connection error");
         // Statements that ran are recorded even if the client can no longer be told.
         for st in std::mem::take(&mut self.done) {
             self.record_outcome(st).await;
@@ -1520,6 +1514,26 @@ impl Backend<'_> {
         let ev = ev.with_detail(serde_json::Value::Object(detail));
         self.shared.auditor.record_later(ev).await;
     }
+}
+
+/// Writes a run of message slices and flushes. One slice (the untouched run of messages, the
+/// common case) goes out as is; several (a run with rewritten messages) are joined first, so
+/// masking costs one write, not one per row. The flush matters with TLS: bytes left in the
+/// TLS layer's buffer would otherwise wait for the next write, which may never come.
+async fn write_parts(write: &mut BoxWrite, parts: Vec<Bytes>) -> std::io::Result<()> {
+    match parts.as_slice() {
+        [] => {}
+        [one] => write.write_all(one).await?,
+        many => {
+            let total = many.iter().map(Bytes::len).sum();
+            let mut joined = BytesMut::with_capacity(total);
+            for p in many {
+                joined.extend_from_slice(p);
+            }
+            write.write_all(&joined).await?;
+        }
+    }
+    write.flush().await
 }
 
 /// A CopyData message carrying `data`.

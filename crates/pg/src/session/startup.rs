@@ -184,6 +184,7 @@ async fn establish_inner(
 
     // Authenticate: the password is the token.
     write.write_all(&backend::auth_cleartext()).await?;
+    write.flush().await?;
     let mut buf = BytesMut::with_capacity(4096);
     let reader = FrameReader::new(Side::Frontend, 64 * 1024);
     let frame = loop {
@@ -354,6 +355,7 @@ async fn establish_inner(
     out.extend_from_slice(&backend::backend_key_data(pid, secret));
     out.extend_from_slice(&backend::ready_for_query(b'I'));
     write.write_all(&out).await?;
+    write.flush().await?;
 
     Ok(Some(Established {
         info,
