@@ -1,15 +1,17 @@
-//! Approval requests: a statement held at the gateway until an approver decides.
+//! Approval requests: a statement held at the gateway until approvers decide.
 //!
 //! The book is the live state shared by the data path (which holds the statement and waits)
 //! and the admin API (which decides). Every request and decision is also an audit record, so
-//! the evidence does not depend on this in-memory state.
+//! the evidence does not depend on this in-memory state. Changes are also published as
+//! [`ApprovalEvent`]s for notifiers (webhooks); a slow or absent subscriber never blocks a
+//! decision (the channel is bounded and lossy for subscribers, never for the book).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 /// Where a request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,6 +56,35 @@ pub struct ApprovalRequest {
     pub decided_by: Option<String>,
     pub decision_reason: Option<String>,
     pub decided_at: Option<String>,
+    /// Distinct approvals needed (the rule's `min_approvals`, at least 1).
+    pub min_approvals: u32,
+    /// Approvals given so far (each by a distinct approver).
+    pub votes: Vec<Vote>,
+}
+
+/// One approver's approval of a request that needs several.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Vote {
+    pub by: String,
+    pub reason: Option<String>,
+    pub at: String,
+}
+
+/// A change of a request, for notifiers.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalEvent {
+    /// `approval.requested` or `approval.decided` (approved, denied, expired, abandoned).
+    pub event: &'static str,
+    pub request: ApprovalRequest,
+}
+
+/// What a decision call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecideOutcome {
+    /// The request is decided (approved or denied).
+    Decided,
+    /// An approval was counted; more are needed.
+    Counted { have: u32, need: u32 },
 }
 
 /// Why a decision was not taken.
@@ -67,6 +98,8 @@ pub enum DecideError {
     SelfApproval,
     #[error("the identity is not in any approver group of rule {0:?}")]
     NotApprover(String),
+    #[error("this approver has already approved the request; it needs a different approver")]
+    AlreadyApproved,
 }
 
 struct Entry {
@@ -75,9 +108,18 @@ struct Entry {
 }
 
 /// All requests this gateway holds. The lock is never held across an await.
-#[derive(Default)]
 pub struct ApprovalBook {
     entries: Mutex<HashMap<String, Entry>>,
+    events: broadcast::Sender<ApprovalEvent>,
+}
+
+impl Default for ApprovalBook {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            events: broadcast::channel(1024).0,
+        }
+    }
 }
 
 impl std::fmt::Debug for ApprovalBook {
@@ -92,7 +134,29 @@ fn rfc3339_in(d: Duration) -> String {
         .unwrap_or_default()
 }
 
+/// Request filters of the API (`None`: any).
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter<'a> {
+    pub status: Option<&'a str>,
+    pub connection: Option<&'a str>,
+    pub requester: Option<&'a str>,
+}
+
 impl ApprovalBook {
+    /// Follows every request and decision (for notifiers). Events missed by a lagging
+    /// subscriber are dropped for it alone.
+    pub fn subscribe(&self) -> broadcast::Receiver<ApprovalEvent> {
+        self.events.subscribe()
+    }
+
+    fn publish(&self, event: &'static str, request: &ApprovalRequest) {
+        // No subscriber is not an error.
+        let _ = self.events.send(ApprovalEvent {
+            event,
+            request: request.clone(),
+        });
+    }
+
     /// Opens a request; the receiver follows its status.
     pub fn open(
         &self,
@@ -102,7 +166,10 @@ impl ApprovalBook {
         request.status = ApprovalStatus::Pending;
         request.created_at = rfc3339_in(Duration::ZERO);
         request.expires_at = rfc3339_in(timeout);
+        request.min_approvals = request.min_approvals.max(1);
+        request.votes.clear();
         let (tx, rx) = watch::channel(ApprovalStatus::Pending);
+        self.publish("approval.requested", &request);
         if let Ok(mut m) = self.entries.lock() {
             m.insert(
                 request.id.clone(),
@@ -115,7 +182,8 @@ impl ApprovalBook {
         rx
     }
 
-    /// Records a decision by `approver` (with its groups).
+    /// Records a decision by `approver` (with its groups): a denial decides at once, an
+    /// approval counts towards `min_approvals` distinct approvers.
     pub fn decide(
         &self,
         id: &str,
@@ -123,7 +191,22 @@ impl ApprovalBook {
         approver_groups: &[String],
         approve: bool,
         reason: Option<String>,
-    ) -> Result<ApprovalRequest, DecideError> {
+    ) -> Result<(ApprovalRequest, DecideOutcome), DecideError> {
+        let decided = self.decide_locked(id, approver, approver_groups, approve, reason)?;
+        if decided.1 == DecideOutcome::Decided {
+            self.publish("approval.decided", &decided.0);
+        }
+        Ok(decided)
+    }
+
+    fn decide_locked(
+        &self,
+        id: &str,
+        approver: &str,
+        approver_groups: &[String],
+        approve: bool,
+        reason: Option<String>,
+    ) -> Result<(ApprovalRequest, DecideOutcome), DecideError> {
         let mut m = self.entries.lock().map_err(|_| DecideError::NotFound)?;
         let e = m.get_mut(id).ok_or(DecideError::NotFound)?;
         if e.request.status != ApprovalStatus::Pending {
@@ -140,6 +223,22 @@ impl ApprovalBook {
         {
             return Err(DecideError::NotApprover(e.request.rule.clone()));
         }
+        let now = rfc3339_in(Duration::ZERO);
+        if approve {
+            if e.request.votes.iter().any(|v| v.by == approver) {
+                return Err(DecideError::AlreadyApproved);
+            }
+            e.request.votes.push(Vote {
+                by: approver.to_owned(),
+                reason: reason.clone(),
+                at: now.clone(),
+            });
+            let have = u32::try_from(e.request.votes.len()).unwrap_or(u32::MAX);
+            let need = e.request.min_approvals.max(1);
+            if have < need {
+                return Ok((e.request.clone(), DecideOutcome::Counted { have, need }));
+            }
+        }
         let status = if approve {
             ApprovalStatus::Approved
         } else {
@@ -148,36 +247,48 @@ impl ApprovalBook {
         e.request.status = status;
         e.request.decided_by = Some(approver.to_owned());
         e.request.decision_reason = reason;
-        e.request.decided_at = Some(rfc3339_in(Duration::ZERO));
+        e.request.decided_at = Some(now);
         let _ = e.status.send(status);
-        Ok(e.request.clone())
+        Ok((e.request.clone(), DecideOutcome::Decided))
     }
 
     /// Ends a pending request without a decision (expired, or the client left).
     pub fn close(&self, id: &str, status: ApprovalStatus) -> Option<ApprovalRequest> {
-        let mut m = self.entries.lock().ok()?;
-        let e = m.get_mut(id)?;
-        if e.request.status == ApprovalStatus::Pending {
-            e.request.status = status;
-            e.request.decided_at = Some(rfc3339_in(Duration::ZERO));
-            let _ = e.status.send(status);
+        let (request, changed) = {
+            let mut m = self.entries.lock().ok()?;
+            let e = m.get_mut(id)?;
+            let changed = e.request.status == ApprovalStatus::Pending;
+            if changed {
+                e.request.status = status;
+                e.request.decided_at = Some(rfc3339_in(Duration::ZERO));
+                let _ = e.status.send(status);
+            }
+            (e.request.clone(), changed)
+        };
+        if changed {
+            self.publish("approval.decided", &request);
         }
-        Some(e.request.clone())
+        Some(request)
     }
 
     pub fn get(&self, id: &str) -> Option<ApprovalRequest> {
         self.entries.lock().ok()?.get(id).map(|e| e.request.clone())
     }
 
-    /// Requests, newest first, optionally with one status.
-    pub fn list(&self, status: Option<&str>) -> Vec<ApprovalRequest> {
+    /// Requests, newest first, filtered.
+    pub fn list(&self, filter: &ListFilter<'_>) -> Vec<ApprovalRequest> {
         let Ok(m) = self.entries.lock() else {
             return Vec::new();
         };
         let mut v: Vec<ApprovalRequest> = m
             .values()
+            .filter(|e| {
+                let r = &e.request;
+                filter.status.is_none_or(|s| r.status.as_str() == s)
+                    && filter.connection.is_none_or(|c| r.connection == c)
+                    && filter.requester.is_none_or(|q| r.requester == q)
+            })
             .map(|e| e.request.clone())
-            .filter(|r| status.is_none_or(|s| r.status.as_str() == s))
             .collect();
         v.sort_by(|a, b| b.created_at.cmp(&a.created_at));
         v
@@ -206,6 +317,8 @@ mod tests {
             decided_by: None,
             decision_reason: None,
             decided_at: None,
+            min_approvals: 1,
+            votes: Vec::new(),
         }
     }
 
@@ -222,16 +335,68 @@ mod tests {
             book.decide("a", "eve", &["dba".to_owned()], true, None),
             Err(DecideError::NotApprover(_))
         ));
+        let mut events = book.subscribe();
         assert!(book.decide("a", "alice", &sec, true, None).is_ok());
         assert_eq!(*rx.borrow(), ApprovalStatus::Approved);
+        assert_eq!(
+            events.try_recv().map(|e| e.event).ok(),
+            Some("approval.decided")
+        );
         assert_eq!(
             book.decide("a", "carol", &sec, false, None).err(),
             Some(DecideError::NotPending("approved"))
         );
-        assert_eq!(book.list(Some("pending")).len(), 0);
+        let pending = ListFilter {
+            status: Some("pending"),
+            ..ListFilter::default()
+        };
+        assert_eq!(book.list(&pending).len(), 0);
         assert_eq!(
             book.decide("zz", "x", &sec, true, None).err(),
             Some(DecideError::NotFound)
         );
+    }
+
+    #[test]
+    fn quorum_needs_distinct_approvers_and_one_denial_decides() {
+        let book = ApprovalBook::default();
+        let sec = vec!["security".to_owned()];
+        let mut r = req("q");
+        r.min_approvals = 2;
+        let rx = book.open(r, Duration::from_secs(60));
+        assert_eq!(
+            book.decide("q", "alice", &sec, true, None).map(|d| d.1),
+            Ok(DecideOutcome::Counted { have: 1, need: 2 })
+        );
+        assert_eq!(*rx.borrow(), ApprovalStatus::Pending);
+        assert_eq!(
+            book.decide("q", "alice", &sec, true, None).err(),
+            Some(DecideError::AlreadyApproved)
+        );
+        assert_eq!(
+            book.decide("q", "carol", &sec, true, None).map(|d| d.1),
+            Ok(DecideOutcome::Decided)
+        );
+        assert_eq!(*rx.borrow(), ApprovalStatus::Approved);
+        let mut r = req("d");
+        r.min_approvals = 3;
+        let rx = book.open(r, Duration::from_secs(60));
+        assert!(book.decide("d", "alice", &sec, true, None).is_ok());
+        assert!(
+            book.decide("d", "carol", &sec, false, Some("no".into()))
+                .is_ok()
+        );
+        assert_eq!(*rx.borrow(), ApprovalStatus::Denied);
+        let mine = ListFilter {
+            requester: Some("bot"),
+            connection: Some("payments"),
+            ..ListFilter::default()
+        };
+        assert_eq!(book.list(&mine).len(), 2);
+        let other = ListFilter {
+            connection: Some("hr"),
+            ..ListFilter::default()
+        };
+        assert!(book.list(&other).is_empty());
     }
 }

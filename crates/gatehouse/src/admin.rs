@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::routing::post;
 use axum::{Json, Router};
-use gatehouse_core::approvals::{ApprovalBook, DecideError};
+use gatehouse_core::approvals::{ApprovalBook, DecideError, DecideOutcome, ListFilter};
 use gatehouse_core::audit::{AuditEvent, Auditor, RecordKind};
 use gatehouse_core::identity::{Principal, Verifier};
 use gatehouse_store::SqliteStore;
@@ -66,6 +66,8 @@ async fn authenticate(s: &AdminState, headers: &HeaderMap) -> Result<Principal, 
 #[derive(serde::Deserialize)]
 struct ListQuery {
     status: Option<String>,
+    connection: Option<String>,
+    requester: Option<String>,
 }
 
 /// Requests the identity may see: all for admins, else those it may decide.
@@ -79,9 +81,14 @@ async fn approvals(
         Err(r) => return r,
     };
     let admin = p.in_any(&s.admin_groups);
+    let filter = ListFilter {
+        status: q.status.as_deref(),
+        connection: q.connection.as_deref(),
+        requester: q.requester.as_deref(),
+    };
     let list: Vec<_> = s
         .approvals
-        .list(q.status.as_deref())
+        .list(&filter)
         .into_iter()
         .filter(|r| admin || p.in_any(&r.approvers))
         .collect();
@@ -127,8 +134,14 @@ async fn decide(
         .approvals
         .decide(id, &p.subject, &p.groups, approve, reason.clone())
     {
-        Ok(req) => {
-            // The decision is evidence: chained with everything else.
+        Ok((req, outcome)) => {
+            // The decision (or one approval of several needed) is evidence: chained with
+            // everything else.
+            let event = match (&outcome, approve) {
+                (DecideOutcome::Counted { .. }, _) => "approval_counted",
+                (DecideOutcome::Decided, true) => "approved",
+                (DecideOutcome::Decided, false) => "denied",
+            };
             let mut ev = AuditEvent::new(RecordKind::Approval, req.session_id.clone());
             ev.subject = Some(p.subject.clone());
             ev.groups = p.groups.clone();
@@ -141,18 +154,35 @@ async fn decide(
                 gatehouse_core::audit::Outcome::Denied
             });
             let ev = ev.with_detail(serde_json::json!({
-                "event": if approve { "approved" } else { "denied" },
+                "event": event,
                 "approval_id": req.id,
                 "requester": req.requester,
                 "reason": reason,
+                "approvals": req.votes.len(),
+                "min_approvals": req.min_approvals,
             }));
             if let Err(e) = s.auditor.record(ev).await {
                 tracing::error!(error = %e, "approval decision could not be audited");
             }
-            Json(req).into_response()
+            match outcome {
+                DecideOutcome::Decided => Json(req).into_response(),
+                // Counted, not decided yet: 202, with how many more are needed.
+                DecideOutcome::Counted { have, need } => (
+                    StatusCode::ACCEPTED,
+                    Json(serde_json::json!({
+                        "request": req,
+                        "approvals": have,
+                        "min_approvals": need,
+                        "message": format!("approval counted ({have} of {need}); the request stays pending"),
+                    })),
+                )
+                    .into_response(),
+            }
         }
         Err(e @ DecideError::NotFound) => error(StatusCode::NOT_FOUND, &e.to_string()),
-        Err(e @ DecideError::NotPending(_)) => error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e @ (DecideError::NotPending(_) | DecideError::AlreadyApproved)) => {
+            error(StatusCode::CONFLICT, &e.to_string())
+        }
         Err(e @ (DecideError::SelfApproval | DecideError::NotApprover(_))) => {
             error(StatusCode::FORBIDDEN, &e.to_string())
         }

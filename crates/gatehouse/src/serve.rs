@@ -65,6 +65,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     let startup_timeout =
         parse_duration(&cfg.listen.startup_timeout).unwrap_or(Duration::from_secs(30));
     let (stop_tx, stop_rx) = watch::channel(false);
+    abandon_unfinished_approvals(&store, &auditor).await;
     let approvals = Arc::new(gatehouse_core::approvals::ApprovalBook::default());
     let shared = Arc::new(Shared {
         verifier: verifier.clone(),
@@ -158,6 +159,72 @@ pub fn policy_point(
             .iter()
             .map(|c| (c.name.clone(), c.on_parse_error))
             .collect(),
+    }
+}
+
+/// Approval requests left pending by a previous run: their clients were disconnected when the
+/// gateway stopped, so nobody waits for them any more. Each gets an `abandoned` record, so the
+/// evidence says how every request ended (the request itself was recorded when it was made).
+async fn abandon_unfinished_approvals(
+    store: &SqliteStore,
+    auditor: &gatehouse_core::audit::Auditor,
+) {
+    use gatehouse_core::audit::{AuditEvent, Outcome, RecordKind};
+    let store = store.clone();
+    let scan = tokio::task::spawn_blocking(move || {
+        let mut open: std::collections::BTreeMap<String, AuditEvent> = Default::default();
+        let r = store.for_each_record(None, |rec| {
+            if rec.event.kind == RecordKind::Approval
+                && let Some(d) = rec
+                    .event
+                    .detail
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+                && let (Some(event), Some(id)) = (d["event"].as_str(), d["approval_id"].as_str())
+            {
+                match event {
+                    "requested" => {
+                        open.insert(id.to_owned(), rec.event);
+                    }
+                    "approved" | "denied" | "expired" | "abandoned" => {
+                        open.remove(id);
+                    }
+                    _ => {}
+                }
+            }
+            true
+        });
+        r.map(|()| open)
+    })
+    .await;
+    let open = match scan {
+        Ok(Ok(open)) => open,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot scan for unfinished approval requests");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot scan for unfinished approval requests");
+            return;
+        }
+    };
+    for (id, requested) in open {
+        let mut ev = AuditEvent::new(RecordKind::Approval, requested.session_id.clone());
+        ev.subject = requested.subject.clone();
+        ev.groups = requested.groups.clone();
+        ev.connection = requested.connection.clone();
+        ev.rule = requested.rule.clone();
+        ev.outcome = Some(Outcome::Error);
+        let ev = ev.with_detail(serde_json::json!({
+            "event": "abandoned",
+            "approval_id": id,
+            "why": "the gateway restarted while the statement was held; its client was disconnected",
+        }));
+        if let Err(e) = auditor.record(ev).await {
+            tracing::error!(error = %e, approval_id = %id, "cannot record an abandoned approval request");
+        } else {
+            tracing::info!(approval_id = %id, "approval request left pending by the previous run marked abandoned");
+        }
     }
 }
 

@@ -243,3 +243,155 @@ async fn extended_protocol_waits_in_order() {
     assert_eq!(first.await.unwrap().unwrap(), 3);
     assert_eq!(second.await.unwrap().unwrap(), 7);
 }
+
+const QUORUM_RULES: &str = r#"
+[[rule]]
+name = "bulk-card-read"
+connections = ["*"]
+groups = ["fraud-bots"]
+reads = ["public.payments.card_number"]
+without_limit = true
+action = "approve"
+approvers = ["security"]
+min_approvals = 2
+timeout = "20s"
+"#;
+
+/// Polls the export until a record matches.
+async fn wait_record(gw: &Gateway, pred: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..100 {
+        if let Some(r) = gw.export().into_iter().find(|r| pred(r)) {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no matching record appeared");
+}
+
+#[tokio::test]
+async fn a_quorum_of_two_distinct_approvers_and_list_filters() {
+    let gw = Gateway::builder().extra(QUORUM_RULES).start();
+    let bot = gw.token("fraud-bot", &["fraud-bots"]);
+    let alice = gw.token("alice", &["security"]);
+    let carol = gw.token("carol", &["security"]);
+    let c = gw.connect("payments", &bot).await;
+    // The justification comes from a session setting the gateway reads.
+    c.simple_query("SET gatehouse.reason = 'chargeback case 7'")
+        .await
+        .unwrap();
+    let held = tokio::spawn(async move { c.simple_query(HELD).await.map(|m| rows(&m)) });
+    let req = pending(&gw, &alice).await;
+    assert_eq!(req["reason"], "chargeback case 7", "{req}");
+    assert_eq!(req["min_approvals"], 2, "{req}");
+    let id = req["id"].as_str().unwrap().to_owned();
+
+    // Filters: by connection and requester; a non-matching one returns nothing.
+    let (_, mine) = api(
+        &gw,
+        "GET",
+        "/api/approvals?status=pending&connection=payments&requester=fraud-bot",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(mine.as_array().map(Vec::len), Some(1), "{mine}");
+    let (_, none) = api(
+        &gw,
+        "GET",
+        "/api/approvals?requester=someone-else",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(none.as_array().map(Vec::len), Some(0), "{none}");
+
+    let path = format!("/api/approvals/{id}/approve");
+    let (status, body) = api(&gw, "POST", &path, Some(&alice), None).await;
+    assert_eq!(status, 202, "one approval is counted, not enough: {body}");
+    assert_eq!(body["approvals"], 1);
+    // Still held: the same approver cannot count twice.
+    assert_eq!(api(&gw, "POST", &path, Some(&alice), None).await.0, 409);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !held.is_finished(),
+        "one approval of two must not release it"
+    );
+    let (status, body) = api(&gw, "POST", &path, Some(&carol), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(held.await.unwrap().unwrap(), 3);
+
+    let recs = gw.export();
+    assert!(recs.iter().any(|r| r["kind"] == "approval"
+        && r["detail"]["event"] == "approval_counted"
+        && r["subject"] == "alice"));
+    assert!(recs.iter().any(|r| r["kind"] == "approval"
+        && r["detail"]["event"] == "approved"
+        && r["subject"] == "carol"));
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_abandons_its_request_and_a_restart_closes_leftovers() {
+    let mut gw = Gateway::builder().extra(QUORUM_RULES).start();
+    let bot = gw.token("fraud-bot", &["fraud-bots"]);
+    let alice = gw.token("alice", &["security"]);
+
+    // 1. The client disconnects while held: the request is abandoned at once.
+    let mut wire = WireClient::connect(&gw, "payments", &bot).await;
+    wire.send(b'Q', format!("{HELD}\0").as_bytes()).await;
+    let req = pending(&gw, &alice).await;
+    let id = req["id"].as_str().unwrap().to_owned();
+    drop(wire);
+    let abandoned = wait_record(&gw, |r| {
+        r["kind"] == "approval"
+            && r["detail"]["event"] == "abandoned"
+            && r["detail"]["approval_id"] == id.as_str()
+    })
+    .await;
+    assert_eq!(abandoned["subject"], "fraud-bot");
+    let (status, _) = api(
+        &gw,
+        "POST",
+        &format!("/api/approvals/{id}/approve"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(status, 409, "an abandoned request cannot be approved");
+
+    // 2. The gateway stops while a statement is held: after the restart the request is
+    // recorded as abandoned, and the chain still verifies.
+    let c = gw.connect("payments", &bot).await;
+    let held = tokio::spawn(async move { c.simple_query(HELD).await.map(|m| rows(&m)) });
+    let second = loop {
+        let (_, list) = api(
+            &gw,
+            "GET",
+            "/api/approvals?status=pending",
+            Some(&alice),
+            None,
+        )
+        .await;
+        if let Some(r) = list.as_array().and_then(|a| a.first()) {
+            break r["id"].as_str().unwrap().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    gw.restart();
+    assert!(
+        held.await.unwrap().is_err(),
+        "the held client is disconnected by the stop"
+    );
+    let rec = wait_record(&gw, |r| {
+        r["kind"] == "approval"
+            && r["detail"]["event"] == "abandoned"
+            && r["detail"]["approval_id"] == second.as_str()
+    })
+    .await;
+    assert_eq!(rec["rule"], "bulk-card-read");
+    let out = gw.cli(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

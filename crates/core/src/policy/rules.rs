@@ -93,6 +93,9 @@ pub struct Rule {
     /// How long an approval request waits (`action = "approve"` only), e.g. "5m".
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Distinct approvers needed (`action = "approve"` only); default 1. One denial suffices.
+    #[serde(default)]
+    pub min_approvals: Option<u32>,
 }
 
 impl Rule {
@@ -268,11 +271,23 @@ pub fn validate_rule(key: &str, r: &Rule) -> Result<(), RuleError> {
                     "action = \"approve\" needs at least one approver group",
                 ));
             }
+            if r.min_approvals == Some(0) {
+                return Err(err(format!("{key}.min_approvals"), "must be at least 1"));
+            }
         }
         Action::Allow | Action::Block => {
             if !r.approvers.is_empty() {
                 return Err(err(
                     format!("{key}.approvers"),
+                    format!(
+                        "only used with action = \"approve\" (action is {:?})",
+                        r.action.as_str()
+                    ),
+                ));
+            }
+            if r.min_approvals.is_some() {
+                return Err(err(
+                    format!("{key}.min_approvals"),
                     format!(
                         "only used with action = \"approve\" (action is {:?})",
                         r.action.as_str()

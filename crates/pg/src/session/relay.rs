@@ -42,6 +42,10 @@ const REFUSAL_SQL: &str = "GATEHOUSE REFUSED THIS STATEMENT";
 /// statements or portals (replaces an Execute).
 const REFUSAL_PORTAL: &str = "gatehouse: refused";
 
+/// While a statement is held, the client's further messages are read (to notice a
+/// disconnect) up to this many buffered bytes; then reading pauses until the decision.
+const HOLD_BUFFER_LIMIT: usize = 1024 * 1024;
+
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -620,6 +624,8 @@ impl Frontend<'_> {
             decided_by: None,
             decision_reason: None,
             decided_at: None,
+            min_approvals: rule.and_then(|r| r.min_approvals).unwrap_or(1),
+            votes: Vec::new(),
         };
         let mut status = self.shared.approvals.open(request, timeout);
         let mut rec = self.info.event(RecordKind::Approval);
@@ -642,22 +648,46 @@ impl Frontend<'_> {
             ));
         }
         let _ = self.tx.send(Expect::Notice(backend::notice_response(&format!(
-            "statement held for approval {id} (rule \"{rule_name}\"; approvers: {}); decide with              `gatehouse approvals approve {id}` or POST {}/api/approvals/{id}/approve; expires in {}s",
+            "statement held for approval {id} (rule \"{rule_name}\"; approvers: {}); decide with \
+             `gatehouse approvals approve {id}` or POST {}/api/approvals/{id}/approve; expires in {}s",
             approvers.join(", "),
             self.shared.admin_url,
             timeout.as_secs()
         ))));
-        let decided = tokio::time::timeout(timeout, async {
-            status
-                .wait_for(|s| *s != ApprovalStatus::Pending)
-                .await
-                .map(|s| *s)
-        })
-        .await;
-        let final_status = match decided {
-            Ok(Ok(s)) => s,
-            _ => ApprovalStatus::Expired,
+        // Wait for the decision or the deadline, watching the client meanwhile: what it sends
+        // is buffered (it runs after the held statement, in order), and if it goes away the
+        // request is abandoned rather than left for an approver to run into the void.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let final_status = loop {
+            let room = self.buf.len() < HOLD_BUFFER_LIMIT;
+            tokio::select! {
+                r = status.wait_for(|s| *s != ApprovalStatus::Pending) => {
+                    break r.map(|s| *s).unwrap_or(ApprovalStatus::Expired);
+                }
+                () = tokio::time::sleep_until(deadline) => break ApprovalStatus::Expired,
+                n = self.read.read_buf(&mut self.buf), if room => match n {
+                    Ok(0) | Err(_) => break ApprovalStatus::Abandoned,
+                    Ok(n) => self.bytes_in.increment(n as u64),
+                },
+            }
         };
+        if final_status == ApprovalStatus::Abandoned {
+            self.shared.approvals.close(&id, ApprovalStatus::Abandoned);
+            let mut rec = self.info.event(RecordKind::Approval);
+            rec.rule = Some(rule_name.clone());
+            rec.outcome = Some(Outcome::Error);
+            rec.detail = Some(
+                serde_json::json!({ "event": "abandoned", "approval_id": id, "why": "the client disconnected while held" })
+                    .to_string(),
+            );
+            self.shared.auditor.record_later(rec).await;
+            return Err(backend::error_response(
+                Severity::Error,
+                "57014",
+                &format!("approval abandoned: the client disconnected (rule \"{rule_name}\")"),
+                None,
+            ));
+        }
         let request = match final_status {
             ApprovalStatus::Expired => {
                 let r = self.shared.approvals.close(&id, ApprovalStatus::Expired);
@@ -767,6 +797,17 @@ impl Frontend<'_> {
                 }
                 self.policy
                     .allowed(&self.shared.policy, &self.info.connection, &j, None);
+                // `SET gatehouse.reason = '...'`: the agent's justification for approvals (a
+                // custom setting the server accepts and ignores).
+                for st in j.statements.iter() {
+                    if let Some((name, value)) = &st.set_setting
+                        && name == "gatehouse.reason"
+                    {
+                        self.reason = value
+                            .as_deref()
+                            .map(|v| mask_pans(v.trim_matches('\'')).into_owned());
+                    }
+                }
                 let masking = self.masking_for(&j).await;
                 Action::Audit {
                     event: Some(event),
