@@ -671,6 +671,7 @@ mod tests {
                 vec![]
             },
             timeout: None,
+            min_approvals: None,
         }
     }
 

@@ -634,6 +634,7 @@ timeout     = "5m"
             action: Action::Block,
             approvers: vec![],
             timeout: None,
+            min_approvals: None,
         };
         assert!(validate_rules(std::slice::from_ref(&r), None).is_ok());
         assert!(validate_rules(std::slice::from_ref(&r), Some(&["payments"])).is_err());
