@@ -24,6 +24,8 @@ pub struct AdminState {
     pub store: SqliteStore,
     pub metrics: PrometheusHandle,
     pub approvals: Arc<ApprovalBook>,
+    /// Time-bound access grants (see the grants block at the end of this file).
+    pub grants: Arc<gatehouse_core::grants::GrantBook>,
     pub auditor: Auditor,
 }
 
@@ -35,6 +37,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/sessions/{id}", get(session))
         .route("/api/approvals", get(approvals))
         .route("/api/approvals/{id}/{verb}", post(decision))
+        .merge(grant_routes())
         .with_state(state)
 }
 
@@ -200,10 +203,29 @@ async fn authorize(s: &AdminState, headers: &HeaderMap) -> Result<Principal, Res
     Ok(p)
 }
 
-async fn sessions(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&s, &headers).await {
-        return r;
+/// Records that an identity read audit data through the API (PCI DSS 10.2.1.3: access to the
+/// audit logs is itself logged).
+async fn record_read(s: &AdminState, p: &Principal, what: &str, target: Option<&str>) {
+    let mut ev = AuditEvent::new(RecordKind::Admin, String::new());
+    ev.subject = Some(p.subject.clone());
+    ev.groups = p.groups.clone();
+    ev.issuer = Some(p.issuer.clone());
+    let ev = ev.with_detail(serde_json::json!({
+        "event": "audit_read",
+        "what": what,
+        "target": target,
+    }));
+    if let Err(e) = s.auditor.record(ev).await {
+        tracing::error!(error = %e, "an audit read could not be recorded");
     }
+}
+
+async fn sessions(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    let p = match authorize(&s, &headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    record_read(&s, &p, "sessions", None).await;
     let store = s.store.clone();
     match tokio::task::spawn_blocking(move || store.sessions(1000))
         .await
@@ -222,9 +244,11 @@ async fn session(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers).await {
-        return r;
-    }
+    let p = match authorize(&s, &headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    record_read(&s, &p, "session", Some(&id)).await;
     let store = s.store.clone();
     let sid = id.clone();
     match tokio::task::spawn_blocking(move || store.session_records(&sid, 100_000))
@@ -241,5 +265,199 @@ async fn session(
             tracing::error!(error = %e, "reading session");
             error(StatusCode::INTERNAL_SERVER_ERROR, "store error")
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time-bound access grants
+// ---------------------------------------------------------------------------------------------
+//
+// `POST /api/grants` (any authenticated identity) asks for access to a connection whose
+// `allow_groups` it is not in; the connection's `grant_approvers` decide (`/approve`, `/deny`,
+// same separation of duties and quorum as held statements); the requester, an approver or an
+// admin may `/revoke`. Every step is a `grant` record in the audit chain.
+
+use gatehouse_core::grants::{AccessGrant, GrantDecision, GrantError, GrantFilter};
+
+fn grant_routes() -> Router<Arc<AdminState>> {
+    Router::new()
+        .route("/api/grants", get(grants_list).post(grant_request))
+        .route("/api/grants/{id}", get(grant_get))
+        .route("/api/grants/{id}/{verb}", post(grant_action))
+}
+
+fn grant_error(e: &GrantError) -> Response {
+    let status = match e {
+        GrantError::UnknownConnection(_)
+        | GrantError::BadDuration(_)
+        | GrantError::TooLong(_)
+        | GrantError::NoReason => StatusCode::BAD_REQUEST,
+        GrantError::NotEnabled
+        | GrantError::SelfApproval
+        | GrantError::NotApprover(_)
+        | GrantError::NotAllowedToRevoke => StatusCode::FORBIDDEN,
+        GrantError::NotFound => StatusCode::NOT_FOUND,
+        GrantError::AlreadyAllowed
+        | GrantError::AlreadyPending(_)
+        | GrantError::NotPending(_)
+        | GrantError::AlreadyApproved
+        | GrantError::NotRevocable(_) => StatusCode::CONFLICT,
+    };
+    error(status, &e.to_string())
+}
+
+/// Whether `p` may see `g`: admins all, approvers those of their connections, others their own.
+fn grant_visible(s: &AdminState, p: &Principal, g: &AccessGrant) -> bool {
+    p.in_any(&s.admin_groups)
+        || p.in_any(&g.approvers)
+        || (g.requester == p.subject && g.requester_issuer == p.issuer)
+}
+
+async fn grant_audit(
+    s: &AdminState,
+    g: &AccessGrant,
+    event: &str,
+    actor: &Principal,
+    reason: Option<&str>,
+) {
+    let ev = gatehouse_core::grants::audit_event(g, event, Some(actor), reason);
+    if let Err(e) = s.auditor.record(ev).await {
+        tracing::error!(error = %e, grant = %g.id, event, "grant event could not be audited");
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct GrantRequestBody {
+    connection: String,
+    duration: String,
+    reason: String,
+}
+
+/// `POST /api/grants`: 201 with the pending grant.
+async fn grant_request(
+    State(s): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    body: Result<Json<GrantRequestBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let p = match authenticate(&s, &headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"connection\", \"duration\", \"reason\"}}: {e}"),
+            );
+        }
+    };
+    match s
+        .grants
+        .request(&p, &body.connection, &body.duration, &body.reason)
+    {
+        Ok(g) => {
+            grant_audit(&s, &g, "requested", &p, Some(&g.reason)).await;
+            (StatusCode::CREATED, Json(g)).into_response()
+        }
+        Err(e) => grant_error(&e),
+    }
+}
+
+/// `GET /api/grants?status=&connection=&requester=`, newest first, what the identity may see.
+async fn grants_list(
+    State(s): State<Arc<AdminState>>,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let p = match authenticate(&s, &headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let filter = GrantFilter {
+        status: q.status.as_deref().filter(|s| *s != "all"),
+        connection: q.connection.as_deref(),
+        requester: q.requester.as_deref(),
+    };
+    let list: Vec<AccessGrant> = s
+        .grants
+        .list(&filter)
+        .into_iter()
+        .filter(|g| grant_visible(&s, &p, g))
+        .collect();
+    Json(list).into_response()
+}
+
+async fn grant_get(
+    State(s): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let p = match authenticate(&s, &headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match s.grants.get(&id) {
+        None => grant_error(&GrantError::NotFound),
+        Some(g) if !grant_visible(&s, &p, &g) => error(
+            StatusCode::FORBIDDEN,
+            "only an admin, an approver of the connection or the requester may see this grant",
+        ),
+        Some(g) => Json(g).into_response(),
+    }
+}
+
+/// `POST /api/grants/{id}/approve`, `/deny` and `/revoke`, with an optional `{"reason"}`.
+async fn grant_action(
+    State(s): State<Arc<AdminState>>,
+    Path((id, verb)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Option<Json<DecisionBody>>,
+) -> Response {
+    if !matches!(verb.as_str(), "approve" | "deny" | "revoke") {
+        return error(StatusCode::NOT_FOUND, "use /approve, /deny or /revoke");
+    }
+    let p = match authenticate(&s, &headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let reason = body
+        .and_then(|b| b.0.reason)
+        .map(|r| gatehouse_core::pan::mask_pans(&r).into_owned());
+    if verb == "revoke" {
+        let admin = p.in_any(&s.admin_groups);
+        return match s.grants.revoke(&id, &p, admin, reason.clone()) {
+            Ok(g) => {
+                grant_audit(&s, &g, "revoked", &p, reason.as_deref()).await;
+                Json(g).into_response()
+            }
+            Err(e) => grant_error(&e),
+        };
+    }
+    let approve = verb == "approve";
+    match s.grants.decide(&id, &p, approve, reason.clone()) {
+        Ok((g, decision)) => {
+            let event = match (&decision, approve) {
+                (GrantDecision::Counted { .. }, _) => "approval_counted",
+                (GrantDecision::Decided, true) => "approved",
+                (GrantDecision::Decided, false) => "denied",
+            };
+            grant_audit(&s, &g, event, &p, reason.as_deref()).await;
+            match decision {
+                GrantDecision::Decided => Json(g).into_response(),
+                // Counted, not decided yet: 202, with how many more are needed.
+                GrantDecision::Counted { have, need } => (
+                    StatusCode::ACCEPTED,
+                    Json(serde_json::json!({
+                        "grant": g,
+                        "approvals": have,
+                        "min_approvals": need,
+                        "message": format!("approval counted ({have} of {need}); the grant stays pending"),
+                    })),
+                )
+                    .into_response(),
+            }
+        }
+        Err(e) => grant_error(&e),
     }
 }

@@ -1286,6 +1286,17 @@ async fn admin_api_health_metrics_and_session_authorization() {
                 .is_some_and(|s| s.contains("customers"))),
         "{events:?}"
     );
+    // Reading the audit through the API is itself recorded (PCI DSS 10.2.1.3), refused
+    // attempts are not (they read nothing).
+    let reads: Vec<Value> = gw
+        .export()
+        .into_iter()
+        .filter(|r| r["kind"] == "admin" && r["detail"]["event"] == "audit_read")
+        .collect();
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert!(reads.iter().all(|r| r["subject"] == "auditor"), "{reads:?}");
+    assert_eq!(reads[0]["detail"]["what"], "sessions");
+    assert_eq!(reads[1]["detail"]["target"], id.as_str());
 
     // A session id needs an admin too.
     let r = http
