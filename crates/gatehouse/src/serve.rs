@@ -67,6 +67,11 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     let (stop_tx, stop_rx) = watch::channel(false);
     abandon_unfinished_approvals(&store, &auditor).await;
     let approvals = Arc::new(gatehouse_core::approvals::ApprovalBook::default());
+    let grants = Arc::new(gatehouse_core::grants::GrantBook::from_connections(
+        &cfg.connections,
+    ));
+    // Webhooks follow the book from here; they never hold a decision (see notify.rs).
+    crate::notify::spawn(&cfg, approvals.subscribe())?;
     let shared = Arc::new(Shared {
         verifier: verifier.clone(),
         auditor: auditor.clone(),
@@ -83,6 +88,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         masks: Arc::new(mask_set(&cfg)?),
         policy: Arc::new(policy_point(&cfg)),
         approvals: approvals.clone(),
+        grants: grants.clone(),
         admin_url: format!("http://{}", cfg.listen.admin),
         shutdown: stop_rx.clone(),
     });
@@ -108,12 +114,18 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         },
     );
     let gw_task = tokio::spawn(gateway.run(stop_rx.clone()));
+    let sweeper = tokio::spawn(grant_sweeper(
+        grants.clone(),
+        auditor.clone(),
+        stop_rx.clone(),
+    ));
     let admin_state = Arc::new(crate::admin::AdminState {
         verifier,
         admin_groups: cfg.identity.admin_groups.clone(),
         store: store.clone(),
         metrics,
         approvals,
+        grants: grants.clone(),
         auditor: auditor.clone(),
     });
     let mut admin_stop = stop_rx.clone();
@@ -135,12 +147,42 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     // Open sessions get a moment to finish; then the chain is sealed with a checkpoint.
     let _ = tokio::time::timeout(Duration::from_secs(5), gw_task).await;
     let _ = admin_task.await;
+    let _ = sweeper.await;
     if let Err(e) = auditor.flush().await {
         tracing::error!(error = %e, "final audit flush failed");
     }
     drop(auditor);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer.wait()).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Expires access grants on time and records each expiry (`grant` record, event `expired`);
+/// a last sweep runs when the gateway stops.
+async fn grant_sweeper(
+    grants: Arc<gatehouse_core::grants::GrantBook>,
+    auditor: gatehouse_core::audit::Auditor,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            r = stop.wait_for(|s| *s) => {
+                let _ = r;
+                true
+            }
+        };
+        for g in grants.sweep() {
+            let ev = gatehouse_core::grants::audit_event(&g, "expired", None, None);
+            if let Err(e) = auditor.record(ev).await {
+                tracing::error!(error = %e, grant = %g.id, "grant expiry could not be audited");
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
 }
 
 /// Size of the statement analysis cache (bytes of SQL text).
@@ -180,7 +222,10 @@ async fn abandon_unfinished_approvals(
                     .detail
                     .as_deref()
                     .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-                && let (Some(event), Some(id)) = (d["event"].as_str(), d["approval_id"].as_str())
+                && let (Some(event), Some(id)) = (
+                    d.get("event").and_then(|v| v.as_str()),
+                    d.get("approval_id").and_then(|v| v.as_str()),
+                )
             {
                 match event {
                     "requested" => {
