@@ -1,10 +1,11 @@
 //! Masking `COPY ... TO STDOUT` data (text, CSV and binary formats), which is how pg_dump and
 //! bulk exports read tables: the same column rules and detector as DataRows, applied per field.
 //!
-//! PostgreSQL sends one row per CopyData message (the binary header rides with the first);
-//! rows are parsed within each message. Should a message ever not split on a row boundary,
-//! the card numbers in it are still masked, in place and length-preserving, so no value can
-//! slip through a boundary unseen.
+//! PostgreSQL sends one row per CopyData message (the binary header rides with the first), and
+//! that fast path masks each message on its own. A row split across messages is reassembled
+//! first: the incomplete tail is held back (bounded) and masked with the rest of its row, so a
+//! card number cannot slip through a message boundary unseen. What cannot be parsed is still
+//! masked in place, length-preserving.
 
 use gatehouse_core::masking::{MaskStyle, TokenKey, mask_pans_with};
 
@@ -38,7 +39,24 @@ pub(crate) struct CopyPlan {
     pub header_pending: bool,
     /// The binary signature and header not seen yet.
     pub binary_header_pending: bool,
+    /// The start of a row whose end has not arrived yet.
+    pub carry: Vec<u8>,
 }
+
+/// What to send for one CopyData message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CopyOut {
+    /// The original message.
+    Keep,
+    /// This payload instead.
+    Replace(Vec<u8>),
+    /// Nothing yet: the message ends inside a row, which is sent once complete.
+    Hold,
+}
+
+/// Most bytes held back waiting for the end of a row; beyond it they are masked and sent as
+/// they are (a row this long is not being split by PostgreSQL).
+const CARRY_LIMIT: usize = 1 << 20;
 
 /// What the statement says about a COPY before the data arrives (the CopyOutResponse then
 /// says whether it is binary).
@@ -85,6 +103,7 @@ impl CopySpec {
             detect,
             header_pending: self.header && !binary,
             binary_header_pending: binary,
+            carry: Vec::new(),
         }
     }
 }
@@ -101,12 +120,99 @@ impl CopyPlan {
 
 const BINARY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
+/// The length of the leading whole tuples (with the header when it is pending, and the
+/// trailer) of binary COPY data.
+fn binary_complete_len(data: &[u8], header_pending: bool) -> usize {
+    let be32 = |at: usize| -> Option<i32> {
+        Some(i32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?))
+    };
+    let mut at = 0usize;
+    if header_pending {
+        let Some(ext) = be32(BINARY_SIGNATURE.len() + 4).and_then(|e| usize::try_from(e).ok())
+        else {
+            return 0;
+        };
+        at = BINARY_SIGNATURE.len() + 8 + ext;
+        if at > data.len() {
+            return 0;
+        }
+    }
+    let mut complete = at;
+    loop {
+        let Some(n) = data
+            .get(at..at + 2)
+            .and_then(|b| b.try_into().ok())
+            .map(i16::from_be_bytes)
+        else {
+            return complete;
+        };
+        at += 2;
+        if n < 0 {
+            return at;
+        }
+        for _ in 0..n {
+            let Some(len) = be32(at) else {
+                return complete;
+            };
+            at += 4 + usize::try_from(len).unwrap_or(0);
+            if at > data.len() {
+                return complete;
+            }
+        }
+        complete = at;
+    }
+}
+
 impl CopyPlan {
     pub(crate) fn active(&self) -> bool {
         self.detect.is_some() || self.fields.iter().any(|f| f.mask.is_some())
     }
 
-    /// Masks the payload of one CopyData message; `None` when nothing changed.
+    /// Takes the payload of one CopyData message: rows complete in it are masked and sent, an
+    /// incomplete tail is held until its row completes.
+    pub(crate) fn push(&mut self, data: &[u8], key: &TokenKey) -> CopyOut {
+        if self.carry.is_empty() && self.complete_len(data) == data.len() {
+            return match self.mask(data, key) {
+                Some(v) => CopyOut::Replace(v),
+                None => CopyOut::Keep,
+            };
+        }
+        self.carry.extend_from_slice(data);
+        let mut n = self.complete_len(&self.carry);
+        if n == 0 {
+            if self.carry.len() <= CARRY_LIMIT {
+                return CopyOut::Hold;
+            }
+            n = self.carry.len();
+        }
+        let rest = self.carry.split_off(n);
+        let complete = std::mem::replace(&mut self.carry, rest);
+        match self.mask(&complete, key) {
+            Some(v) => CopyOut::Replace(v),
+            None => CopyOut::Replace(complete),
+        }
+    }
+
+    /// At the end of the COPY: whatever is still held (a last row without its terminator).
+    pub(crate) fn finish(&mut self, key: &TokenKey) -> Option<Vec<u8>> {
+        if self.carry.is_empty() {
+            return None;
+        }
+        let held = std::mem::take(&mut self.carry);
+        Some(self.mask(&held, key).unwrap_or(held))
+    }
+
+    /// How many leading bytes of `data` are whole rows (and header/trailer).
+    fn complete_len(&self, data: &[u8]) -> usize {
+        match self.format {
+            CopyFormat::Text { .. } | CopyFormat::Csv { .. } => {
+                memchr::memrchr(b'\n', data).map_or(0, |i| i + 1)
+            }
+            CopyFormat::Binary => binary_complete_len(data, self.binary_header_pending),
+        }
+    }
+
+    /// Masks the payload of whole rows; `None` when nothing changed.
     pub(crate) fn mask(&mut self, data: &[u8], key: &TokenKey) -> Option<Vec<u8>> {
         let parsed = match self.format {
             CopyFormat::Binary => self.binary(data, key),
@@ -153,7 +259,9 @@ impl CopyPlan {
             } else {
                 Reason::Column
             };
-            self.count(i, reason, 1);
+            if out != Masked::Keep {
+                self.count(i, reason, 1);
+            }
             return out;
         }
         let Some(style) = self.detect else {
@@ -401,6 +509,7 @@ mod tests {
             detect: Some(MaskStyle::Last4),
             header_pending: false,
             binary_header_pending: format == CopyFormat::Binary,
+            carry: Vec::new(),
         }
     }
 
@@ -428,8 +537,22 @@ mod tests {
             Some(&b"1\t************1111\t4444\tcard ************1117\n"[..])
         );
         assert_eq!(p.mask(b"2\t\\N\t\\N\tnothing\n", &key()), None);
-        assert_eq!(p.counts[1][0], 1);
-        assert_eq!(p.counts[3][2], 1);
+        // A row split inside a card number: nothing is sent until the row is whole.
+        assert_eq!(
+            p.push(b"3\t4111111111111111\t42\tcard 601111", &key()),
+            CopyOut::Hold
+        );
+        assert_eq!(
+            p.push(b"1111111117\n4\t", &key()),
+            CopyOut::Replace(b"3\t************1111\t42\tcard ************1117\n".to_vec())
+        );
+        assert_eq!(p.finish(&key()), Some(b"4\t".to_vec()));
+        assert_eq!(p.finish(&key()), None);
+        assert_eq!(p.counts[1][0], 2, "card_number masked in rows 1 and 3");
+        assert_eq!(
+            p.counts[3][2], 2,
+            "a card number found in the notes of rows 1 and 3"
+        );
     }
 
     #[test]
@@ -477,6 +600,21 @@ mod tests {
         assert_eq!(&out[at..at + 8], &1111i64.to_be_bytes());
         let trailer = (-1i16).to_be_bytes();
         assert_eq!(p.mask(&trailer, &key()), None);
+
+        // The same data split in the middle of the card number: held, then masked whole.
+        let mut p = plan(
+            CopyFormat::Binary,
+            &[(ValueKind::Int8, true), (ValueKind::Text, false)],
+        );
+        let cut = msg.len() - 8;
+        assert_eq!(
+            p.push(&msg[..cut], &key()),
+            CopyOut::Replace(msg[..BINARY_SIGNATURE.len() + 8].to_vec())
+        );
+        match p.push(&msg[cut..], &key()) {
+            CopyOut::Replace(v) => assert!(v.ends_with(b"pan ************4444"), "{v:?}"),
+            other => panic!("{other:?}"),
+        }
         // Garbage: no panic; card numbers still masked in place.
         let mut p = plan(CopyFormat::Binary, &[]);
         let out = p.mask(b"junk 4111111111111111", &key());

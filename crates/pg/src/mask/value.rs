@@ -49,8 +49,22 @@ pub(crate) enum Masked {
     Null,
 }
 
-/// Masks a value of a sensitive column (or one computed from it).
+/// Masks a value of a sensitive column (or one computed from it). `Keep` when masking leaves
+/// it as it is (`last4` of a value with at most four digits).
 pub(crate) fn mask_sensitive(
+    kind: ValueKind,
+    binary: bool,
+    mask: ColumnMask,
+    key: &TokenKey,
+    value: &[u8],
+) -> Masked {
+    match mask_sensitive_inner(kind, binary, mask, key, value) {
+        Masked::Value(v) if v == value => Masked::Keep,
+        other => other,
+    }
+}
+
+fn mask_sensitive_inner(
     kind: ValueKind,
     binary: bool,
     mask: ColumnMask,

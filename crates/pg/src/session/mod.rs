@@ -1,8 +1,9 @@
 //! One client connection, from the first byte to the last.
 //!
 //! `startup` negotiates TLS and the protocol, authenticates the token, checks the connection's
-//! `allow_groups`, logs in upstream with the held credential and records the session start;
-//! `relay` then carries messages both ways, auditing every statement before it is forwarded.
+//! `allow_groups` (or an active access grant), logs in upstream with the held credential and
+//! records the session start; `relay` then carries messages both ways, auditing every
+//! statement before it is forwarded.
 
 pub mod policy;
 mod relay;
@@ -44,6 +45,8 @@ pub struct Shared {
     pub policy: Arc<policy::PolicyPoint>,
     /// Statements held for approval.
     pub approvals: Arc<gatehouse_core::approvals::ApprovalBook>,
+    /// Time-bound access grants: consulted when an identity is not in `allow_groups`.
+    pub grants: Arc<gatehouse_core::grants::GrantBook>,
     /// Where approvers decide (shown to held clients).
     pub admin_url: String,
     /// Turns true when the gateway stops: open sessions end with 57P01 and a session_end.

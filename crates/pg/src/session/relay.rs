@@ -28,7 +28,7 @@ use super::policy::{Judgement, SessionPolicy};
 use super::startup::Established;
 use super::{SessionInfo, Shared};
 use crate::codec::{CodecError, Frame, FrameReader, Side};
-use crate::mask::copy::{CopyPlan, CopySpec};
+use crate::mask::copy::{CopyOut, CopyPlan, CopySpec};
 use crate::mask::{LineageMask, MaskCounts, Resolver, ResultPlan};
 use crate::messages::backend::{self, Severity};
 use crate::messages::frontend::{self, Param};
@@ -175,6 +175,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         mut upstream,
         search_path,
         application_name,
+        grant,
         _cancel,
     } = est;
     let Some(upstream_write) = upstream.write.take() else {
@@ -247,6 +248,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
                     std::future::pending::<()>().await;
                 }
             } => SHUTDOWN,
+            r = grant_ended(grant.clone()) => r,
         }
     };
     if reason == SHUTDOWN {
@@ -256,12 +258,53 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
             "terminating connection because Gatehouse is shutting down",
         )
         .await;
+    } else if let (GRANT_EXPIRED | GRANT_REVOKED, Some(g)) = (reason, &grant) {
+        let how = if reason == GRANT_REVOKED {
+            "was revoked"
+        } else {
+            "expired"
+        };
+        back.fatal(
+            "57P01",
+            &format!("terminating connection because access grant {} {how}", g.id),
+        )
+        .await;
     }
     back.abandon_pending().await;
     reason
 }
 
 const SHUTDOWN: &str = "gateway shutdown";
+const GRANT_EXPIRED: &str = "grant expired";
+const GRANT_REVOKED: &str = "grant revoked";
+
+/// Resolves when the access grant that admitted the session ends (never without one).
+async fn grant_ended(grant: Option<gatehouse_core::grants::Admission>) -> &'static str {
+    use gatehouse_core::grants::GrantStatus;
+    let Some(mut g) = grant else {
+        return std::future::pending().await;
+    };
+    let deadline = tokio::time::Instant::now() + g.remaining();
+    let ended = async {
+        g.status
+            .wait_for(|s| *s != GrantStatus::Active)
+            .await
+            .map(|s| *s)
+    };
+    let status = tokio::select! {
+        () = tokio::time::sleep_until(deadline) => return GRANT_EXPIRED,
+        s = ended => s,
+    };
+    match status {
+        Ok(GrantStatus::Revoked) => GRANT_REVOKED,
+        Ok(_) => GRANT_EXPIRED,
+        Err(_) => {
+            // The book forgot the grant: its time still bounds the session.
+            tokio::time::sleep_until(deadline).await;
+            GRANT_EXPIRED
+        }
+    }
+}
 
 /// How long the backend direction may keep draining after the client side has ended.
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -1283,10 +1326,26 @@ impl Backend<'_> {
                         st.result_bytes += len as u64;
                         if let Some(plan) = st.copy.as_mut()
                             && let Some(data) = chunk.get(offset + 5..offset + len)
-                            && let Some(masked) = plan.mask(data, masks.key())
                         {
-                            replace = Some(copy_data(&masked));
+                            match plan.push(data, masks.key()) {
+                                CopyOut::Keep => {}
+                                CopyOut::Replace(masked) => replace = Some(copy_data(&masked)),
+                                // The row continues in the next message: sent with it.
+                                CopyOut::Hold => replace = Some(Bytes::new()),
+                            }
                         }
+                    }
+                }
+                // CopyDone: a row still held (no terminator) goes out before it.
+                b'c' => {
+                    let masks = self.masks.clone();
+                    if let Some(st) = self.current()
+                        && let Some(plan) = st.copy.as_mut()
+                        && let Some(rest) = plan.finish(masks.key())
+                    {
+                        let mut b = BytesMut::from(&copy_data(&rest)[..]);
+                        b.extend_from_slice(chunk.get(offset..offset + len).unwrap_or_default());
+                        replace = Some(b.freeze());
                     }
                 }
                 // CopyOutResponse: the format of the COPY data that follows.

@@ -52,6 +52,9 @@ pub(crate) struct Established {
     pub search_path: Option<String>,
     /// The client's `application_name` (an agent's justification for approvals).
     pub application_name: Option<String>,
+    /// The access grant that admitted the session (the identity is not in `allow_groups`):
+    /// the session ends when the grant expires or is revoked.
+    pub grant: Option<gatehouse_core::grants::Admission>,
     pub _cancel: CancelGuard,
 }
 
@@ -254,10 +257,16 @@ async fn establish_inner(
         )
         .await;
     };
-    if !allowed
+    let in_allow_groups = allowed
         .iter()
-        .any(|g| g == "*" || principal.groups.iter().any(|h| h == g))
-    {
+        .any(|g| g == "*" || principal.groups.iter().any(|h| h == g));
+    // Not in allow_groups: an active access grant for this identity admits it all the same.
+    let grant = if in_allow_groups {
+        None
+    } else {
+        shared.grants.admits(&principal, &connection)
+    };
+    if !in_allow_groups && grant.is_none() {
         metrics::counter!("gatehouse_auth_failures_total", "reason" => "group_not_allowed")
             .increment(1);
         let _ = audit_login_failed(
@@ -316,15 +325,42 @@ async fn establish_inner(
         }
     };
 
+    // A session admitted by a grant records the use first (fail closed like the start).
+    if let Some(g) = &grant {
+        let mut ev = info.event(RecordKind::Grant);
+        ev.outcome = Some(gatehouse_core::audit::Outcome::Ok);
+        let ev = ev.with_detail(serde_json::json!({
+            "event": "used",
+            "grant_id": g.id,
+            "requester": info.principal.subject,
+            "expires_at": g.expires_at_rfc3339(),
+        }));
+        if let Err(e) = shared.auditor.record(ev).await
+            && shared.auditor.fail_closed()
+        {
+            tracing::error!(error = %e, "grant use could not be audited; refusing session");
+            return fatal(
+                &mut write,
+                "58000",
+                "Gatehouse cannot record this session (audit store unavailable); refusing to proceed",
+            )
+            .await;
+        }
+    }
+
     // The session is recorded before the client may send anything (fail closed).
     let mut ev = info.event(RecordKind::SessionStart);
-    ev = ev.with_detail(serde_json::json!({
+    let mut detail = serde_json::json!({
         "tls": tls,
         "application_name": msg.get("application_name"),
         "client_user": msg.get("user"),
         "protocol": format!("{}.{}", msg.major, msg.minor),
         "upstream_tls": upstream.tls,
-    }));
+    });
+    if let (Some(g), Some(obj)) = (&grant, detail.as_object_mut()) {
+        obj.insert("grant".to_owned(), serde_json::Value::String(g.id.clone()));
+    }
+    ev = ev.with_detail(detail);
     if let Err(e) = shared.auditor.record(ev).await
         && shared.auditor.fail_closed()
     {
@@ -365,6 +401,7 @@ async fn establish_inner(
         upstream,
         search_path: msg.get("search_path").map(str::to_owned),
         application_name: msg.get("application_name").map(str::to_owned),
+        grant,
         _cancel: guard,
     }))
 }
