@@ -24,6 +24,10 @@ pub fn check(path: &Path) -> Result<ExitCode> {
     for c in &cfg.connections {
         c.password().map_err(|e| anyhow!("{e}"))?;
     }
+    for (i, n) in cfg.notify.iter().enumerate() {
+        n.secret(&format!("notify[{i}]"), &cfg.base_dir)
+            .map_err(|e| anyhow!("{e}"))?;
+    }
     println!(
         "ok: {} ({} connection(s), {} OIDC issuer(s), local issuer {})",
         path.display(),
@@ -67,6 +71,7 @@ pub async fn explain(
         ctx.search_path = p.split(',').map(|s| s.trim().to_owned()).collect();
     }
     let policy = Policy::new(&cfg.rules);
+    let mut loaded: Option<gatehouse_pg::catalog::Catalog> = None;
     let stmts = match gatehouse_sql::analyze(sql, &ctx) {
         Ok(s) => {
             let catalog = match conn.password().map_err(|e| anyhow!("{e}")).and_then(|pw| {
@@ -78,13 +83,17 @@ pub async fn explain(
                 Err(e) => Err(e),
             };
             match catalog {
-                Ok(cat) => s
-                    .iter()
-                    .map(|st| {
-                        cat.resolve_statement(st, &ctx.search_path, &conn.user)
-                            .unwrap_or_else(|| st.clone())
-                    })
-                    .collect(),
+                Ok(cat) => {
+                    let resolved = s
+                        .iter()
+                        .map(|st| {
+                            cat.resolve_statement(st, &ctx.search_path, &conn.user)
+                                .unwrap_or_else(|| st.clone())
+                        })
+                        .collect();
+                    loaded = Some(cat);
+                    resolved
+                }
                 Err(e) => {
                     writeln!(
                         out,
@@ -107,6 +116,12 @@ pub async fn explain(
             return Ok(ExitCode::from(1));
         }
     };
+    let masks = gatehouse_core::masking::MaskSet::compile(
+        &cfg.masks,
+        gatehouse_core::masking::TokenKey::from_bytes([0; 32]),
+    )
+    .map_err(|e| anyhow!("{e}"))?
+    .for_session(connection, groups);
     let fmt_table = |t: &gatehouse_core::policy::TableRef| match &t.schema {
         Some(s) => format!("{s}.{}", t.name),
         None => t.name.clone(),
@@ -146,6 +161,41 @@ pub async fn explain(
             .map(|r| format!(" (rule \"{r}\")"))
             .unwrap_or_default();
         writeln!(out, "  decision:  {}{rule}", d.action.as_str())?;
+        if masks.is_active() {
+            let lines = gatehouse_pg::describe_output_masks(
+                loaded.as_ref(),
+                &masks,
+                &ctx.search_path,
+                &conn.user,
+                s,
+            );
+            if lines.is_empty() {
+                writeln!(
+                    out,
+                    "  masked:    no output column comes from a masked column"
+                )?;
+            }
+            for l in lines {
+                writeln!(out, "  masked:    {l}")?;
+            }
+            if let Some(style) = masks.pan_style() {
+                writeln!(
+                    out,
+                    "  detector:  pan ({}) on every text value sent to the client",
+                    format!("{style:?}").to_lowercase()
+                )?;
+            }
+        } else if !masks.exemptions().is_empty() {
+            writeln!(
+                out,
+                "  masked:    nothing: {subject} is exempt ([[mask]] rules {:?})",
+                masks
+                    .exemptions()
+                    .iter()
+                    .map(|e| e.rule)
+                    .collect::<Vec<_>>()
+            )?;
+        }
         if d.action != Action::Allow {
             writeln!(out, "  client sees: ERROR 42501 {}", d.client_message())?;
         }
@@ -528,4 +578,123 @@ fn normalize_since(s: &str) -> Result<String> {
         return Ok(format!("{d}T00:00:00.000000Z"));
     }
     bail!("--since {s:?}: use RFC 3339 (2026-11-22T10:00:00Z) or a date (2026-11-22)")
+}
+
+// ---------------------------------------------------------------------------------------------
+// `gatehouse grants`: time-bound access grants through the admin API
+// ---------------------------------------------------------------------------------------------
+
+fn print_grant_row(g: &serde_json::Value) {
+    let f = |k: &str| g.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+    println!(
+        "{:<36}  {:<8}  {:<16}  {:<12}  {:>8}  {:<30}  {}",
+        f("id"),
+        f("status"),
+        f("requester"),
+        f("connection"),
+        g.get("duration_secs")
+            .and_then(|v| v.as_u64())
+            .map(|s| format!("{s}s"))
+            .unwrap_or_default(),
+        f("expires_at"),
+        f("reason")
+    );
+}
+
+pub async fn grants_request(
+    path: &Path,
+    token: &str,
+    connection: &str,
+    duration: &str,
+    reason: &str,
+) -> Result<ExitCode> {
+    let cfg = load(path)?;
+    let resp = admin_client()?
+        .post(format!("http://{}/api/grants", cfg.listen.admin))
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "connection": connection,
+            "duration": duration,
+            "reason": reason,
+        }))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the admin API on {}", cfg.listen.admin))?;
+    let (code, body) = api_result(resp).await?;
+    if code == ExitCode::SUCCESS {
+        println!(
+            "{}: {}",
+            body.get("id").and_then(|s| s.as_str()).unwrap_or("?"),
+            body.get("status").and_then(|s| s.as_str()).unwrap_or("?")
+        );
+    }
+    Ok(code)
+}
+
+pub async fn grants_list(
+    path: &Path,
+    token: &str,
+    status: &str,
+    connection: Option<&str>,
+) -> Result<ExitCode> {
+    let cfg = load(path)?;
+    let mut url = reqwest::Url::parse(&format!("http://{}/api/grants", cfg.listen.admin))
+        .context("listen.admin")?;
+    if status != "all" {
+        url.query_pairs_mut().append_pair("status", status);
+    }
+    if let Some(c) = connection {
+        url.query_pairs_mut().append_pair("connection", c);
+    }
+    let resp = admin_client()?
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the admin API on {}", cfg.listen.admin))?;
+    let (code, body) = api_result(resp).await?;
+    if code == ExitCode::SUCCESS {
+        println!(
+            "{:<36}  {:<8}  {:<16}  {:<12}  {:>8}  {:<30}  REASON",
+            "ID", "STATUS", "REQUESTER", "CONNECTION", "DURATION", "EXPIRES"
+        );
+        for g in body.as_array().into_iter().flatten() {
+            print_grant_row(g);
+        }
+    }
+    Ok(code)
+}
+
+/// `approve`, `deny` or `revoke` one grant.
+pub async fn grants_action(
+    path: &Path,
+    token: &str,
+    id: &str,
+    verb: &str,
+    reason: Option<String>,
+) -> Result<ExitCode> {
+    let cfg = load(path)?;
+    let resp = admin_client()?
+        .post(format!(
+            "http://{}/api/grants/{id}/{verb}",
+            cfg.listen.admin
+        ))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "reason": reason }))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the admin API on {}", cfg.listen.admin))?;
+    let (code, body) = api_result(resp).await?;
+    if code == ExitCode::SUCCESS {
+        let status = body
+            .get("status")
+            .or_else(|| body.get("grant").and_then(|g| g.get("status")))
+            .and_then(|s| s.as_str())
+            .unwrap_or("?");
+        match body.get("message").and_then(|m| m.as_str()) {
+            Some(m) => println!("{id}: {status} ({m})"),
+            None => println!("{id}: {status}"),
+        }
+    }
+    Ok(code)
 }

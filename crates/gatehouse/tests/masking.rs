@@ -1950,3 +1950,32 @@ fn large_masked_results_stream_over_tls() {
         );
     }
 }
+
+/// `gatehouse explain` names the output columns that would be masked, and why.
+#[test]
+fn explain_shows_masked_columns() {
+    let gw = gateway("last4");
+    let out = gw.cli(&[
+        "explain",
+        "--connection",
+        CONN,
+        "--subject",
+        "analyst",
+        "--group",
+        "dba",
+        "SELECT id, substr(card_number, 1, 6) AS bin, amount, row_to_json(p) AS r FROM payments p",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("masked:    output 2 (column): last4 from public.payments.card_number"),
+        "{text}"
+    );
+    assert!(
+        text.contains("masked:    output 4 (column): redact (verification code)"),
+        "{text}"
+    );
+    assert!(!text.contains("output 1 "), "id is not masked: {text}");
+    assert!(!text.contains("output 3 "), "amount is not masked: {text}");
+    assert!(text.contains("detector:  pan (last4)"), "{text}");
+}

@@ -423,3 +423,62 @@ impl Resolver<'_> {
         }
     }
 }
+
+/// For `gatehouse explain`: how each output column of `stmt` would be masked for `masks`
+/// (computed columns by lineage; plain columns as the RowDescription would resolve them).
+/// One line per masked output; empty when nothing would be.
+pub fn describe_output_masks(
+    catalog: Option<&Catalog>,
+    masks: &SessionMasks,
+    search_path: &[String],
+    user: &str,
+    stmt: &StatementInfo,
+) -> Vec<String> {
+    let r = Resolver {
+        catalog,
+        masks,
+        search_path,
+        user,
+    };
+    let mut out = Vec::new();
+    for (i, o) in stmt.outputs.iter().flatten().enumerate() {
+        let mut m = None;
+        let mut why: Vec<String> = Vec::new();
+        for src in &o.sources {
+            if let Some(sm) = r.source(src) {
+                m = stronger(m, Some(sm));
+                why.push(match &src.table {
+                    Some(t) => format!(
+                        "{}{}.{}",
+                        t.schema
+                            .as_deref()
+                            .map(|s| format!("{s}."))
+                            .unwrap_or_default(),
+                        t.name,
+                        src.column
+                    ),
+                    None => src.column.clone(),
+                });
+            }
+        }
+        if let Some(m) = m {
+            let style = match m.effective_style() {
+                MaskStyle::Last4 => "last4",
+                MaskStyle::Redact => "redact",
+                MaskStyle::Token => "token",
+            };
+            let what = if o.star { "*" } else { "column" };
+            out.push(format!(
+                "output {} ({what}): {style}{} from {}",
+                i + 1,
+                if m.verification_code {
+                    " (verification code)"
+                } else {
+                    ""
+                },
+                why.join(", ")
+            ));
+        }
+    }
+    out
+}
