@@ -56,6 +56,9 @@ pub struct Config {
     /// Policy rules (`[[rule]]`), typed and validated; compiled by `policy::Policy::new`.
     #[serde(default, rename = "rule")]
     pub rules: Vec<crate::policy::Rule>,
+    /// Webhooks for approval events (`[[notify]]`), delivered by the binary's notifier.
+    #[serde(default, rename = "notify")]
+    pub notify: Vec<Notify>,
     /// Directory of the config file; relative paths were resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -280,6 +283,23 @@ pub struct Connection {
     /// (let the server reject it too).
     #[serde(default)]
     pub on_parse_error: ParseErrorAction,
+    /// Groups that may approve time-bound access grants to this connection (see
+    /// [`crate::grants`]); empty: grants to it are refused.
+    #[serde(default)]
+    pub grant_approvers: Vec<String>,
+    /// Longest grant that may be requested, e.g. "8h".
+    #[serde(default = "default_grant_max_duration")]
+    pub grant_max_duration: String,
+    /// Distinct approvers a grant needs (at least 1). One denial suffices.
+    #[serde(default = "default_grant_min_approvals")]
+    pub grant_min_approvals: u32,
+}
+
+fn default_grant_max_duration() -> String {
+    "8h".into()
+}
+fn default_grant_min_approvals() -> u32 {
+    1
 }
 
 /// See [`Connection::on_parse_error`].
@@ -308,6 +328,7 @@ impl fmt::Debug for Connection {
             .field("user", &self.user)
             .field("upstream_tls", &self.upstream_tls)
             .field("allow_groups", &self.allow_groups)
+            .field("grant_approvers", &self.grant_approvers)
             .finish_non_exhaustive()
     }
 }
@@ -556,6 +577,24 @@ impl Config {
                     "is empty: nobody could use this connection",
                 ));
             }
+            if parse_duration(&c.grant_max_duration).is_none_or(|d| d.is_zero()) {
+                return Err(invalid(
+                    format!("{key}.grant_max_duration"),
+                    format!("{:?} is not a duration such as 8h", c.grant_max_duration),
+                ));
+            }
+            if c.grant_min_approvals == 0 {
+                return Err(invalid(
+                    format!("{key}.grant_min_approvals"),
+                    "must be at least 1",
+                ));
+            }
+            if c.grant_approvers.iter().any(|g| g.is_empty() || g == "*") {
+                return Err(invalid(
+                    format!("{key}.grant_approvers"),
+                    "name the approver groups (empty names and \"*\" are not allowed)",
+                ));
+            }
         }
         let connection_names: Vec<&str> =
             self.connections.iter().map(|c| c.name.as_str()).collect();
@@ -581,6 +620,7 @@ impl Config {
             Some((key, problem)) => invalid(key, problem),
             None => invalid("mask", e),
         })?;
+        validate_notify(&self.notify)?;
         Ok(())
     }
 
@@ -593,6 +633,202 @@ impl Config {
         let rest = self.store.url.strip_prefix("sqlite://")?;
         let path = rest.split_once('?').map(|(p, _)| p).unwrap_or(rest);
         Some(PathBuf::from(path))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// [[notify]]: webhooks for approval events
+// ---------------------------------------------------------------------------------------------
+
+/// The events a `[[notify]]` entry can subscribe to.
+pub const NOTIFY_EVENTS: &[&str] = &["approval.requested", "approval.decided"];
+
+/// One webhook (`[[notify]]`). The URL may carry a token in its path (Slack's do) and the
+/// secret signs every delivery, so `Debug` shows neither.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// A label for logs and metrics (default `notify[i]`).
+    pub name: Option<String>,
+    /// `https://`, or `http://` on a loopback address only.
+    pub url: String,
+    /// Environment variable holding the shared HMAC secret.
+    pub secret_env: Option<String>,
+    /// File holding the shared HMAC secret (a trailing newline is dropped).
+    pub secret_file: Option<PathBuf>,
+    /// Which events are posted (default: all of [`NOTIFY_EVENTS`]).
+    #[serde(default = "default_notify_events")]
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub format: NotifyFormat,
+}
+
+/// The body of a delivery: the event as JSON, or a Slack-compatible `{"text": ...}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyFormat {
+    #[default]
+    Json,
+    Slack,
+}
+
+fn default_notify_events() -> Vec<String> {
+    NOTIFY_EVENTS.iter().map(|e| (*e).to_owned()).collect()
+}
+
+impl fmt::Debug for Notify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = match (&self.secret_env, &self.secret_file) {
+            (Some(_), _) => "env",
+            (None, Some(_)) => "file",
+            (None, None) => "none",
+        };
+        f.debug_struct("Notify")
+            .field("name", &self.name)
+            .field("url", &self.redacted_url())
+            .field("secret", &secret)
+            .field("events", &self.events)
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+impl Notify {
+    /// The label used in logs and metrics: `name`, or `notify[i]`.
+    pub fn label(&self, index: usize) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => format!("notify[{index}]"),
+        }
+    }
+
+    /// Scheme, host and port only: the path and query may hold a token.
+    pub fn redacted_url(&self) -> String {
+        match reqwest::Url::parse(&self.url) {
+            Ok(u) => match (u.host_str(), u.port()) {
+                (Some(h), Some(p)) => format!("{}://{h}:{p}/...", u.scheme()),
+                (Some(h), None) => format!("{}://{h}/...", u.scheme()),
+                _ => "(invalid url)".to_owned(),
+            },
+            Err(_) => "(invalid url)".to_owned(),
+        }
+    }
+
+    /// Whether `event` is posted to this webhook.
+    pub fn wants(&self, event: &str) -> bool {
+        self.events.iter().any(|e| e == event)
+    }
+
+    /// Reads the shared secret from `secret_env` or `secret_file` (a relative file is resolved
+    /// against `base_dir`, the config file's directory). `key` is `notify[i]`.
+    pub fn secret(&self, key: &str, base_dir: &Path) -> Result<Option<Secret>, ConfigError> {
+        let value = if let Some(var) = &self.secret_env {
+            match std::env::var(var) {
+                Ok(v) => v,
+                Err(_) => {
+                    return Err(invalid(
+                        format!("{key}.secret_env"),
+                        format!("environment variable {var} is not set"),
+                    ));
+                }
+            }
+        } else if let Some(path) = &self.secret_file {
+            let path = if path.is_absolute() {
+                path.clone()
+            } else {
+                base_dir.join(path)
+            };
+            match std::fs::read_to_string(&path) {
+                Ok(v) => v.trim_end_matches(['\n', '\r']).to_owned(),
+                Err(e) => {
+                    return Err(invalid(
+                        format!("{key}.secret_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    ));
+                }
+            }
+        } else {
+            return Ok(None);
+        };
+        if value.is_empty() {
+            let field = if self.secret_env.is_some() {
+                "secret_env"
+            } else {
+                "secret_file"
+            };
+            return Err(invalid(format!("{key}.{field}"), "the secret is empty"));
+        }
+        Ok(Some(Secret(value)))
+    }
+}
+
+/// Checks every `[[notify]]` entry. Keys are `notify[i].field`, `i` from 0 (like `rule[i]`).
+fn validate_notify(entries: &[Notify]) -> Result<(), ConfigError> {
+    let mut names = BTreeSet::new();
+    for (i, n) in entries.iter().enumerate() {
+        let key = format!("notify[{i}]");
+        check_notify_url(&format!("{key}.url"), &n.url)?;
+        if let Some(name) = &n.name {
+            if name.is_empty() {
+                return Err(invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if !names.insert(name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("duplicate notify name {name:?}"),
+                ));
+            }
+        }
+        if n.secret_env.is_some() && n.secret_file.is_some() {
+            return Err(invalid(
+                format!("{key}.secret_env"),
+                "set secret_env or secret_file, not both",
+            ));
+        }
+        if n.events.is_empty() {
+            return Err(invalid(
+                format!("{key}.events"),
+                "is empty: nothing would be sent",
+            ));
+        }
+        if let Some(e) = n
+            .events
+            .iter()
+            .find(|e| !NOTIFY_EVENTS.contains(&e.as_str()))
+        {
+            return Err(invalid(
+                format!("{key}.events"),
+                format!("unknown event {e:?} (known: {})", NOTIFY_EVENTS.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A webhook URL: `https://`, or `http://` on a loopback address (the event and its signature
+/// would otherwise cross the network in the clear). The URL itself is never echoed.
+fn check_notify_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| invalid(key, format!("is not a URL: {e}")))?;
+    match parsed.scheme() {
+        "https" if parsed.host_str().is_some() => Ok(()),
+        "http" => {
+            let host = parsed.host_str().unwrap_or("");
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                Err(invalid(
+                    key,
+                    "must be https:// (http:// is accepted only on loopback addresses)",
+                ))
+            }
+        }
+        _ => Err(invalid(key, "must be an https:// URL")),
     }
 }
 
@@ -709,6 +945,101 @@ allow_groups = ["dba"]
         assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
         assert_eq!(parse_duration("15"), None);
         assert_eq!(parse_duration("m"), None);
+    }
+
+    fn notify_err(entries: &str) -> String {
+        match Config::from_toml(&format!("{GOOD}\n{entries}"), Path::new("/")) {
+            Ok(_) => panic!("accepted:\n{entries}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const NOTIFY_OK: &str = "[[notify]]\nurl = \"https://hooks.example.com/T1/B2/sekrit\"\n";
+
+    #[test]
+    fn notify_entries_parse_with_defaults_and_hide_url_path() {
+        let text = format!(
+            "{GOOD}\n{NOTIFY_OK}\n[[notify]]\nname = \"local\"\nurl = \"http://[::1]:9/x\"\n\
+             secret_file = \"hook.secret\"\nevents = [\"approval.decided\"]\nformat = \"slack\"\n"
+        );
+        let cfg = Config::from_toml(&text, Path::new("/etc/gh")).unwrap_or_else(|e| panic!("{e}"));
+        let [a, b] = cfg.notify.as_slice() else {
+            panic!("{:?}", cfg.notify)
+        };
+        assert!(a.wants("approval.requested") && a.wants("approval.decided"));
+        assert_eq!(a.format, NotifyFormat::Json);
+        assert_eq!(a.label(0), "notify[0]");
+        let debug = format!("{a:?}");
+        assert!(!debug.contains("sekrit"), "{debug}");
+        assert!(debug.contains("hooks.example.com"), "{debug}");
+        assert_eq!(b.label(1), "local");
+        assert_eq!(b.format, NotifyFormat::Slack);
+        assert!(!b.wants("approval.requested"));
+        let err = b
+            .secret("notify[1]", Path::new("/nonexistent-dir"))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .unwrap_or("")
+                .starts_with("notify[1].secret_file: cannot read /nonexistent-dir/hook.secret"),
+            "{err:?}"
+        );
+        assert!(matches!(a.secret("notify[0]", Path::new("/")), Ok(None)));
+    }
+
+    #[test]
+    fn notify_rejections_name_the_entry() {
+        for (entry, expect) in [
+            (
+                "url = \"http://example.com/hook\"",
+                "notify[1].url: must be https:// (http:// is accepted only on loopback",
+            ),
+            (
+                "url = \"ftp://example.com/\"",
+                "notify[1].url: must be an https:// URL",
+            ),
+            ("url = \"not a url\"", "notify[1].url: is not a URL"),
+            (
+                "url = \"https://x.example/\"\nevents = [\"approval.granted\"]",
+                "notify[1].events: unknown event \"approval.granted\"",
+            ),
+            (
+                "url = \"https://x.example/\"\nevents = []",
+                "notify[1].events: is empty",
+            ),
+            (
+                "url = \"https://x.example/\"\nsecret_env = \"A\"\nsecret_file = \"b\"",
+                "notify[1].secret_env: set secret_env or secret_file, not both",
+            ),
+            (
+                "url = \"https://x.example/\"\nformat = \"xml\"",
+                "unknown variant `xml`",
+            ),
+            (
+                "url = \"https://x.example/\"\nsecret = \"x\"",
+                "unknown field `secret`",
+            ),
+        ] {
+            let err = notify_err(&format!("{NOTIFY_OK}\n[[notify]]\n{entry}\n"));
+            assert!(err.contains(expect), "{entry}: {err}");
+        }
+        for ok in [
+            "http://127.0.0.1:9000/hook",
+            "http://localhost/hook",
+            "http://[::1]/hook",
+        ] {
+            let text = format!("{GOOD}\n[[notify]]\nurl = \"{ok}\"\n");
+            assert!(Config::from_toml(&text, Path::new("/")).is_ok(), "{ok}");
+        }
+        let dup = format!(
+            "{NOTIFY_OK}name = \"a\"\n[[notify]]\nurl = \"https://y.example/\"\nname = \"a\"\n"
+        );
+        assert!(
+            notify_err(&dup).contains("notify[1].name: duplicate"),
+            "{}",
+            notify_err(&dup)
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod config;
+pub mod grants;
 pub mod identity;
 pub mod masking;
 pub mod pan;

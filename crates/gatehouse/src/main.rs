@@ -4,6 +4,7 @@
 mod admin;
 mod commands;
 mod export;
+mod notify;
 mod serve;
 mod tls;
 
@@ -66,6 +67,11 @@ enum Command {
     Approvals {
         #[command(subcommand)]
         command: ApprovalsCommand,
+    },
+    /// Time-bound access grants to connections (through the admin API).
+    Grants {
+        #[command(subcommand)]
+        command: GrantsCommand,
     },
     /// The audit chain.
     Audit {
@@ -136,6 +142,66 @@ enum ApprovalsCommand {
     },
     /// Deny a request.
     Deny {
+        id: String,
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        #[arg(long, env = "GATEHOUSE_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum GrantsCommand {
+    /// Ask for access to a connection for a while.
+    Request {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        #[arg(long, env = "GATEHOUSE_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long)]
+        connection: String,
+        /// e.g. 30m, 2h (at most the connection's grant_max_duration)
+        #[arg(long)]
+        duration: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// List grants (all by default).
+    List {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        #[arg(long, env = "GATEHOUSE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// pending | active | denied | expired | revoked | all
+        #[arg(long, default_value = "all")]
+        status: String,
+        #[arg(long)]
+        connection: Option<String>,
+    },
+    /// Approve a grant.
+    Approve {
+        id: String,
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        #[arg(long, env = "GATEHOUSE_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny a grant.
+    Deny {
+        id: String,
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        #[arg(long, env = "GATEHOUSE_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Revoke a pending or active grant.
+    Revoke {
         id: String,
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
@@ -235,6 +301,41 @@ fn main() -> ExitCode {
                     token,
                     reason,
                 } => commands::approvals_decide(&config, &token, &id, false, reason).await,
+            },
+            Command::Grants { command } => match command {
+                GrantsCommand::Request {
+                    config,
+                    token,
+                    connection,
+                    duration,
+                    reason,
+                } => {
+                    commands::grants_request(&config, &token, &connection, &duration, &reason).await
+                }
+                GrantsCommand::List {
+                    config,
+                    token,
+                    status,
+                    connection,
+                } => commands::grants_list(&config, &token, &status, connection.as_deref()).await,
+                GrantsCommand::Approve {
+                    id,
+                    config,
+                    token,
+                    reason,
+                } => commands::grants_action(&config, &token, &id, "approve", reason).await,
+                GrantsCommand::Deny {
+                    id,
+                    config,
+                    token,
+                    reason,
+                } => commands::grants_action(&config, &token, &id, "deny", reason).await,
+                GrantsCommand::Revoke {
+                    id,
+                    config,
+                    token,
+                    reason,
+                } => commands::grants_action(&config, &token, &id, "revoke", reason).await,
             },
             Command::Audit { command } => match command {
                 AuditCommand::Verify { config } => commands::audit_verify(&config).await,

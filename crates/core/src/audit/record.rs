@@ -15,6 +15,8 @@ pub enum RecordKind {
     Decision,
     Approval,
     Admin,
+    /// A time-bound access grant: requested, decided, used, expired or revoked.
+    Grant,
 }
 
 impl RecordKind {
@@ -28,6 +30,7 @@ impl RecordKind {
             Self::Decision => "decision",
             Self::Approval => "approval",
             Self::Admin => "admin",
+            Self::Grant => "grant",
         }
     }
 
@@ -41,6 +44,7 @@ impl RecordKind {
             "decision" => Self::Decision,
             "approval" => Self::Approval,
             "admin" => Self::Admin,
+            "grant" => Self::Grant,
             _ => return None,
         })
     }
