@@ -272,11 +272,7 @@ pub enum Status {
 
 impl Status {
     fn of(attention: bool) -> Self {
-        if attention {
-            Self::Attention
-        } else {
-            Self::Ok
-        }
+        if attention { Self::Attention } else { Self::Ok }
     }
 
     fn as_str(self) -> &'static str {
@@ -390,6 +386,8 @@ pub struct CardholderIdentity {
     pub statements_with_masked_values: u64,
     pub masked_values: u64,
     pub statements_touching_sensitive_tables: u64,
+    /// Results this identity received unmasked (exempt from a `[[mask]]` rule).
+    pub unmasked_results: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -565,6 +563,9 @@ pub struct Request {
     pub latency_seconds: Option<f64>,
     /// Grants: sessions admitted by it.
     pub used: u64,
+    /// Grants: who revoked it, and why.
+    pub revoked_by: Option<String>,
+    pub revoke_reason: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -693,12 +694,15 @@ pub struct ControlFailures {
 fn build(cfg: &Config, config_path: &Path, store: &SqliteStore, period: Period) -> Result<Report> {
     let signer = CheckpointSigner::load(&cfg.data_dir).map_err(|e| anyhow!("{e}"));
     let checkpoints = store.checkpoints().map_err(|e| anyhow!("{e}"))?;
-    let last_checkpoint = checkpoints.iter().max_by_key(|c| c.seq).map(|c| CheckpointRef {
-        seq: c.seq,
-        hash: c.hash.clone(),
-        time: c.time.clone(),
-        key_id: c.key_id.clone(),
-    });
+    let last_checkpoint = checkpoints
+        .iter()
+        .max_by_key(|c| c.seq)
+        .map(|c| CheckpointRef {
+            seq: c.seq,
+            hash: c.hash.clone(),
+            time: c.time.clone(),
+            key_id: c.key_id.clone(),
+        });
     let checkpoint_count = checkpoints.len() as u64;
     let mut acc = Acc::new(cfg, period);
     let mut verify_failure: Option<String> = None;
@@ -746,11 +750,9 @@ fn build(cfg: &Config, config_path: &Path, store: &SqliteStore, period: Period) 
             Err(e) => acc.failed_integrity(e.to_string(), checkpoint_count, last_checkpoint),
         },
         (_, Some(e)) => acc.failed_integrity(e, checkpoint_count, last_checkpoint),
-        (None, None) => acc.failed_integrity(
-            "not verified".to_owned(),
-            checkpoint_count,
-            last_checkpoint,
-        ),
+        (None, None) => {
+            acc.failed_integrity("not verified".to_owned(), checkpoint_count, last_checkpoint)
+        }
     };
     Ok(acc.finish(cfg, config_path, store, integrity))
 }
@@ -761,6 +763,7 @@ struct ChdSubject {
     masked_statements: u64,
     masked_values: u64,
     sensitive_statements: u64,
+    unmasked_results: u64,
 }
 
 #[derive(Default)]
@@ -797,6 +800,8 @@ struct Acc {
     period: Period,
     /// (connections of the rule, pattern) for patterns that name tables.
     sensitive: Vec<(Vec<String>, ColumnPattern)>,
+    /// `[[mask]]` rules as named in exemptions (`#1 (columns)`), by 1-based index.
+    mask_labels: Vec<String>,
     records_total: u64,
     records_in_period: u64,
     by_kind: BTreeMap<String, u64>,
@@ -898,9 +903,19 @@ impl Acc {
                 }
             }
         }
+        let mask_labels = cfg
+            .masks
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let what: Vec<String> = m.columns.iter().chain(&m.detectors).cloned().collect();
+                format!("[[mask]] #{} ({})", i + 1, what.join(", "))
+            })
+            .collect();
         Self {
             period,
             sensitive,
+            mask_labels,
             records_total: 0,
             records_in_period: 0,
             by_kind: BTreeMap::new(),
@@ -1289,12 +1304,28 @@ impl Acc {
             c.sessions.insert(e.session_id.clone());
         }
         if let Some(u) = detail.get("unmasked_for") {
-            let key = (
-                s(u.get("subject")).unwrap_or_else(|| "(none)".to_owned()),
-                strings(u.get("groups")),
-                strings(u.get("rules")),
-            );
+            let subject = s(u.get("subject")).unwrap_or_else(|| "(none)".to_owned());
+            // Rules are 1-based `[[mask]]` indices.
+            let rules = u
+                .get("rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|r| match r.as_u64() {
+                    Some(n) => usize::try_from(n)
+                        .ok()
+                        .and_then(|n| n.checked_sub(1))
+                        .and_then(|i| self.mask_labels.get(i).cloned())
+                        .unwrap_or_else(|| format!("[[mask]] #{n}")),
+                    None => mask_pans(r.as_str().unwrap_or("?")).into_owned(),
+                })
+                .collect();
+            let key = (subject.clone(), strings(u.get("groups")), rules);
             *self.exemptions.entry(key).or_default() += 1;
+            self.chd_sessions.insert(e.session_id.clone());
+            let c = self.chd_by_subject.entry(subject).or_default();
+            c.unmasked_results += 1;
+            c.sessions.insert(e.session_id.clone());
         }
     }
 
@@ -1376,6 +1407,7 @@ impl Acc {
                     statements_with_masked_values: c.masked_statements,
                     masked_values: c.masked_values,
                     statements_touching_sensitive_tables: c.sensitive_statements,
+                    unmasked_results: c.unmasked_results,
                 })
                 .collect(),
         };
@@ -1645,6 +1677,8 @@ fn request_event(acc: &mut RequestAcc, r: &AuditRecord, detail: &Value, grant: b
             decision_reason: None,
             latency_seconds: None,
             used: 0,
+            revoked_by: None,
+            revoke_reason: None,
         });
     // The requester: a held statement's request record is made by the requester's session; a
     // grant's records name it in the detail.
@@ -1674,8 +1708,8 @@ fn request_event(acc: &mut RequestAcc, r: &AuditRecord, detail: &Value, grant: b
     match event {
         "requested" => {
             req.requested_at = Some(e.time.clone());
-            if let Some(r) = &req.requester {
-                bump(&mut acc.requesters, r, 1);
+            if let Some(q) = &req.requester {
+                bump(&mut acc.requesters, q, 1);
             }
         }
         "approval_counted" | "approved" | "denied" => {
@@ -1694,7 +1728,7 @@ fn request_event(acc: &mut RequestAcc, r: &AuditRecord, detail: &Value, grant: b
                     req.requested_at.as_deref().and_then(parse_time),
                     parse_time(&e.time),
                 ) {
-                    (Some(a), Some(b)) => Some((b - a).as_seconds_f64().max(0.0)),
+                    (Some(a), Some(b)) => Some(round3((b - a).as_seconds_f64().max(0.0))),
                     _ => None,
                 };
             }
@@ -1702,12 +1736,12 @@ fn request_event(acc: &mut RequestAcc, r: &AuditRecord, detail: &Value, grant: b
         "used" => req.used += 1,
         "expired" | "abandoned" | "revoked" => {
             req.status = event.to_owned();
-            if req.decided_at.is_none() || event == "revoked" {
+            if req.decided_at.is_none() {
                 req.decided_at = Some(e.time.clone());
             }
             if event == "revoked" {
-                req.decided_by = actor;
-                req.decision_reason = s(detail.get("reason"));
+                req.revoked_by = actor;
+                req.revoke_reason = s(detail.get("reason"));
             }
         }
         _ => {}
@@ -1716,10 +1750,10 @@ fn request_event(acc: &mut RequestAcc, r: &AuditRecord, detail: &Value, grant: b
 
 fn finish_requests(acc: RequestAcc) -> Requests {
     let count = |ev: &str| acc.events.get(ev).copied().unwrap_or(0);
+    // Set when approved or denied (a grant may be revoked or expire afterwards).
     let mut latencies: Vec<f64> = acc
         .requests
         .values()
-        .filter(|r| matches!(r.status.as_str(), "approved" | "denied"))
         .filter_map(|r| r.latency_seconds)
         .collect();
     latencies.sort_by(f64::total_cmp);
@@ -1746,10 +1780,9 @@ fn finish_requests(acc: RequestAcc) -> Requests {
         .requests
         .values()
         .filter(|r| {
-            r.requester.as_ref().is_some_and(|q| {
-                r.approvers.contains(q)
-                    || (r.status != "revoked" && r.decided_by.as_ref() == Some(q))
-            })
+            r.requester
+                .as_ref()
+                .is_some_and(|q| r.approvers.contains(q) || r.decided_by.as_ref() == Some(q))
         })
         .count() as u64;
     let pending = acc
@@ -2018,7 +2051,9 @@ fn map_table(caption: &str, key: &str, value: &str, map: &BTreeMap<String, u64>)
     table(
         caption,
         [key, value],
-        map.iter().map(|(k, v)| [k.clone(), v.to_string()]).collect(),
+        map.iter()
+            .map(|(k, v)| [k.clone(), v.to_string()])
+            .collect(),
     )
 }
 
@@ -2044,52 +2079,58 @@ fn reasons(m: &BTreeMap<String, u64>) -> String {
         .join(", ")
 }
 
-fn requests_tables(name: &str, r: &Requests) -> (Vec<(String, String)>, Vec<Table>) {
-    let figures = vec![
-        fig(&format!("{name} records"), r.records),
-        fig("requests", r.requests),
-        fig("approved", r.approved),
-        fig("denied", r.denied),
-        fig("expired", r.expired),
-        fig("abandoned", r.abandoned),
-        fig("revoked", r.revoked),
-        fig("used (grants)", r.used),
-        fig("pending at the end of the period", r.pending),
-        fig("decided by their own requester", r.self_decisions),
+fn requests_tables(name: &str, r: &Requests, grant: bool) -> (Vec<(String, String)>, Vec<Table>) {
+    let l = |label: &str| format!("{name}: {label}");
+    let mut figures = vec![
+        fig(&l("records"), r.records),
+        fig(&l("requests"), r.requests),
+        fig(&l("approved"), r.approved),
+        fig(&l("denied"), r.denied),
+        fig(&l("expired"), r.expired),
+    ];
+    if grant {
+        figures.push(fig(&l("revoked"), r.revoked));
+        figures.push(fig(&l("sessions admitted (used)"), r.used));
+    } else {
+        figures.push(fig(&l("abandoned"), r.abandoned));
+    }
+    figures.extend([
+        fig(&l("pending at the end of the period"), r.pending),
+        fig(&l("decided by their own requester"), r.self_decisions),
         fig(
-            "latency requested \u{2192} decided (s): min / median / max",
+            &l("latency requested \u{2192} decided (s): min / median / max"),
             r.latency.as_ref().map_or_else(
                 || "-".to_owned(),
-                |l| {
+                |x| {
                     format!(
                         "{} / {} / {} ({} decisions)",
-                        l.min_seconds, l.median_seconds, l.max_seconds, l.decisions
+                        x.min_seconds, x.median_seconds, x.max_seconds, x.decisions
                     )
                 },
             ),
         ),
-    ];
+    ]);
     let tables = vec![
         map_table(
-            &format!("{name} records per event"),
+            &format!("{name}: records per event"),
             "event",
             "records",
             &r.events,
         ),
         map_table(
-            &format!("{name} requests per requester"),
+            &format!("{name}: requests per requester"),
             "requester",
             "requests",
             &r.requesters,
         ),
         map_table(
-            &format!("{name} approvals and decisions per approver"),
+            &format!("{name}: approvals and decisions per approver"),
             "approver",
             "approvals/decisions",
             &r.deciders,
         ),
         capped_table(
-            &format!("{name} requests"),
+            &format!("{name}: requests"),
             [
                 "id",
                 "requested at",
@@ -2109,11 +2150,23 @@ fn requests_tables(name: &str, r: &Requests) -> (Vec<(String, String)>, Vec<Tabl
                     (Some(rule), Some(st)) => format!("{rule}: {st}"),
                     (a, b) => opt(&a.clone().or(b.clone())),
                 };
-                let reason = match (&q.request_reason, &q.decision_reason) {
-                    (Some(a), Some(b)) => format!("request: {a}; decision: {b}"),
-                    (Some(a), None) => format!("request: {a}"),
-                    (None, Some(b)) => b.clone(),
-                    (None, None) => "-".to_owned(),
+                let mut reason: Vec<String> = Vec::new();
+                if let Some(a) = &q.request_reason {
+                    reason.push(format!("request: {a}"));
+                }
+                if let Some(b) = &q.decision_reason {
+                    reason.push(format!("decision: {b}"));
+                }
+                if let Some(by) = &q.revoked_by {
+                    reason.push(format!(
+                        "revoked by {by}: {}",
+                        q.revoke_reason.as_deref().unwrap_or("no reason given")
+                    ));
+                }
+                let reason = if reason.is_empty() {
+                    "-".to_owned()
+                } else {
+                    reason.join("; ")
                 };
                 [
                     q.id.clone(),
@@ -2190,9 +2243,10 @@ fn document(r: &Report) -> Doc {
     section(
         "10.2.1.1",
         "Access to cardholder data",
-        "Statements whose results had values masked (outcome records, detail.masked) and \
-         statements reading or writing tables named by the [[mask]] column patterns (statement \
-         records, detail.tables), per identity.",
+        "Statements whose results had values masked (outcome records, detail.masked), results \
+         that went out unmasked to exempt identities (detail.unmasked_for), and statements \
+         reading or writing tables named by the [[mask]] column patterns (statement records, \
+         detail.tables), per identity.",
         vec![
             fig(
                 "sensitive table patterns",
@@ -2223,6 +2277,7 @@ fn document(r: &Report) -> Doc {
                     "statements with masked values",
                     "values masked",
                     "statements on sensitive tables",
+                    "results unmasked (exempt)",
                 ],
                 a.identities
                     .iter()
@@ -2233,6 +2288,7 @@ fn document(r: &Report) -> Doc {
                             i.statements_with_masked_values.to_string(),
                             i.masked_values.to_string(),
                             i.statements_touching_sensitive_tables.to_string(),
+                            i.unmasked_results.to_string(),
                         ]
                     })
                     .collect(),
@@ -2263,9 +2319,15 @@ fn document(r: &Report) -> Doc {
          records), administrative SQL (statement kinds listed below) and interactive sessions \
          (application_name of an interactive tool).",
         vec![
-            fig("administrative statement kinds", ad.admin_statement_kinds.join(", ")),
+            fig(
+                "administrative statement kinds",
+                ad.admin_statement_kinds.join(", "),
+            ),
             fig("administrative statements", ad.admin_statements.total),
-            fig("gateway administration records", ad.gateway_admin_records.total),
+            fig(
+                "gateway administration records",
+                ad.gateway_admin_records.total,
+            ),
             fig(
                 "interactive applications",
                 ad.interactive_applications.join(", "),
@@ -2454,7 +2516,10 @@ fn document(r: &Report) -> Doc {
             fig("results with masked values", m.outcome_records_with_masking),
             fig("values masked", m.masked_values),
             fig("values masked per reason", reasons(&m.by_reason)),
-            fig("results unmasked for exempt identities", m.exempt_statements),
+            fig(
+                "results unmasked for exempt identities",
+                m.exempt_statements,
+            ),
         ],
         vec![
             table(
@@ -2485,7 +2550,13 @@ fn document(r: &Report) -> Doc {
             ),
             table(
                 "Masked values per column",
-                ["column", "column rule", "verification code", "pan detector", "total"],
+                [
+                    "column",
+                    "column rule",
+                    "verification code",
+                    "pan detector",
+                    "total",
+                ],
                 m.by_column
                     .iter()
                     .map(|(col, rs)| {
@@ -2547,9 +2618,9 @@ fn document(r: &Report) -> Doc {
     );
 
     // 7.2 / 8.6.1
-    let (mut figures, mut tables) = requests_tables("Approval", &r.approvals);
-    let (gf, gt) = requests_tables("Grant", &r.grants);
-    figures.extend(gf.into_iter().map(|(k, v)| (format!("grants: {k}"), v)));
+    let (mut figures, mut tables) = requests_tables("Held statements", &r.approvals, false);
+    let (gf, gt) = requests_tables("Grants", &r.grants, true);
+    figures.extend(gf);
     tables.extend(gt);
     section(
         "7.2 / 8.6.1",
@@ -2654,7 +2725,10 @@ fn document(r: &Report) -> Doc {
             fig("at least 12 months", ret.at_least_12_months),
             fig("oldest record seq", opt_num(ret.oldest_record_seq)),
             fig("oldest record time", opt(&ret.oldest_record_time)),
-            fig("oldest record age (days)", opt_num(ret.oldest_record_age_days)),
+            fig(
+                "oldest record age (days)",
+                opt_num(ret.oldest_record_age_days),
+            ),
             fig("newest record time", opt(&ret.newest_record_time)),
             fig("store covers the period start", ret.covers_period_start),
         ],
@@ -2670,8 +2744,14 @@ fn document(r: &Report) -> Doc {
         vec![
             fig("fail-closed refusals (58000)", cf.fail_closed_refusals),
             fig("statements blocked by rules", cf.blocked_statements),
-            fig("held statements denied or expired", cf.held_statements_refused),
-            fig("statements cut short by the session ending", cf.statements_cut_short),
+            fig(
+                "held statements denied or expired",
+                cf.held_statements_refused,
+            ),
+            fig(
+                "statements cut short by the session ending",
+                cf.statements_cut_short,
+            ),
             fig("protocol errors", cf.protocol_errors),
         ],
         vec![
@@ -2699,7 +2779,12 @@ fn document(r: &Report) -> Doc {
                     ]
                 },
             ),
-            map_table("Blocked per rule", "rule", "statements", &cf.blocked_by_rule),
+            map_table(
+                "Blocked per rule",
+                "rule",
+                "statements",
+                &cf.blocked_by_rule,
+            ),
             capped_table(
                 "Blocked statements",
                 STATEMENT_HEADERS,
@@ -3045,6 +3130,8 @@ mod tests {
                     decision_reason: None,
                     latency_seconds: Some(*secs),
                     used: 0,
+                    revoked_by: None,
+                    revoke_reason: None,
                 },
             );
         }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod commands;
+mod evidence;
 mod export;
 mod notify;
 mod serve;
@@ -77,6 +78,23 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// PCI DSS evidence report for a period, computed from the audit store (read-only).
+    Evidence {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// First day (YYYY-MM-DD, inclusive) or RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// Last day (YYYY-MM-DD, inclusive) or RFC 3339 time.
+        #[arg(long)]
+        to: String,
+        /// The report file.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// html | json | md (default: from the output's extension, else html).
+        #[arg(long)]
+        format: Option<String>,
     },
 }
 
@@ -345,6 +363,13 @@ fn main() -> ExitCode {
                     format,
                 } => commands::audit_export(&config, since.as_deref(), &format).await,
             },
+            Command::Evidence {
+                config,
+                from,
+                to,
+                output,
+                format,
+            } => evidence::run(&config, &from, &to, &output, format.as_deref()),
         }
     });
     match result {
