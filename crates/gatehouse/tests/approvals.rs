@@ -321,6 +321,13 @@ async fn a_quorum_of_two_distinct_approvers_and_list_filters() {
     assert_eq!(held.await.unwrap().unwrap(), 3);
 
     let recs = gw.export();
+    assert!(
+        recs.iter().any(|r| r["kind"] == "approval"
+            && r["detail"]["event"] == "requested"
+            && r["detail"]["reason"] == "chargeback case 7"
+            && r["detail"]["min_approvals"] == 2),
+        "the request record carries the justification and the quorum"
+    );
     assert!(recs.iter().any(|r| r["kind"] == "approval"
         && r["detail"]["event"] == "approval_counted"
         && r["subject"] == "alice"));

@@ -675,8 +675,14 @@ impl Frontend<'_> {
         rec.statement = event.statement.clone();
         rec.rule = Some(rule_name.clone());
         rec.detail = Some(
-            serde_json::json!({ "event": "requested", "approval_id": id, "approvers": approvers })
-                .to_string(),
+            serde_json::json!({
+                "event": "requested",
+                "approval_id": id,
+                "approvers": approvers,
+                "reason": self.reason,
+                "min_approvals": rule.and_then(|r| r.min_approvals).unwrap_or(1),
+            })
+            .to_string(),
         );
         if let Err(e) = self.shared.auditor.record(rec).await
             && self.shared.auditor.fail_closed()
