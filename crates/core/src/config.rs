@@ -214,6 +214,9 @@ pub struct Audit {
     /// (written to the operating system; survives a gateway crash, not a machine crash).
     #[serde(default = "default_durability")]
     pub durability: AuditDurability,
+    /// Continuous SIEM sinks (`[[audit.sink]]`), fed by tailing the store.
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<AuditSink>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -249,8 +252,237 @@ impl Default for Audit {
             result_cap_bytes: default_result_cap(),
             checkpoint_every: default_checkpoint_every(),
             durability: default_durability(),
+            sinks: Vec::new(),
         }
     }
+}
+
+/// What a sink delivers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    File,
+    Syslog,
+    Http,
+}
+
+/// How each record is rendered: the `audit export` JSON line, or an ArcSight CEF line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkFormat {
+    #[default]
+    Jsonl,
+    Cef,
+}
+
+/// Syslog transport: one datagram per record, or TCP with octet-counting framing (RFC 6587).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogProtocol {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+/// One continuous SIEM sink (`[[audit.sink]]`). Kind-specific keys are optional here and
+/// checked against `kind` by `validate`, so a key set on the wrong kind is an error.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSink {
+    /// Unique; names the delivery position file `data_dir/sinks/<name>.seq` and the metrics.
+    pub name: String,
+    pub kind: SinkKind,
+    #[serde(default)]
+    pub format: SinkFormat,
+    /// file: the output file (relative to the config file's directory).
+    pub path: Option<PathBuf>,
+    /// file: rotate when the file would grow beyond this (default 100 MiB).
+    pub max_bytes: Option<u64>,
+    /// file: rotated files kept (default 10).
+    pub keep: Option<u32>,
+    /// syslog: `host:port`.
+    pub address: Option<String>,
+    /// syslog: `udp` (default) or `tcp`.
+    pub protocol: Option<SyslogProtocol>,
+    /// http: `https://`, or `http://` on a loopback address only.
+    pub url: Option<String>,
+    /// http: records per POST (default 100).
+    pub batch: Option<usize>,
+    /// http: environment variable holding the HMAC secret that signs each POST.
+    pub secret_env: Option<String>,
+    /// An error is logged while more records than this wait for delivery (default 10000).
+    #[serde(default = "default_lag_alert_records")]
+    pub lag_alert_records: u64,
+}
+
+fn default_lag_alert_records() -> u64 {
+    10_000
+}
+
+impl AuditSink {
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes.unwrap_or(100 * 1024 * 1024)
+    }
+    pub fn keep(&self) -> u32 {
+        self.keep.unwrap_or(10)
+    }
+    pub fn protocol(&self) -> SyslogProtocol {
+        self.protocol.unwrap_or_default()
+    }
+    pub fn batch(&self) -> usize {
+        self.batch.unwrap_or(100)
+    }
+    /// The file sink's path, resolved against `base_dir` (the config file's directory).
+    pub fn file_path(&self, base_dir: &Path) -> Option<PathBuf> {
+        self.path.as_ref().map(|p| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base_dir.join(p)
+            }
+        })
+    }
+    /// Scheme, host and port of `url` only (the path may hold a token).
+    pub fn redacted_url(&self) -> String {
+        match self.url.as_deref().map(reqwest::Url::parse) {
+            Some(Ok(u)) => match (u.host_str(), u.port()) {
+                (Some(h), Some(p)) => format!("{}://{h}:{p}/...", u.scheme()),
+                (Some(h), None) => format!("{}://{h}/...", u.scheme()),
+                _ => "(invalid url)".to_owned(),
+            },
+            _ => "(no url)".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for AuditSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditSink")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("format", &self.format)
+            .field("path", &self.path)
+            .field("address", &self.address)
+            .field("url", &self.redacted_url())
+            .field("signed", &self.secret_env.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks every `[[audit.sink]]`. Keys are `audit.sink[i].field`, `i` from 0.
+fn validate_sinks(sinks: &[AuditSink]) -> Result<(), ConfigError> {
+    let mut names = BTreeSet::new();
+    for (i, s) in sinks.iter().enumerate() {
+        let key = format!("audit.sink[{i}]");
+        if s.name.is_empty() {
+            return Err(invalid(format!("{key}.name"), "must not be empty"));
+        }
+        if !s
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            || s.name.starts_with('.')
+        {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!(
+                    "{:?} may hold only letters, digits, '-', '_' and '.' (not first)",
+                    s.name
+                ),
+            ));
+        }
+        if !names.insert(s.name.as_str()) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("duplicate sink name {:?}", s.name),
+            ));
+        }
+        if s.lag_alert_records == 0 {
+            return Err(invalid(
+                format!("{key}.lag_alert_records"),
+                "must be greater than 0",
+            ));
+        }
+        let (kind, allowed): (&str, &[&str]) = match s.kind {
+            SinkKind::File => ("file", &["path", "max_bytes", "keep"]),
+            SinkKind::Syslog => ("syslog", &["address", "protocol"]),
+            SinkKind::Http => ("http", &["url", "batch", "secret_env"]),
+        };
+        let set = [
+            ("path", s.path.is_some()),
+            ("max_bytes", s.max_bytes.is_some()),
+            ("keep", s.keep.is_some()),
+            ("address", s.address.is_some()),
+            ("protocol", s.protocol.is_some()),
+            ("url", s.url.is_some()),
+            ("batch", s.batch.is_some()),
+            ("secret_env", s.secret_env.is_some()),
+        ];
+        if let Some((field, _)) = set.iter().find(|(f, on)| *on && !allowed.contains(f)) {
+            return Err(invalid(
+                format!("{key}.{field}"),
+                format!(
+                    "is not a key of kind = \"{kind}\" (its keys: {})",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        match s.kind {
+            SinkKind::File => {
+                if s.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
+                    return Err(invalid(
+                        format!("{key}.path"),
+                        "is required for kind = \"file\"",
+                    ));
+                }
+                if s.max_bytes() < 1024 {
+                    return Err(invalid(format!("{key}.max_bytes"), "must be at least 1024"));
+                }
+                if s.keep() == 0 {
+                    return Err(invalid(
+                        format!("{key}.keep"),
+                        "must be at least 1 (rotation would delete records)",
+                    ));
+                }
+            }
+            SinkKind::Syslog => {
+                let Some(addr) = s.address.as_deref() else {
+                    return Err(invalid(
+                        format!("{key}.address"),
+                        "is required for kind = \"syslog\"",
+                    ));
+                };
+                let ok = addr
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+                if !ok {
+                    return Err(invalid(
+                        format!("{key}.address"),
+                        format!("{addr:?} is not a host:port address"),
+                    ));
+                }
+            }
+            SinkKind::Http => {
+                let Some(url) = s.url.as_deref() else {
+                    return Err(invalid(
+                        format!("{key}.url"),
+                        "is required for kind = \"http\"",
+                    ));
+                };
+                check_notify_url(&format!("{key}.url"), url)?;
+                if !(1..=10_000).contains(&s.batch()) {
+                    return Err(invalid(
+                        format!("{key}.batch"),
+                        "must be between 1 and 10000",
+                    ));
+                }
+                if s.secret_env.as_deref().is_some_and(str::is_empty) {
+                    return Err(invalid(format!("{key}.secret_env"), "must not be empty"));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -520,6 +752,7 @@ impl Config {
         if self.audit.checkpoint_every == 0 {
             return Err(invalid("audit.checkpoint_every", "must be greater than 0"));
         }
+        validate_sinks(&self.audit.sinks)?;
         for (i, o) in self.identity.oidc.iter().enumerate() {
             let key = format!("identity.oidc[{i}]");
             if o.issuer.is_empty() {
@@ -640,8 +873,15 @@ impl Config {
 // [[notify]]: webhooks for approval events
 // ---------------------------------------------------------------------------------------------
 
-/// The events a `[[notify]]` entry can subscribe to.
-pub const NOTIFY_EVENTS: &[&str] = &["approval.requested", "approval.decided"];
+/// The events a `[[notify]]` entry can subscribe to: approval requests and decisions, and
+/// failures of the audit control itself (PCI DSS 10.7.2: a failed audit write, a failed
+/// periodic chain verification). An entry without `events` gets all of them.
+pub const NOTIFY_EVENTS: &[&str] = &[
+    "approval.requested",
+    "approval.decided",
+    "audit.write_failed",
+    "audit.verify_failed",
+];
 
 /// One webhook (`[[notify]]`). The URL may carry a token in its path (Slack's do) and the
 /// secret signs every delivery, so `Debug` shows neither.

@@ -18,6 +18,9 @@ fn open_store(cfg: &Config) -> Result<SqliteStore> {
     SqliteStore::open_existing(&cfg.store.url).map_err(|e| anyhow!("{e}"))
 }
 
+/// Below this `audit.retention_days`, `gatehouse check` warns (PCI DSS 10.5.1: 12 months).
+const RETENTION_MIN_DAYS: u32 = 365;
+
 pub fn check(path: &Path) -> Result<ExitCode> {
     let cfg = load(path)?;
     // Secrets must be resolvable, or `serve` would fail later.
@@ -27,6 +30,13 @@ pub fn check(path: &Path) -> Result<ExitCode> {
     for (i, n) in cfg.notify.iter().enumerate() {
         n.secret(&format!("notify[{i}]"), &cfg.base_dir)
             .map_err(|e| anyhow!("{e}"))?;
+    }
+    if cfg.audit.retention_days < RETENTION_MIN_DAYS {
+        eprintln!(
+            "warning: audit.retention_days = {} is below {RETENTION_MIN_DAYS}: PCI DSS 10.5.1 \
+             asks for at least 12 months of audit history",
+            cfg.audit.retention_days
+        );
     }
     println!(
         "ok: {} ({} connection(s), {} OIDC issuer(s), local issuer {})",
@@ -530,9 +540,11 @@ pub async fn audit_verify(path: &Path) -> Result<ExitCode> {
 }
 
 pub async fn audit_export(path: &Path, since: Option<&str>, format: &str) -> Result<ExitCode> {
-    if format != "jsonl" {
-        bail!("--format {format:?} is not supported (supported: jsonl)");
-    }
+    let cef = match format {
+        "jsonl" => false,
+        "cef" => true,
+        _ => bail!("--format {format:?} is not supported (supported: jsonl, cef)"),
+    };
     let cfg = load(path)?;
     let since = match since {
         None => None,
@@ -542,7 +554,12 @@ pub async fn audit_export(path: &Path, since: Option<&str>, format: &str) -> Res
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut write_err = None;
     store.for_each_record(since.as_deref(), |r| {
-        match writeln!(out, "{}", crate::export::record_json(&r)) {
+        let written = if cef {
+            writeln!(out, "{}", crate::export::record_cef(&r))
+        } else {
+            writeln!(out, "{}", crate::export::record_json(&r))
+        };
+        match written {
             Ok(()) => true,
             Err(e) => {
                 write_err = Some(e);

@@ -2,11 +2,13 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod audit_tasks;
 mod commands;
 mod evidence;
 mod export;
 mod notify;
 mod serve;
+mod sinks;
 mod tls;
 
 use std::path::PathBuf;
@@ -244,6 +246,7 @@ enum AuditCommand {
         /// RFC 3339 time or YYYY-MM-DD date: only records at or after it.
         #[arg(long)]
         since: Option<String>,
+        /// `jsonl` (one JSON object a line) or `cef` (ArcSight CEF, one event a line).
         #[arg(long, default_value = "jsonl")]
         format: String,
     },

@@ -1,4 +1,8 @@
-//! `[[notify]]`: webhooks for approval events.
+//! `[[notify]]`: webhooks for approval events and for failures of the audit control.
+//!
+//! Besides approvals, the audit writer and the gateway's periodic chain verification publish
+//! `audit.write_failed` and `audit.verify_failed` ([`AuditAlert`], PCI DSS 10.7.2) on a second
+//! broadcast channel; they are rendered and queued exactly like approval events.
 //!
 //! A held statement waits for a human, and that human usually learns about the request from a
 //! chat message or a ticket, so the gateway posts every `approval.requested` and
@@ -30,6 +34,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use gatehouse_core::approvals::{ApprovalEvent, ApprovalRequest, ApprovalStatus};
+use gatehouse_core::audit::AuditAlert;
 use gatehouse_core::config::{Config, NotifyFormat, Secret};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -54,7 +59,11 @@ pub const EVENT_HEADER: &str = "x-gatehouse-event";
 /// Starts the dispatcher and one delivery task per `[[notify]]` entry (nothing without
 /// entries). Fails when a secret cannot be read or an HTTP client cannot be built, so a
 /// misconfigured webhook is found at start, not when the first approval is waiting.
-pub fn spawn(cfg: &Config, events: broadcast::Receiver<ApprovalEvent>) -> Result<()> {
+pub fn spawn(
+    cfg: &Config,
+    events: broadcast::Receiver<ApprovalEvent>,
+    alerts: broadcast::Receiver<AuditAlert>,
+) -> Result<()> {
     if cfg.notify.is_empty() {
         return Ok(());
     }
@@ -78,12 +87,12 @@ pub fn spawn(cfg: &Config, events: broadcast::Receiver<ApprovalEvent>) -> Result
             url = %target.redacted_url,
             events = ?target.events,
             signed = target.secret.is_some(),
-            "approval webhook configured"
+            "webhook configured"
         );
         tokio::spawn(deliver_loop(target.clone()));
         targets.push(target);
     }
-    tokio::spawn(dispatch(events, targets));
+    tokio::spawn(dispatch(events, alerts, targets));
     Ok(())
 }
 
@@ -170,28 +179,98 @@ impl Queue {
     }
 }
 
-/// Reads the book's events and enqueues them; never waits on a webhook.
-async fn dispatch(mut events: broadcast::Receiver<ApprovalEvent>, targets: Vec<Arc<Target>>) {
+/// What the dispatcher received: an approval event or an audit control alert.
+enum Incoming {
+    Approval(Box<ApprovalEvent>),
+    Alert(AuditAlert),
+}
+
+impl Incoming {
+    fn event(&self) -> &'static str {
+        match self {
+            Incoming::Approval(ev) => ev.event,
+            Incoming::Alert(a) => a.event,
+        }
+    }
+
+    /// The id shown in logs: the approval request's, or the alert's time.
+    fn id(&self) -> String {
+        match self {
+            Incoming::Approval(ev) => ev.request.id.clone(),
+            Incoming::Alert(a) => a.time.clone(),
+        }
+    }
+
+    fn render(&self, format: NotifyFormat, sent_at: &str) -> serde_json::Result<Vec<u8>> {
+        match self {
+            Incoming::Approval(ev) => render(format, ev, sent_at),
+            Incoming::Alert(a) => render_alert(format, a, sent_at),
+        }
+    }
+}
+
+/// The next event of either channel; `None` once both are closed. A `Lagged` gap is
+/// returned as `Err(missed)`.
+async fn next_incoming(
+    events: &mut Option<broadcast::Receiver<ApprovalEvent>>,
+    alerts: &mut Option<broadcast::Receiver<AuditAlert>>,
+) -> Option<Result<Incoming, u64>> {
     loop {
-        match events.recv().await {
+        let (ev, al) = (events.as_mut(), alerts.as_mut());
+        let got = match (ev, al) {
+            (None, None) => return None,
+            (Some(e), None) => Recv::Approval(Box::new(e.recv().await)),
+            (None, Some(a)) => Recv::Alert(a.recv().await),
+            (Some(e), Some(a)) => tokio::select! {
+                r = e.recv() => Recv::Approval(Box::new(r)),
+                r = a.recv() => Recv::Alert(r),
+            },
+        };
+        match got {
+            Recv::Approval(r) => match *r {
+                Ok(ev) => return Some(Ok(Incoming::Approval(Box::new(ev)))),
+                Err(RecvError::Lagged(n)) => return Some(Err(n)),
+                Err(RecvError::Closed) => *events = None,
+            },
+            Recv::Alert(Ok(a)) => return Some(Ok(Incoming::Alert(a))),
+            Recv::Alert(Err(RecvError::Lagged(n))) => return Some(Err(n)),
+            Recv::Alert(Err(RecvError::Closed)) => *alerts = None,
+        }
+    }
+}
+
+enum Recv {
+    Approval(Box<Result<ApprovalEvent, RecvError>>),
+    Alert(Result<AuditAlert, RecvError>),
+}
+
+/// Reads the book's events and the audit alerts and enqueues them; never waits on a webhook.
+async fn dispatch(
+    events: broadcast::Receiver<ApprovalEvent>,
+    alerts: broadcast::Receiver<AuditAlert>,
+    targets: Vec<Arc<Target>>,
+) {
+    let (mut events, mut alerts) = (Some(events), Some(alerts));
+    while let Some(next) = next_incoming(&mut events, &mut alerts).await {
+        match next {
             Ok(ev) => {
                 let sent_at = now_rfc3339();
                 for t in targets
                     .iter()
-                    .filter(|t| t.events.iter().any(|e| e == ev.event))
+                    .filter(|t| t.events.iter().any(|e| e == ev.event()))
                 {
-                    let body = match render(t.format, &ev, &sent_at) {
+                    let body = match ev.render(t.format, &sent_at) {
                         Ok(b) => b,
                         Err(e) => {
                             metrics::counter!("gatehouse_notify_failed_total", "notify" => t.label.clone())
                                 .increment(1);
-                            tracing::warn!(notify = %t.label, event = ev.event, error = %e, "cannot render webhook body");
+                            tracing::warn!(notify = %t.label, event = ev.event(), error = %e, "cannot render webhook body");
                             continue;
                         }
                     };
                     let delivery = Delivery {
-                        event: ev.event,
-                        request_id: ev.request.id.clone(),
+                        event: ev.event(),
+                        request_id: ev.id(),
                         body,
                     };
                     if let Some(old) = t.queue.push(delivery) {
@@ -206,14 +285,13 @@ async fn dispatch(mut events: broadcast::Receiver<ApprovalEvent>, targets: Vec<A
                     }
                 }
             }
-            Err(RecvError::Lagged(missed)) => {
+            Err(missed) => {
                 for t in &targets {
                     metrics::counter!("gatehouse_notify_dropped_total", "notify" => t.label.clone())
                         .increment(missed);
                 }
-                tracing::warn!(missed, "approval events missed by the webhook dispatcher");
+                tracing::warn!(missed, "events missed by the webhook dispatcher");
             }
-            Err(RecvError::Closed) => return,
         }
     }
 }
@@ -344,6 +422,35 @@ fn render(format: NotifyFormat, ev: &ApprovalEvent, sent_at: &str) -> serde_json
         }),
         NotifyFormat::Slack => serde_json::to_vec(&SlackBody {
             text: slack_text(ev),
+        }),
+    }
+}
+
+#[derive(Serialize)]
+struct AlertBody<'a> {
+    event: &'a str,
+    alert: &'a AuditAlert,
+    sent_at: &'a str,
+}
+
+fn render_alert(
+    format: NotifyFormat,
+    a: &AuditAlert,
+    sent_at: &str,
+) -> serde_json::Result<Vec<u8>> {
+    match format {
+        NotifyFormat::Json => serde_json::to_vec(&AlertBody {
+            event: a.event,
+            alert: a,
+            sent_at,
+        }),
+        NotifyFormat::Slack => serde_json::to_vec(&SlackBody {
+            text: slack_escape(&format!(
+                "Gatehouse audit control failure ({}) at {}: {}",
+                a.event,
+                a.time,
+                one_line(&a.error, SLACK_STATEMENT_CHARS)
+            )),
         }),
     }
 }

@@ -71,7 +71,9 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         &cfg.connections,
     ));
     // Webhooks follow the book from here; they never hold a decision (see notify.rs).
-    crate::notify::spawn(&cfg, approvals.subscribe())?;
+    crate::notify::spawn(&cfg, approvals.subscribe(), auditor.subscribe_alerts())?;
+    // SIEM sinks tail the store (the store is their spool; see sinks.rs).
+    crate::sinks::spawn(&cfg, &store)?;
     let shared = Arc::new(Shared {
         verifier: verifier.clone(),
         auditor: auditor.clone(),
@@ -114,6 +116,9 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         },
     );
     let gw_task = tokio::spawn(gateway.run(stop_rx.clone()));
+    // Periodic chain verification (alerts) and retention purge (see audit_tasks.rs).
+    let audit_care =
+        crate::audit_tasks::spawn(&cfg, store.clone(), auditor.clone(), stop_rx.clone());
     let sweeper = tokio::spawn(grant_sweeper(
         grants.clone(),
         auditor.clone(),
@@ -148,6 +153,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     let _ = tokio::time::timeout(Duration::from_secs(5), gw_task).await;
     let _ = admin_task.await;
     let _ = sweeper.await;
+    let _ = audit_care.await;
     if let Err(e) = auditor.flush().await {
         tracing::error!(error = %e, "final audit flush failed");
     }

@@ -234,6 +234,102 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// Up to `limit` records with `seq > after`, in chain order (continuous SIEM sinks tail the
+    /// store with it).
+    pub fn records_after(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let conn = self.connect(false)?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM audit_records WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        ))?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![after, limit])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(record_from_row(row)?);
+        }
+        Ok(out)
+    }
+
+    /// The highest record seq (0 for an empty store).
+    pub fn head_seq(&self) -> Result<u64, StoreError> {
+        let conn = self.connect(false)?;
+        let seq: Option<i64> =
+            conn.query_row("SELECT max(seq) FROM audit_records", [], |r| r.get(0))?;
+        Ok(seq.map_or(0, u64_of))
+    }
+
+    /// The lowest stored seq (1 unless a retention purge ran), if any record is stored.
+    pub fn first_seq(&self) -> Result<Option<u64>, StoreError> {
+        let conn = self.connect(false)?;
+        let v: Option<i64> =
+            conn.query_row("SELECT min(seq) FROM audit_records", [], |r| r.get(0))?;
+        Ok(v.map(u64_of))
+    }
+
+    /// The highest stored seq, if any record is stored.
+    pub fn last_seq(&self) -> Result<Option<u64>, StoreError> {
+        let conn = self.connect(false)?;
+        let v: Option<i64> =
+            conn.query_row("SELECT max(seq) FROM audit_records", [], |r| r.get(0))?;
+        Ok(v.map(u64_of))
+    }
+
+    /// The first stored seq whose time is at or after `time` (RFC 3339 as stored), if any.
+    pub fn first_seq_since(&self, time: &str) -> Result<Option<u64>, StoreError> {
+        let conn = self.connect(false)?;
+        let v: Option<i64> = conn.query_row(
+            "SELECT min(seq) FROM audit_records WHERE time >= ?1",
+            params![time],
+            |r| r.get(0),
+        )?;
+        Ok(v.map(u64_of))
+    }
+
+    /// Retention: deletes every record with `seq <= anchor_seq` and every checkpoint older than
+    /// `anchor_seq`, in one transaction, keeping the checkpoint at `anchor_seq`, which then
+    /// anchors the first kept record. Refuses (deleting nothing) when no checkpoint is stored at
+    /// `anchor_seq`. Returns the number of records deleted. Callers keep each call small (the
+    /// audit writer waits for this transaction) by purging up to successive checkpoints.
+    pub fn purge_through(&self, anchor_seq: u64) -> Result<u64, StoreError> {
+        let mut conn = self.connect(false)?;
+        let tx = conn.transaction()?;
+        let anchor = i64_of(anchor_seq);
+        let has_anchor: i64 = tx.query_row(
+            "SELECT count(*) FROM audit_checkpoints WHERE seq = ?1",
+            params![anchor],
+            |r| r.get(0),
+        )?;
+        if has_anchor == 0 {
+            return Err(StoreError::Internal(format!(
+                "no signed checkpoint at record {anchor_seq}; refusing to purge through it"
+            )));
+        }
+        let deleted = tx.execute("DELETE FROM audit_records WHERE seq <= ?1", params![anchor])?;
+        tx.execute(
+            "DELETE FROM audit_checkpoints WHERE seq < ?1",
+            params![anchor],
+        )?;
+        tx.commit()?;
+        Ok(deleted as u64)
+    }
+
+    /// Seqs of the stored checkpoints in `(after, through]`, ascending.
+    pub fn checkpoint_seqs(&self, after: u64, through: u64) -> Result<Vec<u64>, StoreError> {
+        let conn = self.connect(false)?;
+        let mut stmt = conn.prepare(
+            "SELECT seq FROM audit_checkpoints WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![i64_of(after), i64_of(through)], |r| {
+            r.get::<_, i64>(0)
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(u64_of(r?));
+        }
+        Ok(out)
+    }
+
     /// Runs raw SQL (tests use it to tamper with the store and prove detection).
     pub fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
         self.connect(false)?.execute_batch(sql)?;

@@ -28,6 +28,14 @@ pub enum VerifyError {
     CheckpointMismatch { seq: u64 },
     #[error("record {seq}: missing, but a signed checkpoint covers it (records deleted)")]
     CheckpointBeyondEnd { seq: u64 },
+    /// The store starts after record 1 (a retention purge) but no valid signed checkpoint at
+    /// `seq - 1` carries this record's `prev_hash`: the older records were cut off unanchored.
+    #[error(
+        "record {seq}: records 1..={} are missing and no signed checkpoint at record {} anchors it (deleted)",
+        seq.saturating_sub(1),
+        seq.saturating_sub(1)
+    )]
+    Unanchored { seq: u64 },
 }
 
 /// What a successful verification saw.
@@ -75,21 +83,21 @@ impl<'a> ChainVerifier<'a> {
         let seq = rec.seq;
         match &self.prev {
             None => {
-                // The chain starts at 1 from the genesis hash. (A retention purge will anchor a
-                // later start with a signed checkpoint at seq-1.)
-                let anchored = seq > 1
-                    && self
+                // The chain starts at 1 from the genesis hash, or, after a retention purge,
+                // at K > 1 anchored by a signed checkpoint at K-1 whose hash is record K's
+                // `prev_hash` (every checkpoint's signature was checked in `new`).
+                if seq == 0 {
+                    return Err(VerifyError::OutOfOrder { seq, prev: 0 });
+                }
+                if seq > 1 {
+                    let anchored = self
                         .checkpoints
                         .get(&(seq - 1))
                         .is_some_and(|cp| cp.hash == rec.prev_hash);
-                if seq != 1 && !anchored {
-                    return Err(VerifyError::Missing {
-                        seq,
-                        from: 1,
-                        to: seq.saturating_sub(1),
-                    });
-                }
-                if seq == 1 && rec.prev_hash != GENESIS_HASH {
+                    if !anchored {
+                        return Err(VerifyError::Unanchored { seq });
+                    }
+                } else if rec.prev_hash != GENESIS_HASH {
                     return Err(VerifyError::BrokenLink { seq, prev: 0 });
                 }
             }
@@ -245,5 +253,59 @@ mod tests {
             Err(VerifyError::CheckpointBeyondEnd { seq: 5 })
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_purged_start_verifies_only_when_anchored_by_a_signed_checkpoint() {
+        let (s, dir) = signer();
+        let recs = chain(8);
+        // Records 1..=4 purged; the checkpoint at 4 anchors record 5.
+        let anchor = s.sign(4, &recs[3].hash, "t");
+        let head = s.sign(8, &recs[7].hash, "t");
+        let rep = verify_chain(&s, vec![anchor.clone(), head.clone()], &recs[4..]).unwrap();
+        assert_eq!(rep.records, 4);
+        assert_eq!(rep.first_seq, Some(5));
+
+        // No checkpoint at 4: the cut is reported, naming the first kept record.
+        let err = verify_chain(&s, vec![head.clone()], &recs[4..]).unwrap_err();
+        assert_eq!(err, VerifyError::Unanchored { seq: 5 });
+        assert!(
+            err.to_string()
+                .starts_with("record 5: records 1..=4 are missing"),
+            "{err}"
+        );
+
+        // A checkpoint at 3 does not anchor a start at 5.
+        let early = s.sign(3, &recs[2].hash, "t");
+        assert_eq!(
+            verify_chain(&s, vec![early, head.clone()], &recs[4..]),
+            Err(VerifyError::Unanchored { seq: 5 })
+        );
+
+        // A checkpoint at 4 whose hash is not record 5's prev_hash (record 5 replaced).
+        let mut forged = recs[4..].to_vec();
+        forged[0] = AuditRecord::chain(5, &"ab".repeat(32), recs[4].event.clone());
+        assert_eq!(
+            verify_chain(&s, vec![anchor.clone()], &forged),
+            Err(VerifyError::Unanchored { seq: 5 })
+        );
+
+        // An anchor signed by another key is refused outright.
+        let (other, dir2) = signer();
+        let alien = other.sign(4, &recs[3].hash, "t");
+        assert_eq!(
+            verify_chain(&s, vec![alien], &recs[4..]).unwrap_err(),
+            VerifyError::BadCheckpointSignature { seq: 4 }
+        );
+
+        // The first kept record modified after the purge.
+        let mut m = recs[4..].to_vec();
+        m[0].event.statement = Some("DROP TABLE x".into());
+        assert_eq!(
+            verify_chain(&s, vec![anchor], &m),
+            Err(VerifyError::Modified { seq: 5 })
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_dir_all(dir2).unwrap();
     }
 }

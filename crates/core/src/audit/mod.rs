@@ -14,4 +14,6 @@ mod writer;
 pub use chain::{ChainVerifier, VerifyError, VerifyReport, verify_chain};
 pub use checkpoint::{Checkpoint, CheckpointSigner};
 pub use record::{AuditEvent, AuditRecord, Outcome, RecordKind};
-pub use writer::{AuditError, AuditLog, Auditor, StoreFailure, WriterDone, spawn_writer};
+pub use writer::{
+    AuditAlert, AuditError, AuditLog, Auditor, StoreFailure, WriterDone, spawn_writer,
+};

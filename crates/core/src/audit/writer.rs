@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::checkpoint::{Checkpoint, CheckpointSigner};
 use super::record::{AuditEvent, AuditRecord, GENESIS_HASH, now_rfc3339};
@@ -32,6 +32,37 @@ pub trait AuditLog: Send + 'static {
         checkpoint: Option<&Checkpoint>,
     ) -> Result<(), StoreFailure>;
 }
+
+/// A failure of the audit control itself (PCI DSS 10.7.2), published to
+/// [`Auditor::subscribe_alerts`] subscribers (the gateway's `[[notify]]` webhooks).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditAlert {
+    /// `audit.write_failed` (the writer could not store a batch) or `audit.verify_failed`
+    /// (a periodic chain verification found a problem).
+    pub event: &'static str,
+    /// What failed, safe to log (store errors and verification findings carry no secrets).
+    pub error: String,
+    /// Records in the failed batch (`audit.write_failed`), else 0.
+    pub records: u64,
+    pub time: String,
+}
+
+impl AuditAlert {
+    pub const WRITE_FAILED: &'static str = "audit.write_failed";
+    pub const VERIFY_FAILED: &'static str = "audit.verify_failed";
+
+    pub fn new(event: &'static str, error: impl Into<String>, records: u64) -> Self {
+        Self {
+            event,
+            error: error.into(),
+            records,
+            time: now_rfc3339(),
+        }
+    }
+}
+
+/// Alerts buffered per subscriber; a slow subscriber loses the oldest (and is told so).
+const ALERT_CAPACITY: usize = 256;
 
 /// Why an event could not be made durable.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -60,12 +91,26 @@ pub struct Auditor {
     fail_closed: bool,
     /// The writer thread, woken when a submitter waits (it may be lingering for company).
     writer: std::thread::Thread,
+    /// Failures of the audit control (never waited on: sending never blocks).
+    alerts: broadcast::Sender<AuditAlert>,
 }
 
 impl Auditor {
     /// Whether a failed write must stop the statement (`audit.fail_closed`).
     pub fn fail_closed(&self) -> bool {
         self.fail_closed
+    }
+
+    /// Failures of the audit control from here on: every failed write of the writer, and
+    /// whatever [`Auditor::raise_alert`] publishes.
+    pub fn subscribe_alerts(&self) -> broadcast::Receiver<AuditAlert> {
+        self.alerts.subscribe()
+    }
+
+    /// Publishes an alert about the audit control (e.g. a failed chain verification) to the
+    /// subscribers; never waits.
+    pub fn raise_alert(&self, alert: AuditAlert) {
+        let _ = self.alerts.send(alert);
     }
 
     /// Records `event` and waits until it is durable; returns its sequence number.
@@ -91,6 +136,11 @@ impl Auditor {
         if self.tx.send(Msg::Later(Box::new(event))).await.is_err() {
             metrics::counter!("gatehouse_audit_write_failures_total").increment(1);
             tracing::error!("audit writer is not running; an event was lost");
+            self.raise_alert(AuditAlert::new(
+                AuditAlert::WRITE_FAILED,
+                "audit writer is not running; an event was lost",
+                1,
+            ));
         }
     }
 
@@ -151,7 +201,9 @@ pub fn spawn_writer<L: AuditLog>(
 ) -> Result<(Auditor, WriterDone), StoreFailure> {
     let head = log.head()?;
     let (tx, rx) = mpsc::channel(16 * 1024);
+    let (alerts, _) = broadcast::channel(ALERT_CAPACITY);
     let writer = Writer {
+        alerts: alerts.clone(),
         log,
         signer,
         checkpoint_every: checkpoint_every.max(1),
@@ -188,12 +240,14 @@ pub fn spawn_writer<L: AuditLog>(
             tx,
             fail_closed,
             writer,
+            alerts,
         },
         WriterDone(done_rx),
     ))
 }
 
 struct Writer<L> {
+    alerts: broadcast::Sender<AuditAlert>,
     log: L,
     signer: CheckpointSigner,
     checkpoint_every: u64,
@@ -298,6 +352,11 @@ impl<L: AuditLog> Writer<L> {
             Err(e) => {
                 metrics::counter!("gatehouse_audit_write_failures_total").increment(1);
                 tracing::error!(error = %e, records = records.len(), "audit write failed");
+                let _ = self.alerts.send(AuditAlert::new(
+                    AuditAlert::WRITE_FAILED,
+                    format!("audit store write failed: {e}"),
+                    records.len() as u64,
+                ));
                 for ack in acks {
                     match ack {
                         Ack::Durable(tx, _) => {
@@ -381,11 +440,16 @@ mod tests {
         assert_eq!(log.records.lock().unwrap().len(), 50);
         assert!(*log.appends.lock().unwrap() <= 50);
 
+        let mut alerts = auditor.subscribe_alerts();
         *log.fail.lock().unwrap() = true;
         let err = auditor
             .record(AuditEvent::new(RecordKind::Statement, "x"))
             .await;
         assert!(matches!(err, Err(AuditError::Store(_))));
+        let alert = alerts.recv().await.unwrap();
+        assert_eq!(alert.event, AuditAlert::WRITE_FAILED);
+        assert!(alert.error.contains("disk full"), "{alert:?}");
+        assert_eq!(alert.records, 1);
         *log.fail.lock().unwrap() = false;
         let seq = auditor
             .record(AuditEvent::new(RecordKind::Statement, "y"))

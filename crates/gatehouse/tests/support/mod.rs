@@ -385,6 +385,8 @@ pub struct Gateway {
     pub admin_port: u16,
     child: Option<Child>,
     pub log: PathBuf,
+    /// Extra environment variables for the gateway process (applied at the next (re)start).
+    pub env: Vec<(String, String)>,
 }
 
 pub fn bin() -> &'static str {
@@ -466,6 +468,7 @@ impl GatewayBuilder {
             pg_port,
             admin_port,
             child: None,
+            env: Vec::new(),
         };
         gw.spawn();
         gw
@@ -492,6 +495,7 @@ impl Gateway {
             .arg(&self.config)
             .env("TEST_DB_PASSWORD", SVC_PASSWORD)
             .env("GATEHOUSE_LOG", "info,gatehouse_pg=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -692,6 +696,7 @@ impl GatewayBuilder {
             pg_port,
             admin_port,
             child: None,
+            env: Vec::new(),
         };
         gw.spawn();
         gw
