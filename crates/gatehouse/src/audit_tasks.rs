@@ -73,7 +73,15 @@ async fn run(
         let verified = {
             let store = store.clone();
             let data_dir = data_dir.clone();
-            tokio::task::spawn_blocking(move || verify_store(&store, &data_dir)).await
+            let task = tokio::task::spawn_blocking(move || verify_store(&store, &data_dir));
+            // A long verification never delays shutdown (it holds no auditor handle).
+            tokio::select! {
+                r = task => r,
+                r = stop.wait_for(|s| *s) => {
+                    let _ = r;
+                    return;
+                }
+            }
         };
         let problem = match verified {
             Ok(Ok(rep)) => {

@@ -534,6 +534,43 @@ mod tests {
         assert!(err.starts_with("record 4:"), "{err}");
     }
 
+    #[tokio::test]
+    async fn purge_through_keeps_the_anchor_and_refuses_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/a.db", dir.path().display());
+        let store = SqliteStore::open(&url).unwrap();
+        let signer = CheckpointSigner::load_or_create(dir.path()).unwrap();
+        let (auditor, done) = spawn_writer(store.writer().unwrap(), signer, 3, true).unwrap();
+        for i in 0..7u64 {
+            let mut ev = AuditEvent::new(RecordKind::Statement, "s1");
+            ev.statement = Some(format!("SELECT {i}"));
+            auditor.record(ev).await.unwrap();
+        }
+        drop(auditor);
+        done.wait().await;
+        assert_eq!(store.checkpoint_seqs(0, 7).unwrap(), vec![3, 6, 7]);
+        assert_eq!(store.checkpoint_seqs(3, 6).unwrap(), vec![6]);
+        assert!(store.purge_through(4).is_err(), "no checkpoint at 4");
+        assert_eq!(store.first_seq().unwrap(), Some(1));
+        assert_eq!(store.purge_through(3).unwrap(), 3);
+        assert_eq!(store.first_seq().unwrap(), Some(4));
+        assert_eq!(store.last_seq().unwrap(), Some(7));
+        assert_eq!(store.checkpoint_seqs(0, 7).unwrap(), vec![3, 6, 7]);
+        assert_eq!(verify(&store, dir.path()), Ok(4));
+        assert_eq!(store.purge_through(6).unwrap(), 3);
+        assert_eq!(store.checkpoint_seqs(0, 7).unwrap(), vec![6, 7]);
+        assert_eq!(verify(&store, dir.path()), Ok(1));
+        // Without its anchor the cut is reported, naming the first record.
+        store
+            .execute_raw("DELETE FROM audit_checkpoints WHERE seq = 6")
+            .unwrap();
+        let err = verify(&store, dir.path()).unwrap_err();
+        assert!(
+            err.starts_with("record 7: records 1..=6 are missing"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn migrations_are_versioned_and_refuse_a_newer_store() {
         let dir = tempfile::tempdir().unwrap();
