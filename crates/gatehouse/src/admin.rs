@@ -36,6 +36,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{id}", get(session))
         .route("/api/approvals", get(approvals))
+        .route("/api/approvals/{id}", get(approval))
         .route("/api/approvals/{id}/{verb}", post(decision))
         .merge(grant_routes())
         .with_state(state)
@@ -96,6 +97,30 @@ async fn approvals(
         .filter(|r| admin || p.in_any(&r.approvers))
         .collect();
     Json(list).into_response()
+}
+
+/// One request in full (statement, rule, votes): for admins, the rule's approvers and the
+/// requester itself; 404 for an unknown id, 403 for anyone else.
+async fn approval(
+    State(s): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let p = match authenticate(&s, &headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(r) = s.approvals.get(&id) else {
+        return error(StatusCode::NOT_FOUND, "no such approval request");
+    };
+    if p.in_any(&s.admin_groups) || p.in_any(&r.approvers) || p.subject == r.requester {
+        Json(r).into_response()
+    } else {
+        error(
+            StatusCode::FORBIDDEN,
+            "only admins, the rule's approvers and the requester may read this request",
+        )
+    }
 }
 
 #[derive(serde::Deserialize, Default)]

@@ -305,6 +305,23 @@ async fn a_quorum_of_two_distinct_approvers_and_list_filters() {
     .await;
     assert_eq!(none.as_array().map(Vec::len), Some(0), "{none}");
 
+    // The detail: for approvers and the requester; others 403, unknown ids 404.
+    let detail = format!("/api/approvals/{id}");
+    let (status, one) = api(&gw, "GET", &detail, Some(&alice), None).await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["statement"], HELD);
+    assert_eq!(one["rule"], "bulk-card-read");
+    assert_eq!(api(&gw, "GET", &detail, Some(&bot), None).await.0, 200);
+    let eve = gw.token("eve", &["dba"]);
+    assert_eq!(api(&gw, "GET", &detail, Some(&eve), None).await.0, 403);
+    assert_eq!(
+        api(&gw, "GET", "/api/approvals/no-such-id", Some(&alice), None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(api(&gw, "GET", &detail, None, None).await.0, 401);
+
     let path = format!("/api/approvals/{id}/approve");
     let (status, body) = api(&gw, "POST", &path, Some(&alice), None).await;
     assert_eq!(status, 202, "one approval is counted, not enough: {body}");
