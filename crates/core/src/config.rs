@@ -275,13 +275,15 @@ pub enum SinkFormat {
     Cef,
 }
 
-/// Syslog transport: one datagram per record, or TCP with octet-counting framing (RFC 6587).
+/// Syslog transport: one datagram per record, TCP with octet-counting framing (RFC 6587), or
+/// TLS with the same framing (RFC 5425; the server certificate is always verified).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SyslogProtocol {
     #[default]
     Udp,
     Tcp,
+    Tls,
 }
 
 /// One continuous SIEM sink (`[[audit.sink]]`). Kind-specific keys are optional here and
@@ -302,8 +304,14 @@ pub struct AuditSink {
     pub keep: Option<u32>,
     /// syslog: `host:port`.
     pub address: Option<String>,
-    /// syslog: `udp` (default) or `tcp`.
+    /// syslog: `udp` (default), `tcp` or `tls`.
     pub protocol: Option<SyslogProtocol>,
+    /// syslog over TLS: PEM bundle of the only trusted CA certificates (relative to the config
+    /// file's directory); without it the platform trust store is used.
+    pub ca_file: Option<PathBuf>,
+    /// syslog over TLS: the name checked against the server certificate (default: the host
+    /// part of `address`).
+    pub server_name: Option<String>,
     /// http: `https://`, or `http://` on a loopback address only.
     pub url: Option<String>,
     /// http: records per POST (default 100).
@@ -331,6 +339,19 @@ impl AuditSink {
     }
     pub fn batch(&self) -> usize {
         self.batch.unwrap_or(100)
+    }
+    /// syslog over TLS: `server_name`, else the host part of `address` (without `[]`).
+    pub fn tls_server_name(&self) -> Option<String> {
+        if let Some(n) = &self.server_name {
+            return Some(n.clone());
+        }
+        let (host, _) = self.address.as_deref()?.rsplit_once(':')?;
+        Some(
+            host.strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host)
+                .to_owned(),
+        )
     }
     /// The file sink's path, resolved against `base_dir` (the config file's directory).
     pub fn file_path(&self, base_dir: &Path) -> Option<PathBuf> {
@@ -363,6 +384,9 @@ impl fmt::Debug for AuditSink {
             .field("format", &self.format)
             .field("path", &self.path)
             .field("address", &self.address)
+            .field("protocol", &self.protocol)
+            .field("ca_file", &self.ca_file)
+            .field("server_name", &self.server_name)
             .field("url", &self.redacted_url())
             .field("signed", &self.secret_env.is_some())
             .finish_non_exhaustive()
@@ -405,7 +429,7 @@ fn validate_sinks(sinks: &[AuditSink]) -> Result<(), ConfigError> {
         }
         let (kind, allowed): (&str, &[&str]) = match s.kind {
             SinkKind::File => ("file", &["path", "max_bytes", "keep"]),
-            SinkKind::Syslog => ("syslog", &["address", "protocol"]),
+            SinkKind::Syslog => ("syslog", &["address", "protocol", "ca_file", "server_name"]),
             SinkKind::Http => ("http", &["url", "batch", "secret_env"]),
         };
         let set = [
@@ -414,6 +438,8 @@ fn validate_sinks(sinks: &[AuditSink]) -> Result<(), ConfigError> {
             ("keep", s.keep.is_some()),
             ("address", s.address.is_some()),
             ("protocol", s.protocol.is_some()),
+            ("ca_file", s.ca_file.is_some()),
+            ("server_name", s.server_name.is_some()),
             ("url", s.url.is_some()),
             ("batch", s.batch.is_some()),
             ("secret_env", s.secret_env.is_some()),
@@ -460,6 +486,40 @@ fn validate_sinks(sinks: &[AuditSink]) -> Result<(), ConfigError> {
                         format!("{key}.address"),
                         format!("{addr:?} is not a host:port address"),
                     ));
+                }
+                if s.protocol() == SyslogProtocol::Tls {
+                    let field = if s.server_name.is_some() {
+                        "server_name"
+                    } else {
+                        "address"
+                    };
+                    let name = s.tls_server_name().unwrap_or_default();
+                    // A DNS name or an IP address (rustls checks it exactly at start).
+                    let dns = !name.is_empty()
+                        && name.len() <= 253
+                        && name.split('.').all(|l| {
+                            !l.is_empty()
+                                && l.chars()
+                                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+                        });
+                    if !dns && name.parse::<std::net::IpAddr>().is_err() {
+                        return Err(invalid(
+                            format!("{key}.{field}"),
+                            format!("{name:?} is not a valid TLS server name"),
+                        ));
+                    }
+                } else {
+                    for (field, on) in [
+                        ("ca_file", s.ca_file.is_some()),
+                        ("server_name", s.server_name.is_some()),
+                    ] {
+                        if on {
+                            return Err(invalid(
+                                format!("{key}.{field}"),
+                                "is only used with protocol = \"tls\"",
+                            ));
+                        }
+                    }
                 }
             }
             SinkKind::Http => {
@@ -657,39 +717,28 @@ impl Config {
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            self.base_dir.join(p)
-        }
+        resolve_against(&self.base_dir, p)
     }
 
     fn resolve_paths(&mut self) {
-        self.data_dir = self.resolve(&self.data_dir.clone());
-        self.tls.cert = self.tls.cert.clone().map(|p| self.resolve(&p));
-        self.tls.key = self.tls.key.clone().map(|p| self.resolve(&p));
-        let oidc: Vec<_> = self
-            .identity
-            .oidc
-            .iter()
-            .map(|o| o.ca_file.clone().map(|p| self.resolve(&p)))
-            .collect();
-        for (o, ca) in self.identity.oidc.iter_mut().zip(oidc) {
-            o.ca_file = ca;
+        let base = self.base_dir.clone();
+        let fix = |p: &mut Option<PathBuf>| {
+            if let Some(path) = p.take() {
+                *p = Some(resolve_against(&base, &path));
+            }
+        };
+        self.data_dir = resolve_against(&base, &self.data_dir);
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        for o in &mut self.identity.oidc {
+            fix(&mut o.ca_file);
         }
-        let conns: Vec<_> = self
-            .connections
-            .iter()
-            .map(|c| {
-                (
-                    c.password_file.clone().map(|p| self.resolve(&p)),
-                    c.upstream_ca_file.clone().map(|p| self.resolve(&p)),
-                )
-            })
-            .collect();
-        for (c, (pw, ca)) in self.connections.iter_mut().zip(conns) {
-            c.password_file = pw;
-            c.upstream_ca_file = ca;
+        for c in &mut self.connections {
+            fix(&mut c.password_file);
+            fix(&mut c.upstream_ca_file);
+        }
+        for sink in &mut self.audit.sinks {
+            fix(&mut sink.ca_file);
         }
         if self.store.url.is_empty() {
             self.store.url = format!("sqlite://{}", self.data_dir.join("gatehouse.db").display());
@@ -1069,6 +1118,15 @@ fn check_notify_url(key: &str, url: &str) -> Result<(), ConfigError> {
             }
         }
         _ => Err(invalid(key, "must be an https:// URL")),
+    }
+}
+
+/// `p` as given if absolute, else relative to `base` (the config file's directory).
+fn resolve_against(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
     }
 }
 

@@ -22,13 +22,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use gatehouse_core::audit::AuditRecord;
 use gatehouse_core::config::{AuditSink, Config, Secret, SinkFormat, SinkKind, SyslogProtocol};
 use gatehouse_store::SqliteStore;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// How often an idle sink looks for new records.
 pub const POLL: Duration = Duration::from_millis(200);
@@ -258,7 +259,11 @@ impl Output {
                     .ok_or_else(|| anyhow!("address is required"))?,
                 protocol: s.protocol(),
                 hostname: hostname(),
-                tcp: None,
+                tls: match s.protocol() {
+                    SyslogProtocol::Tls => Some(syslog_tls(s)?),
+                    _ => None,
+                },
+                stream: None,
                 udp: None,
             }),
             SinkKind::Http => {
@@ -371,8 +376,58 @@ struct SyslogOut {
     address: String,
     protocol: SyslogProtocol,
     hostname: String,
-    tcp: Option<tokio::net::TcpStream>,
+    /// `protocol = "tls"`: the connector and the name the server certificate must match.
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+    /// The TCP or TLS connection (kept open between batches).
+    stream: Option<Box<dyn AsyncWrite + Unpin + Send>>,
     udp: Option<tokio::net::UdpSocket>,
+}
+
+/// The TLS client of a `protocol = "tls"` syslog sink: only the `ca_file` roots when set,
+/// else the platform trust store (like the HTTP clients); the certificate is always verified.
+fn syslog_tls(
+    s: &AuditSink,
+) -> Result<(
+    tokio_rustls::TlsConnector,
+    rustls_pki_types::ServerName<'static>,
+)> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?;
+    let cfg = match &s.ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("ca_file: cannot read {}", path.display()))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
+                let cert: rustls_pki_types::CertificateDer<'static> =
+                    cert.map_err(|e| anyhow!("ca_file: {} is not PEM: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| {
+                    anyhow!("ca_file: bad CA certificate in {}: {e}", path.display())
+                })?;
+            }
+            if roots.is_empty() {
+                bail!("ca_file: {} contains no certificate", path.display());
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => {
+            use rustls_platform_verifier::BuilderVerifierExt;
+            builder
+                .with_platform_verifier()
+                .context("cannot load the platform trust store")?
+                .with_no_client_auth()
+        }
+    };
+    let name = s
+        .tls_server_name()
+        .ok_or_else(|| anyhow!("address is required"))?;
+    let name =
+        rustls_pki_types::ServerName::try_from(name).map_err(|e| anyhow!("server_name: {e}"))?;
+    Ok((tokio_rustls::TlsConnector::from(Arc::new(cfg)), name))
 }
 
 fn hostname() -> String {
@@ -402,24 +457,36 @@ pub fn syslog_message(hostname: &str, r: &AuditRecord, body: &str) -> String {
 impl SyslogOut {
     async fn send(&mut self, records: &[AuditRecord], lines: &[String]) -> Result<()> {
         match self.protocol {
-            SyslogProtocol::Tcp => {
+            SyslogProtocol::Tcp | SyslogProtocol::Tls => {
                 let mut buf = Vec::new();
                 for (r, line) in records.iter().zip(lines) {
                     let msg = syslog_message(&self.hostname, r, line);
                     buf.extend_from_slice(format!("{} ", msg.len()).as_bytes());
                     buf.extend_from_slice(msg.as_bytes());
                 }
-                if self.tcp.is_none() {
-                    let s = tokio::time::timeout(
+                if self.stream.is_none() {
+                    let tcp = tokio::time::timeout(
                         IO_TIMEOUT,
                         tokio::net::TcpStream::connect(&self.address),
                     )
                     .await
                     .map_err(|_| anyhow!("connecting to {} timed out", self.address))?
                     .with_context(|| format!("cannot connect to {}", self.address))?;
-                    self.tcp = Some(s);
+                    self.stream = Some(match &self.tls {
+                        None => Box::new(tcp),
+                        Some((connector, name)) => Box::new(
+                            tokio::time::timeout(IO_TIMEOUT, connector.connect(name.clone(), tcp))
+                                .await
+                                .map_err(|_| {
+                                    anyhow!("TLS handshake with {} timed out", self.address)
+                                })?
+                                .with_context(|| {
+                                    format!("TLS handshake with {} failed", self.address)
+                                })?,
+                        ),
+                    });
                 }
-                let Some(s) = self.tcp.as_mut() else {
+                let Some(s) = self.stream.as_mut() else {
                     bail!("not connected");
                 };
                 let sent = tokio::time::timeout(IO_TIMEOUT, async {
@@ -430,11 +497,11 @@ impl SyslogOut {
                 match sent {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => {
-                        self.tcp = None;
+                        self.stream = None;
                         Err(e).with_context(|| format!("cannot send to {}", self.address))
                     }
                     Err(_) => {
-                        self.tcp = None;
+                        self.stream = None;
                         bail!("sending to {} timed out", self.address)
                     }
                 }
@@ -676,5 +743,55 @@ mod config_tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn syslog_tls_keys() {
+        let c = parse(
+            "[[audit.sink]]\nname = \"s\"\nkind = \"syslog\"\naddress = \"siem.example:6514\"\n\
+             protocol = \"tls\"\nca_file = \"certs/ca.pem\"\n",
+        )
+        .unwrap();
+        let s = &c.audit.sinks[0];
+        assert_eq!(
+            s.ca_file.as_deref(),
+            Some(Path::new("/etc/gh/certs/ca.pem"))
+        );
+        assert_eq!(s.tls_server_name().as_deref(), Some("siem.example"));
+        let c = parse(
+            "[[audit.sink]]\nname = \"s\"\nkind = \"syslog\"\naddress = \"[::1]:6514\"\n\
+             protocol = \"tls\"\nserver_name = \"siem.internal\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.audit.sinks[0].tls_server_name().as_deref(),
+            Some("siem.internal")
+        );
+        let cases = [
+            (
+                "[[audit.sink]]\nname = \"a\"\nkind = \"syslog\"\naddress = \"h:514\"\n\
+                 protocol = \"tcp\"\nca_file = \"ca.pem\"\n",
+                "audit.sink[0].ca_file",
+            ),
+            (
+                "[[audit.sink]]\nname = \"a\"\nkind = \"syslog\"\naddress = \"h:514\"\n\
+                 server_name = \"h\"\n",
+                "audit.sink[0].server_name",
+            ),
+            (
+                "[[audit.sink]]\nname = \"a\"\nkind = \"syslog\"\naddress = \"h:514\"\n\
+                 protocol = \"tls\"\nserver_name = \"not a name\"\n",
+                "audit.sink[0].server_name",
+            ),
+            (
+                "[[audit.sink]]\nname = \"a\"\nkind = \"file\"\npath = \"x\"\n\
+                 ca_file = \"ca.pem\"\n",
+                "audit.sink[0].ca_file",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.starts_with(key), "{text}: {err}");
+        }
     }
 }

@@ -344,3 +344,126 @@ async fn cef_export_parses_and_escapes() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("jsonl, cef"));
 }
+
+/// A TLS syslog receiver (RFC 5425) on a free loopback port with a certificate for
+/// 127.0.0.1/localhost signed by a fresh CA: returns the port, the CA PEM and the bytes read.
+async fn tls_syslog_receiver() -> (u16, String, Arc<Mutex<Vec<u8>>>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "gatehouse syslog test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let server_cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let sink = received.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, sink) = (acceptor.clone(), sink.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the certificate aborts the handshake here.
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    });
+    (port, ca_cert.pem(), received)
+}
+
+/// The seq of an RFC 5424 message whose body is a jsonl record.
+fn jsonl_syslog_seq(msg: &str) -> u64 {
+    let body = &msg[msg.find(" - {").expect("a JSON body") + 3..];
+    serde_json::from_str::<Value>(body).unwrap()["seq"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_tls_sink_verifies_the_server_and_delivers_every_record() {
+    let (good_port, good_ca, good_rx) = tls_syslog_receiver().await;
+    // The second receiver's certificate is signed by a CA the sink is not told about.
+    let (bad_port, _, bad_rx) = tls_syslog_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("siem-ca.pem");
+    std::fs::write(&ca_path, &good_ca).unwrap();
+    let gw = Gateway::builder()
+        .extra(&format!(
+            "\n[[audit.sink]]\nname = \"tls-siem\"\nkind = \"syslog\"\n\
+             address = \"127.0.0.1:{good_port}\"\nprotocol = \"tls\"\nca_file = \"{ca}\"\n\
+             \n[[audit.sink]]\nname = \"tls-wrong-ca\"\nkind = \"syslog\"\n\
+             address = \"127.0.0.1:{bad_port}\"\nprotocol = \"tls\"\nca_file = \"{ca}\"\n\
+             server_name = \"localhost\"\n",
+            ca = ca_path.display()
+        ))
+        .start();
+    activity(&gw, 3).await;
+    let read = || {
+        frames(&good_rx.lock().unwrap())
+            .iter()
+            .map(|m| jsonl_syslog_seq(m))
+            .collect::<Vec<_>>()
+    };
+    let export = wait_until_delivered(&gw, "syslog tls sink", read).await;
+    let msgs = frames(&good_rx.lock().unwrap());
+    assert_eq!(msgs.len(), export.len());
+    assert_eq!(
+        msgs.iter().map(|m| jsonl_syslog_seq(m)).collect::<Vec<_>>(),
+        (1..=export.len() as u64).collect::<Vec<_>>()
+    );
+    for (m, r) in msgs.iter().zip(&export) {
+        let kind = r["kind"].as_str().unwrap();
+        assert!(m.starts_with("<10"), "{m}");
+        assert!(m.contains(&format!(" gatehouse - {kind} - {{")), "{m}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&m[m.find(" - {").unwrap() + 3..]).unwrap(),
+            *r
+        );
+    }
+
+    // The untrusted receiver gets nothing; the failure is logged and traffic goes on.
+    let c = gw.connect("payments", &gw.token("alice", &["dba"])).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = gw.log_text();
+        if log.lines().any(|l| {
+            l.contains("tls-wrong-ca")
+                && l.contains("audit sink delivery failed")
+                && l.contains("TLS handshake")
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no TLS delivery error:\n{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(bad_rx.lock().unwrap().is_empty());
+    assert!(!gw.data_dir().join("sinks/tls-wrong-ca.seq").exists());
+}
