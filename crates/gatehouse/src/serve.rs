@@ -73,7 +73,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     // Webhooks follow the book from here; they never hold a decision (see notify.rs).
     crate::notify::spawn(&cfg, approvals.subscribe(), auditor.subscribe_alerts())?;
     // SIEM sinks tail the store (the store is their spool; see sinks.rs).
-    crate::sinks::spawn(&cfg, &store)?;
+    crate::sinks::spawn(&cfg, &store, &auditor)?;
     let shared = Arc::new(Shared {
         verifier: verifier.clone(),
         auditor: auditor.clone(),

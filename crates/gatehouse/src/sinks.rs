@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use gatehouse_core::audit::AuditRecord;
+use gatehouse_core::audit::{AuditAlert, AuditRecord, Auditor};
 use gatehouse_core::config::{AuditSink, Config, Secret, SinkFormat, SinkKind, SyslogProtocol};
 use gatehouse_store::SqliteStore;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -49,7 +49,7 @@ pub const TIMESTAMP_HEADER: &str = "x-gatehouse-timestamp";
 
 /// Starts one delivery task per `[[audit.sink]]`. Fails when a sink cannot be set up (its
 /// position file unreadable, a secret missing), so a misconfigured sink is found at start.
-pub fn spawn(cfg: &Config, store: &SqliteStore) -> Result<()> {
+pub fn spawn(cfg: &Config, store: &SqliteStore, auditor: &Auditor) -> Result<()> {
     if cfg.audit.sinks.is_empty() {
         return Ok(());
     }
@@ -80,6 +80,7 @@ pub fn spawn(cfg: &Config, store: &SqliteStore) -> Result<()> {
             delivered,
             store: store.clone(),
             out,
+            auditor: auditor.clone(),
         };
         tokio::spawn(task.run());
     }
@@ -124,6 +125,8 @@ struct SinkTask {
     delivered: u64,
     store: SqliteStore,
     out: Output,
+    /// Raises `audit.sink_lag` for `[[notify]]` (PCI DSS 10.7.2).
+    auditor: Auditor,
 }
 
 impl SinkTask {
@@ -175,6 +178,14 @@ impl SinkTask {
                         threshold = self.lag_alert,
                         "audit sink is falling behind: records are waiting in the store"
                     );
+                    self.auditor.raise_alert(AuditAlert::new(
+                        AuditAlert::SINK_LAG,
+                        format!(
+                            "audit sink {} is {lag} records behind (threshold {})",
+                            self.name, self.lag_alert
+                        ),
+                        lag,
+                    ));
                 }
             } else if last_alert.take().is_some() {
                 tracing::info!(sink = %self.name, lag, "audit sink has caught up");

@@ -179,3 +179,34 @@ async fn a_failed_chain_verification_raises_metric_error_log_and_webhook() {
     let c = gw.connect("payments", &token).await;
     c.simple_query("SELECT 1").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_siem_sink_raises_an_error_log_and_webhook() {
+    let hook = Receiver::start().await;
+    // An HTTP sink whose SIEM is down (nothing listens on its port) and a low threshold.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let gw = Gateway::builder()
+        .extra(&format!(
+            "\n[[audit.sink]]\nname = \"siem\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{dead_port}/ingest\"\nlag_alert_records = 3\n\n[[notify]]\nurl = \"{}\"\nevents = [\"audit.sink_lag\"]\n",
+            hook.url()
+        ))
+        .start();
+    let token = gw.token("alert-bot", &["dba"]);
+    let c = gw.connect("payments", &token).await;
+    for i in 0..5 {
+        c.simple_query(&format!("SELECT {i}")).await.unwrap();
+    }
+
+    let body = hook.wait_for_event("audit.sink_lag").await;
+    assert_eq!(body["event"], "audit.sink_lag", "{body}");
+    let error = body["alert"]["error"].as_str().unwrap();
+    assert!(error.contains("audit sink siem is"), "{body}");
+    assert!(body["alert"]["records"].as_u64().unwrap() > 3, "{body}");
+    let log = gw.log_text();
+    assert!(
+        error_line(&log, "audit sink is falling behind").is_some(),
+        "{log}"
+    );
+}

@@ -37,12 +37,14 @@ pub trait AuditLog: Send + 'static {
 /// [`Auditor::subscribe_alerts`] subscribers (the gateway's `[[notify]]` webhooks).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AuditAlert {
-    /// `audit.write_failed` (the writer could not store a batch) or `audit.verify_failed`
-    /// (a periodic chain verification found a problem).
+    /// `audit.write_failed` (the writer could not store a batch), `audit.verify_failed`
+    /// (a periodic chain verification found a problem) or `audit.sink_lag` (a SIEM sink is
+    /// behind by more than its threshold).
     pub event: &'static str,
     /// What failed, safe to log (store errors and verification findings carry no secrets).
     pub error: String,
-    /// Records in the failed batch (`audit.write_failed`), else 0.
+    /// Records in the failed batch (`audit.write_failed`), records waiting (`audit.sink_lag`),
+    /// else 0.
     pub records: u64,
     pub time: String,
 }
@@ -50,6 +52,8 @@ pub struct AuditAlert {
 impl AuditAlert {
     pub const WRITE_FAILED: &'static str = "audit.write_failed";
     pub const VERIFY_FAILED: &'static str = "audit.verify_failed";
+    /// An `[[audit.sink]]` is further behind the store than its `lag_alert_records`.
+    pub const SINK_LAG: &'static str = "audit.sink_lag";
 
     pub fn new(event: &'static str, error: impl Into<String>, records: u64) -> Self {
         Self {
