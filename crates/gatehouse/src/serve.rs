@@ -213,6 +213,8 @@ pub fn policy_point(
 /// Approval requests left pending by a previous run: their clients were disconnected when the
 /// gateway stopped, so nobody waits for them any more. Each gets an `abandoned` record, so the
 /// evidence says how every request ended (the request itself was recorded when it was made).
+/// Access grants live in memory too: one still pending or active when the gateway stopped is
+/// gone, and gets an `expired` record saying so (the identity asks again).
 async fn abandon_unfinished_approvals(
     store: &SqliteStore,
     auditor: &gatehouse_core::audit::Auditor,
@@ -221,35 +223,48 @@ async fn abandon_unfinished_approvals(
     let store = store.clone();
     let scan = tokio::task::spawn_blocking(move || {
         let mut open: std::collections::BTreeMap<String, AuditEvent> = Default::default();
+        let mut grants: std::collections::BTreeMap<String, AuditEvent> = Default::default();
+        // `detail.<key>` of a record, as text.
+        let field = |ev: &AuditEvent, key: &str| -> Option<String> {
+            let d: serde_json::Value = serde_json::from_str(ev.detail.as_deref()?).ok()?;
+            d.get(key)?.as_str().map(str::to_owned)
+        };
         let r = store.for_each_record(None, |rec| {
-            if rec.event.kind == RecordKind::Approval
-                && let Some(d) = rec
-                    .event
-                    .detail
-                    .as_deref()
-                    .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-                && let (Some(event), Some(id)) = (
-                    d.get("event").and_then(|v| v.as_str()),
-                    d.get("approval_id").and_then(|v| v.as_str()),
-                )
+            if rec.event.kind == RecordKind::Grant
+                && let Some(event) = field(&rec.event, "event")
             {
-                match event {
+                match event.as_str() {
                     "requested" => {
-                        open.insert(id.to_owned(), rec.event);
+                        grants.insert(rec.event.session_id.clone(), rec.event);
+                    }
+                    "denied" | "revoked" | "expired" => {
+                        grants.remove(&rec.event.session_id);
+                    }
+                    _ => {}
+                }
+                return true;
+            }
+            if rec.event.kind == RecordKind::Approval
+                && let (Some(event), Some(id)) =
+                    (field(&rec.event, "event"), field(&rec.event, "approval_id"))
+            {
+                match event.as_str() {
+                    "requested" => {
+                        open.insert(id, rec.event);
                     }
                     "approved" | "denied" | "expired" | "abandoned" => {
-                        open.remove(id);
+                        open.remove(&id);
                     }
                     _ => {}
                 }
             }
             true
         });
-        r.map(|()| open)
+        r.map(|()| (open, grants))
     })
     .await;
-    let open = match scan {
-        Ok(Ok(open)) => open,
+    let (open, grants) = match scan {
+        Ok(Ok(found)) => found,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot scan for unfinished approval requests");
             return;
@@ -275,6 +290,22 @@ async fn abandon_unfinished_approvals(
             tracing::error!(error = %e, approval_id = %id, "cannot record an abandoned approval request");
         } else {
             tracing::info!(approval_id = %id, "approval request left pending by the previous run marked abandoned");
+        }
+    }
+    for (id, requested) in grants {
+        let mut ev = AuditEvent::new(RecordKind::Grant, id.clone());
+        ev.connection = requested.connection.clone();
+        ev.outcome = Some(Outcome::Expired);
+        let ev = ev.with_detail(serde_json::json!({
+            "event": "expired",
+            "grant_id": id,
+            "requester": requested.subject,
+            "why": "the gateway restarted; access grants are not kept across restarts",
+        }));
+        if let Err(e) = auditor.record(ev).await {
+            tracing::error!(error = %e, grant_id = %id, "cannot record a grant ended by the restart");
+        } else {
+            tracing::info!(grant_id = %id, "access grant of the previous run ended by the restart");
         }
     }
 }

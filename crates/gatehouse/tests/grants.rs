@@ -440,3 +440,55 @@ async fn grant_quorum_and_denial_through_the_cli() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Grants live in memory: a restart ends them, and the evidence says so (an `expired` record
+/// for each grant still pending or active), so no grant is left without an end.
+#[tokio::test]
+async fn a_restart_ends_grants_with_a_record() {
+    let mut gw = gateway(1);
+    let contractor = gw.token("carol", &["contractors"]);
+    let sec = gw.token("sam", &["security"]);
+    let active = request(&gw, &contractor, "30m").await;
+    let (status, g) = api(
+        &gw,
+        "POST",
+        &format!("/api/grants/{active}/approve"),
+        Some(&sec),
+        Some(json!({"reason": "ok"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{g}");
+    gw.try_connect("payments", &contractor)
+        .await
+        .expect("admitted while the grant is active");
+    let other = gw.token("dave", &["contractors"]);
+    let pending = request(&gw, &other, "30m").await;
+
+    gw.restart();
+    refused(&gw, &contractor).await;
+    let recs = gw.export();
+    for id in [&active, &pending] {
+        let events = grant_events(&recs, id);
+        assert_eq!(
+            events.last().map(String::as_str),
+            Some("expired"),
+            "{id}: {events:?}"
+        );
+        let end = recs
+            .iter()
+            .rfind(|r| r["kind"] == "grant" && r["detail"]["grant_id"] == id.as_str())
+            .unwrap();
+        assert!(
+            end["detail"]["why"].as_str().unwrap().contains("restarted"),
+            "{end}"
+        );
+    }
+    // Restarting again adds nothing: every grant already has its end.
+    gw.restart();
+    let again = gw.export();
+    assert_eq!(
+        grant_events(&again, &active).len(),
+        grant_events(&recs, &active).len()
+    );
+    assert!(gw.cli(&["audit", "verify"]).status.success());
+}
