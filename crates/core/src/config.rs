@@ -529,7 +529,7 @@ fn validate_sinks(sinks: &[AuditSink]) -> Result<(), ConfigError> {
                         "is required for kind = \"http\"",
                     ));
                 };
-                check_notify_url(&format!("{key}.url"), url)?;
+                check_remote_url(&format!("{key}.url"), url)?;
                 if !(1..=10_000).contains(&s.batch()) {
                     return Err(invalid(
                         format!("{key}.batch"),
@@ -810,7 +810,7 @@ impl Config {
             if o.audience.is_empty() {
                 return Err(invalid(format!("{key}.audience"), "must not be empty"));
             }
-            check_jwks_url(&format!("{key}.jwks_url"), &o.jwks_url)?;
+            check_remote_url(&format!("{key}.jwks_url"), &o.jwks_url)?;
             for alg in &o.algorithms {
                 if !crate::identity::ALLOWED_ALGORITHMS.contains(&alg.as_str()) {
                     return Err(invalid(
@@ -1057,7 +1057,7 @@ fn validate_notify(entries: &[Notify]) -> Result<(), ConfigError> {
     let mut names = BTreeSet::new();
     for (i, n) in entries.iter().enumerate() {
         let key = format!("notify[{i}]");
-        check_notify_url(&format!("{key}.url"), &n.url)?;
+        check_remote_url(&format!("{key}.url"), &n.url)?;
         if let Some(name) = &n.name {
             if name.is_empty() {
                 return Err(invalid(format!("{key}.name"), "must not be empty"));
@@ -1095,9 +1095,10 @@ fn validate_notify(entries: &[Notify]) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// A webhook URL: `https://`, or `http://` on a loopback address (the event and its signature
-/// would otherwise cross the network in the clear). The URL itself is never echoed.
-fn check_notify_url(key: &str, url: &str) -> Result<(), ConfigError> {
+/// A URL the gateway fetches from or posts to (JWKS, webhooks, HTTP sinks): `https://`, or
+/// `http://` on a loopback address (keys, events and signatures would otherwise cross the
+/// network in the clear). The URL itself is never echoed.
+fn check_remote_url(key: &str, url: &str) -> Result<(), ConfigError> {
     let parsed =
         reqwest::Url::parse(url).map_err(|e| invalid(key, format!("is not a URL: {e}")))?;
     match parsed.scheme() {
@@ -1135,30 +1136,6 @@ fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value
         .parse()
         .map_err(|_| invalid(key, format!("{value:?} is not an ip:port address")))
-}
-
-fn check_jwks_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    if url.starts_with("https://") {
-        return Ok(());
-    }
-    if let Some(rest) = url.strip_prefix("http://") {
-        let host = rest.split(['/', '?']).next().unwrap_or("");
-        let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let loopback = host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .map(|ip| ip.is_loopback())
-                .unwrap_or(false);
-        if loopback {
-            return Ok(());
-        }
-        return Err(invalid(
-            key,
-            "must be https:// (http:// is accepted only on loopback addresses)",
-        ));
-    }
-    Err(invalid(key, "must be an https:// URL"))
 }
 
 /// Parses durations such as `15m`, `30s`, `2h`, `1d`.
@@ -1231,11 +1208,11 @@ allow_groups = ["dba"]
 
     #[test]
     fn jwks_url_must_be_https_unless_loopback() {
-        assert!(check_jwks_url("k", "https://idp.example.com/jwks").is_ok());
-        assert!(check_jwks_url("k", "http://127.0.0.1:9000/jwks").is_ok());
-        assert!(check_jwks_url("k", "http://localhost/jwks").is_ok());
-        assert!(check_jwks_url("k", "http://idp.example.com/jwks").is_err());
-        assert!(check_jwks_url("k", "ftp://x").is_err());
+        assert!(check_remote_url("k", "https://idp.example.com/jwks").is_ok());
+        assert!(check_remote_url("k", "http://127.0.0.1:9000/jwks").is_ok());
+        assert!(check_remote_url("k", "http://localhost/jwks").is_ok());
+        assert!(check_remote_url("k", "http://idp.example.com/jwks").is_err());
+        assert!(check_remote_url("k", "ftp://x").is_err());
     }
 
     #[test]

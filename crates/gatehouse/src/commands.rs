@@ -237,12 +237,35 @@ fn join(items: impl Iterator<Item = String>) -> String {
     }
 }
 
-fn admin_client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// Calls the admin API named by `cfg` (`listen.admin`) with `token`: a GET, or a POST of
+/// `body`. The answer becomes an exit code and a body (see [`api_result`]).
+async fn admin_api(
+    cfg: &gatehouse_core::config::Config,
+    token: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    body: Option<serde_json::Value>,
+) -> Result<(ExitCode, serde_json::Value)> {
+    let mut url = reqwest::Url::parse(&format!("http://{}{path}", cfg.listen.admin))
+        .context("listen.admin")?;
+    for (k, v) in query {
+        url.query_pairs_mut().append_pair(k, v);
+    }
+    let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .no_proxy()
         .build()
-        .context("http client")
+        .context("http client")?;
+    let req = match body {
+        Some(b) => client.post(url).json(&b),
+        None => client.get(url),
+    };
+    let resp = req
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the admin API on {}", cfg.listen.admin))?;
+    api_result(resp).await
 }
 
 /// Turns an admin API answer into output and an exit code (non-zero on any HTTP error).
@@ -263,17 +286,12 @@ async fn api_result(resp: reqwest::Response) -> Result<(ExitCode, serde_json::Va
 
 pub async fn approvals_list(path: &Path, token: &str, status: &str) -> Result<ExitCode> {
     let cfg = load(path)?;
-    let mut url = format!("http://{}/api/approvals", cfg.listen.admin);
-    if status != "all" {
-        url.push_str(&format!("?status={status}"));
-    }
-    let resp = admin_client()?
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the admin API on {}", cfg.listen.admin))?;
-    let (code, body) = api_result(resp).await?;
+    let query: &[(&str, &str)] = if status == "all" {
+        &[]
+    } else {
+        &[("status", status)]
+    };
+    let (code, body) = admin_api(&cfg, token, "/api/approvals", query, None).await?;
     if code == ExitCode::SUCCESS {
         println!(
             "{:<36}  {:<9}  {:<16}  {:<12}  {:<20}  STATEMENT",
@@ -304,17 +322,15 @@ pub async fn approvals_decide(
 ) -> Result<ExitCode> {
     let cfg = load(path)?;
     let verb = if approve { "approve" } else { "deny" };
-    let resp = admin_client()?
-        .post(format!(
-            "http://{}/api/approvals/{id}/{verb}",
-            cfg.listen.admin
-        ))
-        .bearer_auth(token)
-        .json(&serde_json::json!({ "reason": reason }))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the admin API on {}", cfg.listen.admin))?;
-    let (code, body) = api_result(resp).await?;
+    let body = serde_json::json!({ "reason": reason });
+    let (code, body) = admin_api(
+        &cfg,
+        token,
+        &format!("/api/approvals/{id}/{verb}"),
+        &[],
+        Some(body),
+    )
+    .await?;
     if code == ExitCode::SUCCESS {
         println!(
             "{id}: {}",
@@ -626,18 +642,12 @@ pub async fn grants_request(
     reason: &str,
 ) -> Result<ExitCode> {
     let cfg = load(path)?;
-    let resp = admin_client()?
-        .post(format!("http://{}/api/grants", cfg.listen.admin))
-        .bearer_auth(token)
-        .json(&serde_json::json!({
-            "connection": connection,
-            "duration": duration,
-            "reason": reason,
-        }))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the admin API on {}", cfg.listen.admin))?;
-    let (code, body) = api_result(resp).await?;
+    let body = serde_json::json!({
+        "connection": connection,
+        "duration": duration,
+        "reason": reason,
+    });
+    let (code, body) = admin_api(&cfg, token, "/api/grants", &[], Some(body)).await?;
     if code == ExitCode::SUCCESS {
         println!(
             "{}: {}",
@@ -655,21 +665,14 @@ pub async fn grants_list(
     connection: Option<&str>,
 ) -> Result<ExitCode> {
     let cfg = load(path)?;
-    let mut url = reqwest::Url::parse(&format!("http://{}/api/grants", cfg.listen.admin))
-        .context("listen.admin")?;
+    let mut query: Vec<(&str, &str)> = Vec::new();
     if status != "all" {
-        url.query_pairs_mut().append_pair("status", status);
+        query.push(("status", status));
     }
     if let Some(c) = connection {
-        url.query_pairs_mut().append_pair("connection", c);
+        query.push(("connection", c));
     }
-    let resp = admin_client()?
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the admin API on {}", cfg.listen.admin))?;
-    let (code, body) = api_result(resp).await?;
+    let (code, body) = admin_api(&cfg, token, "/api/grants", &query, None).await?;
     if code == ExitCode::SUCCESS {
         println!(
             "{:<36}  {:<8}  {:<16}  {:<12}  {:>8}  {:<30}  REASON",
@@ -691,17 +694,15 @@ pub async fn grants_action(
     reason: Option<String>,
 ) -> Result<ExitCode> {
     let cfg = load(path)?;
-    let resp = admin_client()?
-        .post(format!(
-            "http://{}/api/grants/{id}/{verb}",
-            cfg.listen.admin
-        ))
-        .bearer_auth(token)
-        .json(&serde_json::json!({ "reason": reason }))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the admin API on {}", cfg.listen.admin))?;
-    let (code, body) = api_result(resp).await?;
+    let body = serde_json::json!({ "reason": reason });
+    let (code, body) = admin_api(
+        &cfg,
+        token,
+        &format!("/api/grants/{id}/{verb}"),
+        &[],
+        Some(body),
+    )
+    .await?;
     if code == ExitCode::SUCCESS {
         let status = body
             .get("status")

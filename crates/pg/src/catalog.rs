@@ -43,6 +43,8 @@ impl Relation {
 pub struct Catalog {
     tables: HashMap<String, Vec<Located>>,
     by_oid: HashMap<u32, Relation>,
+    /// (schema, name) → OID: lineage sources name relations, result columns give OIDs.
+    oid_by_name: HashMap<(String, String), u32>,
     /// (view OID, attnum) → the table columns its values are computed from (the view's
     /// query analysed with PostgreSQL's parser; views over views resolved when used).
     view_sources: HashMap<(u32, i16), Vec<ColumnRef>>,
@@ -141,9 +143,14 @@ impl Catalog {
                 }
             }
         }
+        let oid_by_name = by_oid
+            .iter()
+            .map(|(oid, r)| ((r.schema.clone(), r.name.clone()), *oid))
+            .collect();
         Ok(Self {
             tables,
             by_oid,
+            oid_by_name,
             view_sources,
         })
     }
@@ -160,10 +167,10 @@ impl Catalog {
 
     /// The relation `schema.name`, if known.
     pub fn relation_named(&self, schema: &str, name: &str) -> Option<(u32, &Relation)> {
-        self.by_oid
-            .iter()
-            .find(|(_, r)| r.schema == schema && r.name == name)
-            .map(|(oid, r)| (*oid, r))
+        let oid = *self
+            .oid_by_name
+            .get(&(schema.to_owned(), name.to_owned()))?;
+        self.by_oid.get(&oid).map(|r| (oid, r))
     }
 
     /// The schema an unqualified table name resolves to under `search_path`.

@@ -900,3 +900,29 @@ pub fn wire_error(msgs: &[WireMsg]) -> Option<Vec<(u8, String)>> {
             .collect(),
     )
 }
+
+/// Calls the admin API of `gw` (GET, or POST with a JSON body): the status and the JSON body
+/// (`null` when it is not JSON).
+pub async fn api(
+    gw: &Gateway,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://127.0.0.1:{}{path}", gw.admin_port);
+    let mut req = match method {
+        "POST" => client.post(url),
+        _ => client.get(url),
+    };
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}

@@ -29,7 +29,7 @@ use super::startup::Established;
 use super::{SessionInfo, Shared};
 use crate::codec::{CodecError, Frame, FrameReader, Side};
 use crate::mask::copy::{CopyOut, CopyPlan, CopySpec};
-use crate::mask::{LineageMask, MaskCounts, Resolver, ResultPlan};
+use crate::mask::{LineageMask, MaskCounts, Resolver, ResultPlan, message};
 use crate::messages::backend::{self, Severity};
 use crate::messages::frontend::{self, Param};
 use crate::stream::{BoxRead, BoxWrite};
@@ -1109,6 +1109,25 @@ impl Backend<'_> {
         let _ = self.write.shutdown().await;
     }
 
+    /// Masks the card numbers in a text-carrying message (ErrorResponse, NoticeResponse,
+    /// NotificationResponse) with `rewrite`, counting them under `label` for the current
+    /// statement. `Ok(None)`: nothing to mask; `Err`: the message cannot be parsed.
+    fn mask_text_message(
+        &mut self,
+        msg: &[u8],
+        label: &str,
+        rewrite: TextRewrite,
+    ) -> Result<Option<Bytes>, ()> {
+        let style = self.masks.pan_style().unwrap_or_default();
+        let Some((masked, n)) = rewrite(msg, style, self.masks.key())? else {
+            return Ok(None);
+        };
+        if let Some(st) = self.current() {
+            st.masked.add(label, [0, 0, n]);
+        }
+        Ok(Some(Bytes::from(masked)))
+    }
+
     /// A message from the server that masking cannot parse: it is not forwarded, the session
     /// ends (nothing unmasked may reach the client).
     async fn malformed(&mut self) -> Result<(), &'static str> {
@@ -1227,10 +1246,7 @@ impl Backend<'_> {
     }
 
     fn current(&mut self) -> Option<&mut Stmt> {
-        match self.queue.front_mut() {
-            Some(Expect::Query(s)) | Some(Expect::Execute(s)) => Some(s),
-            _ => None,
-        }
+        current_of(&mut self.queue)
     }
 
     async fn handle_chunk(&mut self, chunk: Bytes) -> Result<(), &'static str> {
@@ -1257,11 +1273,12 @@ impl Backend<'_> {
             let mut replace: Option<Bytes> = None;
             match tag {
                 b'D' => {
-                    let masks = self.masks.clone();
-                    if let Some(st) = self.current() {
+                    let mut malformed = false;
+                    // Field-level borrows: the statement (queue) and the masks side by side.
+                    if let Some(st) = current_of(&mut self.queue) {
                         st.result_rows += 1;
                         st.result_bytes += len as u64;
-                        let original = chunk.slice(offset..offset + len);
+                        let masks = &self.masks;
                         if masks.is_active() {
                             let plan = st.plan.get_or_insert_with(|| ResultPlan {
                                 // Rows without a description: the detector still runs.
@@ -1269,18 +1286,24 @@ impl Backend<'_> {
                                 detect: Some(masks.pan_style().unwrap_or_default()),
                                 counts: Vec::new(),
                             });
+                            let msg = chunk.get(offset..offset + len).unwrap_or_default();
                             if plan.active() {
-                                match crate::mask::message::data_row(&original, plan, masks.key()) {
+                                match message::data_row(msg, plan, masks.key()) {
                                     Ok(Some(rewritten)) => replace = Some(Bytes::from(rewritten)),
                                     Ok(None) => {}
-                                    Err(()) => return self.malformed().await,
+                                    Err(()) => malformed = true,
                                 }
                             }
                         }
-                        if record == RecordResults::Masked {
-                            let frame = Frame::from_raw(replace.clone().unwrap_or(original));
-                            capture_row(st, &frame, cap, &shared.redacted_columns);
+                        if record == RecordResults::Masked && !malformed {
+                            let bytes = replace
+                                .clone()
+                                .unwrap_or_else(|| chunk.slice(offset..offset + len));
+                            capture_row(st, &Frame::from_raw(bytes), cap, &shared.redacted_columns);
                         }
+                    }
+                    if malformed {
+                        return self.malformed().await;
                     }
                 }
                 b'T' if matches!(
@@ -1327,13 +1350,12 @@ impl Backend<'_> {
                     }
                 }
                 b'd' => {
-                    let masks = self.masks.clone();
-                    if let Some(st) = self.current() {
+                    if let Some(st) = current_of(&mut self.queue) {
                         st.result_bytes += len as u64;
                         if let Some(plan) = st.copy.as_mut()
                             && let Some(data) = chunk.get(offset + 5..offset + len)
                         {
-                            match plan.push(data, masks.key()) {
+                            match plan.push(data, self.masks.key()) {
                                 CopyOut::Keep => {}
                                 CopyOut::Replace(masked) => replace = Some(copy_data(&masked)),
                                 // The row continues in the next message: sent with it.
@@ -1344,10 +1366,9 @@ impl Backend<'_> {
                 }
                 // CopyDone: a row still held (no terminator) goes out before it.
                 b'c' => {
-                    let masks = self.masks.clone();
-                    if let Some(st) = self.current()
+                    if let Some(st) = current_of(&mut self.queue)
                         && let Some(plan) = st.copy.as_mut()
-                        && let Some(rest) = plan.finish(masks.key())
+                        && let Some(rest) = plan.finish(self.masks.key())
                     {
                         let mut b = BytesMut::from(&copy_data(&rest)[..]);
                         b.extend_from_slice(chunk.get(offset..offset + len).unwrap_or_default());
@@ -1356,9 +1377,9 @@ impl Backend<'_> {
                 }
                 // CopyOutResponse: the format of the COPY data that follows.
                 b'H' => {
-                    let masks = self.masks.clone();
+                    let masks = &self.masks;
                     if masks.is_active()
-                        && let Some(st) = self.current()
+                        && let Some(st) = current_of(&mut self.queue)
                     {
                         let binary = chunk.get(offset + 5) == Some(&1);
                         let spec = st.masking.copy.clone().unwrap_or_else(|| {
@@ -1376,39 +1397,17 @@ impl Backend<'_> {
                 }
                 // NotificationResponse: the payload is text anyone could have written.
                 b'A' if self.masks.is_active() => {
-                    let masks = self.masks.clone();
-                    let style = masks.pan_style().unwrap_or_default();
-                    match crate::mask::message::notification(
-                        chunk.get(offset..offset + len).unwrap_or_default(),
-                        style,
-                        masks.key(),
-                    ) {
-                        Ok(Some((masked, n))) => {
-                            replace = Some(Bytes::from(masked));
-                            if let Some(st) = self.current() {
-                                st.masked.add("notification", [0, 0, n]);
-                            }
-                        }
-                        Ok(None) => {}
+                    let msg = chunk.get(offset..offset + len).unwrap_or_default();
+                    match self.mask_text_message(msg, "notification", message::notification) {
+                        Ok(masked) => replace = masked,
                         Err(()) => return self.malformed().await,
                     }
                 }
                 // NoticeResponse: server text may quote values (RAISE NOTICE, warnings).
                 b'N' if self.masks.is_active() => {
-                    let masks = self.masks.clone();
-                    let style = masks.pan_style().unwrap_or_default();
-                    match crate::mask::message::error_or_notice(
-                        chunk.get(offset..offset + len).unwrap_or_default(),
-                        style,
-                        masks.key(),
-                    ) {
-                        Ok(Some((masked, n))) => {
-                            replace = Some(Bytes::from(masked));
-                            if let Some(st) = self.current() {
-                                st.masked.add("notice", [0, 0, n]);
-                            }
-                        }
-                        Ok(None) => {}
+                    let msg = chunk.get(offset..offset + len).unwrap_or_default();
+                    match self.mask_text_message(msg, "notice", message::error_or_notice) {
+                        Ok(masked) => replace = masked,
                         Err(()) => return self.malformed().await,
                     }
                 }
@@ -1455,20 +1454,9 @@ impl Backend<'_> {
                     // Server errors may quote values (a unique violation's key, a bad cast).
                     let mut masked_error = None;
                     if self.masks.is_active() {
-                        let masks = self.masks.clone();
-                        let style = masks.pan_style().unwrap_or_default();
-                        match crate::mask::message::error_or_notice(
-                            chunk.get(offset..offset + len).unwrap_or_default(),
-                            style,
-                            masks.key(),
-                        ) {
-                            Ok(Some((masked, n))) => {
-                                masked_error = Some(Bytes::from(masked));
-                                if let Some(st) = self.current() {
-                                    st.masked.add("error", [0, 0, n]);
-                                }
-                            }
-                            Ok(None) => {}
+                        let msg = chunk.get(offset..offset + len).unwrap_or_default();
+                        match self.mask_text_message(msg, "error", message::error_or_notice) {
+                            Ok(masked) => masked_error = masked,
                             Err(()) => return self.malformed().await,
                         }
                     }
@@ -1641,6 +1629,23 @@ async fn write_parts(write: &mut BoxWrite, parts: Vec<Bytes>) -> std::io::Result
     }
     write.flush().await
 }
+
+/// The statement whose results are arriving: the head of the queue when it is a Query or an
+/// Execute. A free function so that callers can borrow other fields of the backend alongside.
+fn current_of(queue: &mut VecDeque<Expect>) -> Option<&mut Stmt> {
+    match queue.front_mut() {
+        Some(Expect::Query(s)) | Some(Expect::Execute(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// A rewriter of a text-carrying backend message: the masked message and the count, `None`
+/// when unchanged, `Err` when malformed.
+type TextRewrite = fn(
+    &[u8],
+    gatehouse_core::masking::MaskStyle,
+    &gatehouse_core::masking::TokenKey,
+) -> Result<Option<(Vec<u8>, u64)>, ()>;
 
 /// A CopyData message carrying `data`.
 fn copy_data(data: &[u8]) -> Bytes {
