@@ -283,7 +283,7 @@ async fn session(
         Ok(recs) if recs.is_empty() => error(StatusCode::NOT_FOUND, "no such session"),
         Ok(recs) => Json(serde_json::json!({
             "id": id,
-            "events": recs.iter().map(crate::export::record_json).collect::<Vec<_>>(),
+            "events": recs.iter().map(gatehouse_core::audit::AuditRecord::export_json).collect::<Vec<_>>(),
         }))
         .into_response(),
         Err(e) => {

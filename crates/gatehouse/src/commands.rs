@@ -390,7 +390,7 @@ pub async fn sessions_show(path: &Path, id: &str) -> Result<ExitCode> {
     let recs = session_records(path, id).await?;
     let mut out = std::io::stdout().lock();
     for r in &recs {
-        writeln!(out, "{}", crate::export::record_json(r))?;
+        writeln!(out, "{}", r.export_json())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -573,7 +573,7 @@ pub async fn audit_export(path: &Path, since: Option<&str>, format: &str) -> Res
         let written = if cef {
             writeln!(out, "{}", crate::export::record_cef(&r))
         } else {
-            writeln!(out, "{}", crate::export::record_json(&r))
+            writeln!(out, "{}", r.export_json())
         };
         match written {
             Ok(()) => true,

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod audit_access;
 mod audit_tasks;
 mod commands;
 mod evidence;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use serde_json::json;
 
 #[derive(Parser)]
 #[command(
@@ -252,6 +254,17 @@ enum AuditCommand {
     },
 }
 
+/// Runs a command that reads the audit store, recording the read (see `audit_access.rs`).
+async fn audit_read(
+    config: &std::path::Path,
+    what: &str,
+    args: serde_json::Value,
+    run: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    let cfg = commands::load(config)?;
+    audit_access::guarded_async(&cfg.data_dir, what, args, run).await
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -297,11 +310,19 @@ fn main() -> ExitCode {
             } => commands::token_issue(&config, &subject, &groups, &ttl),
             Command::Sessions { command } => match command {
                 SessionsCommand::List { config, limit } => {
-                    commands::sessions_list(&config, limit).await
+                    let args = json!({ "limit": limit });
+                    let run = commands::sessions_list(&config, limit);
+                    audit_read(&config, "sessions_list", args, run).await
                 }
-                SessionsCommand::Show { id, config } => commands::sessions_show(&config, &id).await,
+                SessionsCommand::Show { id, config } => {
+                    let args = json!({ "session_id": id });
+                    let run = commands::sessions_show(&config, &id);
+                    audit_read(&config, "session", args, run).await
+                }
                 SessionsCommand::Replay { id, config } => {
-                    commands::sessions_replay(&config, &id).await
+                    let args = json!({ "session_id": id });
+                    let run = commands::sessions_replay(&config, &id);
+                    audit_read(&config, "replay", args, run).await
                 }
             },
             Command::Approvals { command } => match command {
@@ -359,12 +380,19 @@ fn main() -> ExitCode {
                 } => commands::grants_action(&config, &token, &id, "revoke", reason).await,
             },
             Command::Audit { command } => match command {
-                AuditCommand::Verify { config } => commands::audit_verify(&config).await,
+                AuditCommand::Verify { config } => {
+                    let run = commands::audit_verify(&config);
+                    audit_read(&config, "verify", json!({}), run).await
+                }
                 AuditCommand::Export {
                     config,
                     since,
                     format,
-                } => commands::audit_export(&config, since.as_deref(), &format).await,
+                } => {
+                    let args = json!({ "since": since, "format": format });
+                    let run = commands::audit_export(&config, since.as_deref(), &format);
+                    audit_read(&config, "export", args, run).await
+                }
             },
             Command::Evidence {
                 config,
@@ -372,7 +400,16 @@ fn main() -> ExitCode {
                 to,
                 output,
                 format,
-            } => evidence::run(&config, &from, &to, &output, format.as_deref()),
+            } => {
+                let args = json!({
+                    "from": from,
+                    "to": to,
+                    "output": output.display().to_string(),
+                    "format": format,
+                });
+                let run = async { evidence::run(&config, &from, &to, &output, format.as_deref()) };
+                audit_read(&config, "evidence", args, run).await
+            }
         }
     });
     match result {

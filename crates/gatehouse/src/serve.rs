@@ -119,6 +119,9 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     // Periodic chain verification (alerts) and retention purge (see audit_tasks.rs).
     let audit_care =
         crate::audit_tasks::spawn(&cfg, store.clone(), auditor.clone(), stop_rx.clone());
+    // CLI reads of the audit store, left in the drop box, become records (audit_access.rs).
+    let access_log =
+        crate::audit_access::spawn(cfg.data_dir.clone(), auditor.clone(), stop_rx.clone());
     let sweeper = tokio::spawn(grant_sweeper(
         grants.clone(),
         auditor.clone(),
@@ -154,6 +157,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     let _ = admin_task.await;
     let _ = sweeper.await;
     let _ = audit_care.await;
+    let _ = access_log.await;
     if let Err(e) = auditor.flush().await {
         tracing::error!(error = %e, "final audit flush failed");
     }

@@ -111,7 +111,7 @@ fn write_position(path: &Path, seq: u64) -> std::io::Result<()> {
 /// One rendered line per record (no trailing newline).
 pub fn render(format: SinkFormat, r: &AuditRecord) -> String {
     match format {
-        SinkFormat::Jsonl => crate::export::record_json(r).to_string(),
+        SinkFormat::Jsonl => r.export_json().to_string(),
         SinkFormat::Cef => crate::export::record_cef(r),
     }
 }

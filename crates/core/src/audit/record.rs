@@ -194,6 +194,40 @@ impl AuditRecord {
     pub fn expected_hash(&self) -> String {
         compute_hash(self.seq, &self.prev_hash, &self.event)
     }
+
+    /// The record as a JSON object with the contract's field names: the line format of
+    /// `gatehouse audit export --format jsonl`, the admin API and the JSONL sinks. `detail` is
+    /// parsed back into an object so consumers need not decode a string inside a string.
+    pub fn export_json(&self) -> serde_json::Value {
+        let e = &self.event;
+        let detail: serde_json::Value = e
+            .detail
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or(serde_json::Value::Null);
+        serde_json::json!({
+            "seq": self.seq,
+            "time": e.time,
+            "kind": e.kind.as_str(),
+            "session_id": e.session_id,
+            "subject": e.subject,
+            "groups": e.groups,
+            "issuer": e.issuer,
+            "client_addr": e.client_addr,
+            "connection": e.connection,
+            "statement": e.statement,
+            "params": e.params,
+            "outcome": e.outcome.map(|o| o.as_str()),
+            "sqlstate": e.sqlstate,
+            "rule": e.rule,
+            "rows": e.rows,
+            "duration_ms": e.duration_ms,
+            "statement_seq": e.statement_seq,
+            "detail": detail,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        })
+    }
 }
 
 fn compute_hash(seq: u64, prev_hash: &str, event: &AuditEvent) -> String {

@@ -608,17 +608,23 @@ impl Gateway {
     }
 
     /// The audit records as exported (JSON lines parsed).
+    /// Every stored record in the export shape, read from the store itself: a CLI export
+    /// would be an audit read, recorded by the gateway shortly after, and tests that count
+    /// records would race with it. (`tests/audit_access.rs` covers the CLI's own reads.)
     pub fn export(&self) -> Vec<serde_json::Value> {
-        let out = self.cli(&["audit", "export", "--format", "jsonl"]);
-        assert!(
-            out.status.success(),
-            "export: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("jsonl line"))
-            .collect()
+        let store = gatehouse_store::SqliteStore::open_existing(&self.store_url())
+            .unwrap_or_else(|e| panic!("open the audit store: {e}"));
+        let mut out = Vec::new();
+        store
+            .for_each_record(None, |r| {
+                // Through text, as every consumer sees it (serde_json's default float parsing
+                // can differ from the in-memory f64 in the last digit).
+                let line = r.export_json().to_string();
+                out.push(serde_json::from_str(&line).expect("export line parses"));
+                true
+            })
+            .unwrap_or_else(|e| panic!("read the audit store: {e}"));
+        out
     }
 
     /// Waits until an exported record satisfies `pred` (outcomes are written after the fact).

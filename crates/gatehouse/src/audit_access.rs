@@ -1,0 +1,389 @@
+//! Reads of the audit store from the command line become audit records (PCI DSS 10.2.1.3:
+//! access to the audit logs is itself logged).
+//!
+//! The CLI cannot append to the chain itself: the running gateway's writer owns the chain head,
+//! and a second writer would fork it. So each reading command (`audit export`, `audit verify`,
+//! `evidence`, `sessions list|show|replay`) leaves one JSON line in a drop box,
+//! `data_dir/audit-access.jsonl`, and the gateway chains every new line as an `admin` record
+//! (`detail.event` = `audit_read`, `detail.via` = `cli`) within [`INGEST_EVERY`], or at its
+//! next start when it is not running. It keeps the byte offset of what it has chained in
+//! `data_dir/audit-access.offset`, written only after the records are durable, so a line is
+//! never lost; a crash between the two can chain one batch twice (visible by `read_at` and
+//! `pid`), never drop it.
+//!
+//! Fail closed: the drop box is opened before the command reads anything; if it cannot be
+//! opened the command refuses to run. The line is written when the command ends (with its
+//! result), so a run never reads its own access record and counts stay stable while a report
+//! is produced. Lines the gateway cannot parse are still recorded (as `invalid`, with their
+//! size and hash, never their text); a drop box that shrank below the saved offset is
+//! recorded too and read again from its start.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use gatehouse_core::audit::{AuditEvent, Auditor, RecordKind, now_rfc3339};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+/// The drop box, under `data_dir`.
+pub const DROP_BOX: &str = "audit-access.jsonl";
+/// How far the gateway has chained the drop box (bytes), under `data_dir`.
+pub const OFFSET_FILE: &str = "audit-access.offset";
+/// How often the running gateway chains new lines.
+pub const INGEST_EVERY: Duration = Duration::from_secs(2);
+/// A line longer than this is not a CLI record (it is chained as `invalid`).
+const MAX_LINE: usize = 64 * 1024;
+/// Bytes read per pass; more lines wait for the next pass.
+const MAX_PASS: u64 = 4 * 1024 * 1024;
+
+/// One read of the audit store by a CLI command: the drop box's line format.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CliRead {
+    /// What was read: `export`, `verify`, `evidence`, `sessions_list`, `session`, `replay`.
+    pub what: String,
+    /// The command's arguments that say what was read (period, session, format, output file).
+    #[serde(default)]
+    pub args: serde_json::Value,
+    /// When the command ended (RFC 3339).
+    #[serde(default)]
+    pub read_at: String,
+    /// `ok`, `failed` (non-zero exit) or `error`.
+    #[serde(default)]
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The operating-system account that ran the command.
+    #[serde(default)]
+    pub os_user: Option<String>,
+    #[serde(default)]
+    pub uid: Option<u32>,
+    #[serde(default)]
+    pub pid: u32,
+}
+
+/// The drop box, opened by a reading command before it reads.
+pub struct AccessLog {
+    file: File,
+    path: PathBuf,
+}
+
+impl AccessLog {
+    /// Opens (creating, mode 0600) the drop box under `data_dir`. Failing here must stop the
+    /// command: a read that cannot be recorded does not happen.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join(DROP_BOX);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| {
+                format!(
+                    "cannot record this read of the audit store in {} (PCI DSS 10.2.1.3: \
+                     access to the audit logs is logged); refusing to read",
+                    path.display()
+                )
+            })?;
+        Ok(Self { file, path })
+    }
+
+    /// Writes the command's line (one `write`, O_APPEND, then fsync).
+    pub fn record(
+        mut self,
+        what: &str,
+        args: serde_json::Value,
+        result: &Result<ExitCode>,
+    ) -> Result<()> {
+        let (result, error) = match result {
+            Ok(code) if *code == ExitCode::SUCCESS => ("ok", None),
+            Ok(_) => ("failed", None),
+            Err(e) => ("error", Some(truncate(&format!("{e:#}"), 500))),
+        };
+        let uid = std::fs::metadata("/proc/self").ok().map(|m| m.uid());
+        let line = CliRead {
+            what: what.to_owned(),
+            args,
+            read_at: now_rfc3339(),
+            result: result.to_owned(),
+            error,
+            os_user: uid
+                .and_then(user_name)
+                .or_else(|| std::env::var("USER").ok()),
+            uid,
+            pid: std::process::id(),
+        };
+        let mut text = serde_json::to_string(&line)?;
+        text.push('\n');
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|()| self.file.sync_data())
+            .with_context(|| format!("recording this read in {}", self.path.display()))
+    }
+}
+
+/// Runs a reading command between opening the drop box and writing its line. A failure to
+/// write the line after a successful command makes the command fail.
+pub async fn guarded_async<F>(
+    data_dir: &Path,
+    what: &str,
+    args: serde_json::Value,
+    run: F,
+) -> Result<ExitCode>
+where
+    F: std::future::Future<Output = Result<ExitCode>>,
+{
+    let log = AccessLog::open(data_dir)?;
+    let result = run.await;
+    log.record(what, args, &result)?;
+    result
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", s.get(..i).unwrap_or_default()),
+        None => s.to_owned(),
+    }
+}
+
+/// The account name of `uid` from /etc/passwd (no NSS: this is a record, not an access check).
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let id: u32 = f.nth(1)?.parse().ok()?;
+        (id == uid).then(|| name.to_owned())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateway side
+
+/// Chains the drop box's new lines at start and every [`INGEST_EVERY`] until `stop`, with a
+/// last pass when stopping.
+pub fn spawn(
+    data_dir: PathBuf,
+    auditor: Auditor,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(INGEST_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stopping = tokio::select! {
+                _ = tick.tick() => false,
+                r = stop.wait_for(|s| *s) => {
+                    let _ = r;
+                    true
+                }
+            };
+            if let Err(e) = ingest(&data_dir, &auditor).await {
+                tracing::error!(error = %e, "CLI reads of the audit store could not be chained");
+            }
+            if stopping {
+                return;
+            }
+        }
+    })
+}
+
+/// One pass: reads the lines after the saved offset, records them, then saves the new offset.
+/// Returns how many records were written.
+pub async fn ingest(data_dir: &Path, auditor: &Auditor) -> Result<usize> {
+    let dir = data_dir.to_owned();
+    let pass = tokio::task::spawn_blocking(move || read_pass(&dir))
+        .await
+        .map_err(|e| anyhow!("drop box reader: {e}"))??;
+    let Some(pass) = pass else {
+        return Ok(0);
+    };
+    let n = pass.events.len();
+    if n > 0 {
+        auditor
+            .record_many(pass.events)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    let dir = data_dir.to_owned();
+    tokio::task::spawn_blocking(move || save_offset(&dir, pass.new_offset))
+        .await
+        .map_err(|e| anyhow!("offset writer: {e}"))??;
+    Ok(n)
+}
+
+struct Pass {
+    events: Vec<AuditEvent>,
+    new_offset: u64,
+}
+
+fn read_pass(data_dir: &Path) -> Result<Option<Pass>> {
+    let path = data_dir.join(DROP_BOX);
+    let mut file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    let size = file.metadata()?.len();
+    let mut offset = load_offset(data_dir)?;
+    let mut events = Vec::new();
+    if size < offset {
+        // Someone truncated or replaced the drop box: say so, and read it from the start.
+        events.push(
+            AuditEvent::new(RecordKind::Admin, String::new()).with_detail(serde_json::json!({
+                "event": "audit_access_log_truncated",
+                "via": "cli",
+                "offset": offset,
+                "size": size,
+            })),
+        );
+        offset = 0;
+    }
+    if size == offset && events.is_empty() {
+        return Ok(None);
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    file.take(MAX_PASS).read_to_end(&mut buf)?;
+    let mut consumed = 0usize;
+    let mut rest = buf.as_slice();
+    while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+        let (line, tail) = rest.split_at(nl);
+        events.push(event_for(line));
+        consumed += nl + 1;
+        rest = tail.get(1..).unwrap_or_default();
+    }
+    if consumed == 0 && rest.len() as u64 >= MAX_PASS.min(MAX_LINE as u64) {
+        // No line end in a long run of bytes: not something the CLI wrote; chain it as
+        // invalid and move past it rather than stall on it.
+        events.push(event_for(rest));
+        consumed = rest.len();
+    }
+    Ok(Some(Pass {
+        events,
+        new_offset: offset + consumed as u64,
+    }))
+}
+
+/// The audit event for one drop-box line.
+fn event_for(line: &[u8]) -> AuditEvent {
+    let parsed = (line.len() <= MAX_LINE)
+        .then(|| serde_json::from_slice::<CliRead>(line).ok())
+        .flatten();
+    let mut ev = AuditEvent::new(RecordKind::Admin, String::new());
+    match parsed {
+        Some(r) => {
+            ev.subject = r.os_user.as_ref().map(|u| format!("os:{u}"));
+            ev.with_detail(serde_json::json!({
+                "event": "audit_read",
+                "via": "cli",
+                "what": r.what,
+                "args": r.args,
+                "read_at": r.read_at,
+                "result": r.result,
+                "error": r.error,
+                "os_user": r.os_user,
+                "uid": r.uid,
+                "pid": r.pid,
+            }))
+        }
+        None => ev.with_detail(serde_json::json!({
+            "event": "audit_read",
+            "via": "cli",
+            "invalid": true,
+            "bytes": line.len(),
+            "sha256": hex::encode(Sha256::digest(line)),
+        })),
+    }
+}
+
+fn load_offset(data_dir: &Path) -> Result<u64> {
+    let path = data_dir.join(OFFSET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .with_context(|| format!("{} does not hold a byte offset", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn save_offset(data_dir: &Path, offset: u64) -> Result<()> {
+    let path = data_dir.join(OFFSET_FILE);
+    let tmp = data_dir.join(format!("{OFFSET_FILE}.tmp"));
+    let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(offset.to_string().as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_round_trips_and_junk_is_invalid() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = AccessLog::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        log.record(
+            "export",
+            serde_json::json!({"format": "jsonl"}),
+            &Ok(ExitCode::SUCCESS),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read_to_string(dir.path().join(DROP_BOX)).unwrap_or_default();
+        let ev = event_for(text.trim_end().as_bytes());
+        let d: serde_json::Value =
+            serde_json::from_str(ev.detail.as_deref().unwrap_or("null")).unwrap_or_default();
+        assert_eq!(d["what"], "export");
+        assert_eq!(d["result"], "ok");
+        assert_eq!(d["args"]["format"], "jsonl");
+        let junk = event_for(b"{not json 4111111111111111");
+        let text = junk.detail.unwrap_or_default();
+        assert!(text.contains("\"invalid\":true"), "{text}");
+        assert!(!text.contains("4111"), "{text}");
+    }
+
+    #[test]
+    fn a_pass_reads_only_whole_lines_and_resumes() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = dir.path().join(DROP_BOX);
+        std::fs::write(&p, b"{\"what\":\"export\"}\n{\"what\":\"ver").unwrap_or_default();
+        let pass = read_pass(dir.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no pass"));
+        assert_eq!(pass.events.len(), 1);
+        assert_eq!(pass.new_offset, 18);
+        save_offset(dir.path(), pass.new_offset).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&p, b"{\"what\":\"export\"}\n{\"what\":\"verify\"}\n").unwrap_or_default();
+        let pass = read_pass(dir.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no pass"));
+        assert_eq!(pass.events.len(), 1);
+        save_offset(dir.path(), pass.new_offset).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            read_pass(dir.path())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_none()
+        );
+        // Shrunk below the offset: recorded, and read again from the start.
+        std::fs::write(&p, b"{\"what\":\"x\"}\n").unwrap_or_default();
+        let pass = read_pass(dir.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no pass"));
+        assert_eq!(pass.events.len(), 2);
+        let first = pass.events.first().and_then(|e| e.detail.clone());
+        assert!(
+            first
+                .unwrap_or_default()
+                .contains("audit_access_log_truncated")
+        );
+    }
+}
