@@ -320,6 +320,8 @@ pub struct Report {
     pub access_to_cardholder_data: CardholderAccess,
     /// 10.2.1.2
     pub administrative_actions: AdminActions,
+    /// 10.2.1.3
+    pub audit_log_access: AuditLogAccess,
     /// 10.2.1.4
     pub invalid_access_attempts: InvalidAccess,
     /// 10.2.2
@@ -645,6 +647,32 @@ pub struct Integrity {
     pub records_after_last_checkpoint: u64,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditReadRef {
+    pub seq: u64,
+    pub time: String,
+    pub subject: Option<String>,
+    /// `api` (admin API) or `cli` (a command run against the store).
+    pub via: String,
+    /// What was read (`sessions`, `session`, `export`, `verify`, `evidence`, ...).
+    pub what: String,
+    /// The session read, or the command's arguments.
+    pub target: Option<String>,
+    /// `ok`, `failed` or `error` for CLI reads; API reads are recorded before they answer.
+    pub result: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditLogAccess {
+    /// `admin` records with `detail.event` = `audit_read`.
+    pub reads: u64,
+    pub by_subject: BTreeMap<String, u64>,
+    /// Per `via:what`.
+    pub by_kind: BTreeMap<String, u64>,
+    pub list: Capped<AuditReadRef>,
+    pub note: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Retention {
     pub retention_days: u32,
@@ -655,6 +683,8 @@ pub struct Retention {
     pub newest_record_time: Option<String>,
     /// The store holds records from before the period start.
     pub covers_period_start: bool,
+    /// Retention purges recorded in the period (`admin` records, `retention_purge`).
+    pub purges: u64,
     pub note: String,
 }
 
@@ -684,6 +714,12 @@ pub struct ControlFailures {
     pub statements_cut_short: u64,
     pub protocol_errors: u64,
     pub session_end_reasons: BTreeMap<String, u64>,
+    /// Failures of the audit control (`control_failure` records), alerts per kind:
+    /// `audit.write_failed`, `audit.verify_failed`, `audit.sink_lag`.
+    pub audit_control_alerts: BTreeMap<String, u64>,
+    /// `[[notify]]` events that never reached their webhook (`notify_failed` records).
+    pub webhook_failures: u64,
+    pub webhook_failures_by_target: BTreeMap<String, u64>,
     pub note: String,
 }
 
@@ -850,6 +886,15 @@ struct Acc {
     cut_short: u64,
     protocol_errors: u64,
     session_end_reasons: BTreeMap<String, u64>,
+    control_alerts: BTreeMap<String, u64>,
+    webhook_failures: u64,
+    webhook_by_target: BTreeMap<String, u64>,
+    // 10.2.1.3
+    audit_reads: Capped<AuditReadRef>,
+    audit_reads_by_subject: BTreeMap<String, u64>,
+    audit_reads_by_kind: BTreeMap<String, u64>,
+    // 10.5.1
+    purges: u64,
 }
 
 fn s(v: Option<&Value>) -> Option<String> {
@@ -956,6 +1001,13 @@ impl Acc {
             cut_short: 0,
             protocol_errors: 0,
             session_end_reasons: BTreeMap::new(),
+            control_alerts: BTreeMap::new(),
+            webhook_failures: 0,
+            webhook_by_target: BTreeMap::new(),
+            audit_reads: Capped::default(),
+            audit_reads_by_subject: BTreeMap::new(),
+            audit_reads_by_kind: BTreeMap::new(),
+            purges: 0,
         }
     }
 
@@ -1029,14 +1081,57 @@ impl Acc {
                     outcome: e.outcome.map(|o| o.as_str().to_owned()),
                     about,
                 });
-                match kind {
-                    "approval" => request_event(&mut self.approvals, r, &detail, false),
-                    "grant" => request_event(&mut self.grants, r, &detail, true),
+                match (kind, event) {
+                    ("approval", _) => request_event(&mut self.approvals, r, &detail, false),
+                    ("grant", _) => request_event(&mut self.grants, r, &detail, true),
+                    ("admin", Some("audit_read")) => self.audit_read(r, &detail),
+                    ("admin", Some("control_failure")) => {
+                        let alert = s(detail.get("alert")).unwrap_or_else(|| "-".to_owned());
+                        let n = detail.get("count").and_then(Value::as_u64).unwrap_or(1);
+                        bump(&mut self.control_alerts, &alert, n);
+                    }
+                    ("admin", Some("notify_failed")) => {
+                        self.webhook_failures += 1;
+                        let target = s(detail.get("notify")).unwrap_or_else(|| "-".to_owned());
+                        bump(&mut self.webhook_by_target, &target, 1);
+                    }
+                    ("admin", Some("retention_purge")) => self.purges += 1,
                     _ => {}
                 }
             }
             _ => {}
         }
+    }
+
+    fn audit_read(&mut self, r: &AuditRecord, detail: &Value) {
+        let via = s(detail.get("via")).unwrap_or_else(|| "api".to_owned());
+        let what = if detail.get("invalid").and_then(Value::as_bool) == Some(true) {
+            "invalid".to_owned()
+        } else {
+            s(detail.get("what")).unwrap_or_else(|| "-".to_owned())
+        };
+        let target = s(detail.get("target")).or_else(|| {
+            detail
+                .get("args")
+                .filter(|a| a.as_object().is_some_and(|o| !o.is_empty()))
+                .map(|a| mask_pans(&a.to_string()).into_owned())
+        });
+        let subject = masked_opt(&r.event.subject);
+        bump(
+            &mut self.audit_reads_by_subject,
+            subject.as_deref().unwrap_or("(none)"),
+            1,
+        );
+        bump(&mut self.audit_reads_by_kind, &format!("{via}:{what}"), 1);
+        self.audit_reads.push(AuditReadRef {
+            seq: r.seq,
+            time: r.event.time.clone(),
+            subject,
+            via,
+            what,
+            target,
+            result: s(detail.get("result")),
+        });
     }
 
     fn scan_pans(&mut self, r: &AuditRecord) {
@@ -1576,8 +1671,11 @@ impl Acc {
                 .first_record
                 .as_ref()
                 .is_some_and(|(_, t)| t.as_str() <= self.period.from_time.as_str()),
-            note: "records are kept online in the audit store (immediately available); this \
-                   version does not purge records older than retention_days"
+            purges: self.purges,
+            note: "records are kept online in the audit store (immediately available); records \
+                   older than retention_days are purged hourly in the background, up to a signed \
+                   checkpoint that anchors the first kept record, and each purge is itself an \
+                   admin record (retention_purge)"
                 .to_owned(),
         };
         // 10.7.2
@@ -1591,9 +1689,27 @@ impl Acc {
             statements_cut_short: self.cut_short,
             protocol_errors: self.protocol_errors,
             session_end_reasons: self.session_end_reasons,
+            audit_control_alerts: self.control_alerts,
+            webhook_failures: self.webhook_failures,
+            webhook_failures_by_target: self.webhook_by_target,
             note: "a failed audit write is refused with SQLSTATE 58000 under audit.fail_closed; \
-                   when the store itself is unavailable the refusal may not be recorded: see the \
-                   metric gatehouse_audit_write_failures_total and the gateway log"
+                   failures of the audit control (failed writes, failed chain verifications, \
+                   lagging SIEM sinks) are recorded as control_failure records once the store \
+                   takes writes again, and undelivered [[notify]] events as notify_failed \
+                   records; the metrics gatehouse_audit_write_failures_total and \
+                   gatehouse_notify_failed_total and the gateway log carry them as they happen"
+                .to_owned(),
+        };
+        // 10.2.1.3
+        let audit_log_access = AuditLogAccess {
+            reads: self.audit_reads.total,
+            by_subject: self.audit_reads_by_subject,
+            by_kind: self.audit_reads_by_kind,
+            list: self.audit_reads,
+            note: "reads through the admin API are recorded before they are answered; reads \
+                   by CLI commands (audit export/verify, evidence, sessions) are recorded when \
+                   the command ends, by the gateway (at once while it runs, else at its next \
+                   start); this report's own run is not in it"
                 .to_owned(),
         };
         let approvals = finish_requests(self.approvals);
@@ -1614,6 +1730,7 @@ impl Acc {
             summary: Vec::new(),
             access_to_cardholder_data: access,
             administrative_actions: admin,
+            audit_log_access,
             invalid_access_attempts: invalid,
             record_completeness: completeness,
             masking,
@@ -1871,6 +1988,16 @@ fn summary(r: &Report) -> Vec<SummaryRow> {
             false,
         ),
         row(
+            "10.2.1.3",
+            "Access to audit logs",
+            format!(
+                "{} reads of the audit logs by {} identities",
+                r.audit_log_access.reads,
+                r.audit_log_access.by_subject.len()
+            ),
+            false,
+        ),
+        row(
             "10.2.1.4",
             "Invalid logical access attempts",
             format!(
@@ -1974,11 +2101,17 @@ fn summary(r: &Report) -> Vec<SummaryRow> {
             "10.7.2",
             "Failures of critical security controls",
             format!(
-                "{} fail-closed refusals (58000), {} statements blocked by rules, {} held \
-                 statements refused",
-                cf.fail_closed_refusals, cf.blocked_statements, cf.held_statements_refused
+                "{} fail-closed refusals (58000), {} audit control alerts, {} webhook \
+                 failures, {} statements blocked by rules, {} held statements refused",
+                cf.fail_closed_refusals,
+                cf.audit_control_alerts.values().sum::<u64>(),
+                cf.webhook_failures,
+                cf.blocked_statements,
+                cf.held_statements_refused
             ),
-            cf.fail_closed_refusals > 0,
+            cf.fail_closed_refusals > 0
+                || !cf.audit_control_alerts.is_empty()
+                || cf.webhook_failures > 0,
         ),
     ]
 }
@@ -2412,6 +2545,38 @@ fn document(r: &Report) -> Doc {
         ],
     );
 
+    // 10.2.1.3
+    let la = &r.audit_log_access;
+    section(
+        "10.2.1.3",
+        "Access to audit logs",
+        &la.note,
+        vec![
+            fig("reads of the audit logs", la.reads),
+            fig("identities", la.by_subject.len()),
+        ],
+        vec![
+            map_table("Reads per identity", "subject", "reads", &la.by_subject),
+            map_table("Reads per channel:what", "via:what", "reads", &la.by_kind),
+            capped_table(
+                "Reads of the audit logs",
+                ["seq", "time", "subject", "via", "what", "target", "result"],
+                &la.list,
+                |a| {
+                    [
+                        a.seq.to_string(),
+                        a.time.clone(),
+                        opt(&a.subject),
+                        a.via.clone(),
+                        a.what.clone(),
+                        opt(&a.target),
+                        opt(&a.result),
+                    ]
+                },
+            ),
+        ],
+    );
+
     // 10.2.1.4
     let inv = &r.invalid_access_attempts;
     section(
@@ -2731,6 +2896,7 @@ fn document(r: &Report) -> Doc {
             ),
             fig("newest record time", opt(&ret.newest_record_time)),
             fig("store covers the period start", ret.covers_period_start),
+            fig("retention purges in the period", ret.purges),
         ],
         Vec::new(),
     );
@@ -2743,6 +2909,11 @@ fn document(r: &Report) -> Doc {
         &cf.note,
         vec![
             fig("fail-closed refusals (58000)", cf.fail_closed_refusals),
+            fig(
+                "audit control alerts",
+                cf.audit_control_alerts.values().sum::<u64>(),
+            ),
+            fig("webhook failures", cf.webhook_failures),
             fig("statements blocked by rules", cf.blocked_statements),
             fig(
                 "held statements denied or expired",
@@ -2796,6 +2967,18 @@ fn document(r: &Report) -> Doc {
                 "reason",
                 "sessions",
                 &cf.session_end_reasons,
+            ),
+            map_table(
+                "Audit control alerts per kind",
+                "alert",
+                "alerts",
+                &cf.audit_control_alerts,
+            ),
+            map_table(
+                "Undelivered webhook events per [[notify]]",
+                "notify",
+                "events",
+                &cf.webhook_failures_by_target,
             ),
         ],
     );

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod alert_records;
 mod audit_access;
 mod audit_tasks;
 mod commands;

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use gatehouse_core::approvals::{ApprovalEvent, ApprovalRequest, ApprovalStatus};
-use gatehouse_core::audit::AuditAlert;
+use gatehouse_core::audit::{AuditAlert, AuditEvent, Auditor, RecordKind};
 use gatehouse_core::config::{Config, NotifyFormat, Secret};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -63,6 +63,7 @@ pub fn spawn(
     cfg: &Config,
     events: broadcast::Receiver<ApprovalEvent>,
     alerts: broadcast::Receiver<AuditAlert>,
+    auditor: Auditor,
 ) -> Result<()> {
     if cfg.notify.is_empty() {
         return Ok(());
@@ -81,6 +82,7 @@ pub fn spawn(
             format: n.format,
             client,
             queue: Queue::new(QUEUE_CAPACITY),
+            auditor: auditor.clone(),
         });
         tracing::info!(
             notify = %target.label,
@@ -122,6 +124,24 @@ struct Target {
     format: NotifyFormat,
     client: reqwest::Client,
     queue: Queue,
+    /// Undelivered events are audit records (PCI DSS 10.7.2: failures of a security control).
+    auditor: Auditor,
+}
+
+impl Target {
+    /// Records that `event` about `request_id` did not reach this webhook.
+    async fn record_failure(&self, event: &str, request_id: &str, attempts: u32, error: &str) {
+        let ev = AuditEvent::new(RecordKind::Admin, String::new()).with_detail(serde_json::json!({
+            "event": "notify_failed",
+            "notify": self.label,
+            "url": self.redacted_url,
+            "notify_event": event,
+            "request_id": request_id,
+            "attempts": attempts,
+            "error": error,
+        }));
+        self.auditor.record_later(ev).await;
+    }
 }
 
 /// An event rendered for one webhook.
@@ -282,6 +302,13 @@ async fn dispatch(
                             request = %old.request_id,
                             "webhook queue full ({QUEUE_CAPACITY}); oldest event dropped"
                         );
+                        t.record_failure(
+                            old.event,
+                            &old.request_id,
+                            0,
+                            &format!("queue full ({QUEUE_CAPACITY}); dropped"),
+                        )
+                        .await;
                     }
                 }
             }
@@ -331,6 +358,8 @@ async fn deliver(t: &Target, d: &Delivery) {
                     error = %f.reason,
                     "webhook delivery failed; event not delivered"
                 );
+                t.record_failure(d.event, &d.request_id, attempt, &f.reason)
+                    .await;
                 return;
             }
         }

@@ -71,7 +71,14 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         &cfg.connections,
     ));
     // Webhooks follow the book from here; they never hold a decision (see notify.rs).
-    crate::notify::spawn(&cfg, approvals.subscribe(), auditor.subscribe_alerts())?;
+    crate::notify::spawn(
+        &cfg,
+        approvals.subscribe(),
+        auditor.subscribe_alerts(),
+        auditor.clone(),
+    )?;
+    // Failures of the audit control become records once the store takes writes.
+    let alert_records = crate::alert_records::spawn(auditor.clone(), stop_rx.clone());
     // SIEM sinks tail the store (the store is their spool; see sinks.rs).
     crate::sinks::spawn(&cfg, &store, &auditor)?;
     let shared = Arc::new(Shared {
@@ -158,6 +165,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     let _ = sweeper.await;
     let _ = audit_care.await;
     let _ = access_log.await;
+    let _ = alert_records.await;
     if let Err(e) = auditor.flush().await {
         tracing::error!(error = %e, "final audit flush failed");
     }

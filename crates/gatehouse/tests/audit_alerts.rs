@@ -1,5 +1,6 @@
-//! Failures of the audit control raise an alert (PCI DSS 10.7.2): a failed audit write and a
-//! failed chain verification each count a metric, log an error and post a `[[notify]]` event.
+//! Failures of the audit control raise an alert (PCI DSS 10.7.2): a failed audit write, a
+//! failed chain verification and a lagging SIEM sink each count a metric, log an error, post a
+//! `[[notify]]` event and, once the store takes writes, become a `control_failure` record.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod support;
@@ -131,6 +132,45 @@ async fn a_failed_audit_write_raises_metric_error_log_and_webhook() {
     );
     let log = gw.log_text();
     assert!(error_line(&log, "audit write failed").is_some(), "{log}");
+
+    // Once the store takes writes again, the failure is in the chain (for the evidence report)
+    // and the chain still verifies.
+    SqliteStore::open(&gw.store_url())
+        .unwrap()
+        .execute_raw("DROP TRIGGER fail_audit")
+        .unwrap();
+    let rec = control_failure(&gw, "audit.write_failed");
+    assert!(rec["detail"]["count"].as_u64().unwrap() >= 1, "{rec}");
+    assert!(
+        rec["detail"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("disk full"),
+        "{rec}"
+    );
+    assert!(rec["detail"]["first_at"].is_string(), "{rec}");
+    c.simple_query("SELECT 3").await.unwrap();
+    assert!(gw.cli(&["audit", "verify"]).status.success());
+}
+
+/// Waits for the `control_failure` record of `alert`.
+fn control_failure(gw: &Gateway, alert: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(r) = gw.export().into_iter().find(|r| {
+            r["kind"] == "admin"
+                && r["detail"]["event"] == "control_failure"
+                && r["detail"]["alert"] == alert
+        }) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no control_failure record for {alert}; log: {}",
+            gw.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,9 +215,17 @@ async fn a_failed_chain_verification_raises_metric_error_log_and_webhook() {
         error_line(&log, "audit chain verification failed").is_some(),
         "{log}"
     );
-    // The gateway keeps serving (alerting does not stop it).
+    // The gateway keeps serving (alerting does not stop it), and the failure is recorded.
     let c = gw.connect("payments", &token).await;
     c.simple_query("SELECT 1").await.unwrap();
+    let rec = control_failure(&gw, "audit.verify_failed");
+    assert!(
+        rec["detail"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("record 1: content does not match its hash"),
+        "{rec}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,4 +257,6 @@ async fn a_lagging_siem_sink_raises_an_error_log_and_webhook() {
         error_line(&log, "audit sink is falling behind").is_some(),
         "{log}"
     );
+    let rec = control_failure(&gw, "audit.sink_lag");
+    assert!(rec["detail"]["records"].as_u64().unwrap() > 3, "{rec}");
 }

@@ -126,12 +126,20 @@ fn as_map(v: &Value) -> BTreeMap<String, BTreeMap<String, u64>> {
 #[tokio::test]
 async fn evidence_report_matches_the_audit_export() {
     // `payments` also takes time-bound grants, approved by `security`.
+    // A `[[notify]]` webhook that answers 404 (the admin API has no such path): every event
+    // it is sent is a webhook failure (10.7.2).
     let mut gw = Gateway::builder().extra(CONFIG).start_edited(|text| {
+        let admin = text
+            .lines()
+            .find_map(|l| l.strip_prefix("admin = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap()
+            .to_owned();
         text.replacen(
             "allow_groups = [\"fraud-bots\", \"dba\"]",
             "allow_groups = [\"fraud-bots\", \"dba\"]\ngrant_approvers = [\"security\"]",
             1,
-        )
+        ) + &format!("\n[[notify]]\nurl = \"http://{admin}/no-such-hook\"\nevents = [\"approval.requested\"]\n")
     });
     let analyst = gw.token("analyst", &["dba"]);
     let auditor = gw.token("auditor", &["dba", "pci-auditors"]);
@@ -140,6 +148,7 @@ async fn evidence_report_matches_the_audit_export() {
     let mallory = gw.token(HOSTILE_SUBJECT, &["dba"]);
     let outsider = gw.token("eve", &["nobody"]);
     let contractor = gw.token("bob", &["contractors"]);
+    let admin = gw.token("root-admin", &["gatehouse-admins"]);
 
     // Allowed and masked statements (column rule, verification code, content detector).
     let c = gw.connect("payments", &analyst).await;
@@ -241,6 +250,9 @@ async fn evidence_report_matches_the_audit_export() {
     )
     .await;
 
+    // A read of the audit logs through the admin API (10.2.1.3).
+    api(&gw, "GET", "/api/sessions", &admin, None).await;
+
     // Failed logins: bad tokens and an identity not allowed on the connection.
     for _ in 0..2 {
         assert!(gw.try_connect("payments", "not-a-token").await.is_err());
@@ -257,7 +269,8 @@ async fn evidence_report_matches_the_audit_export() {
             r["kind"] == "statement" && r["outcome"].is_null()
         });
         let outcomes = count(&recs, |r| r["kind"] == "outcome");
-        if starts == 6 && ends == starts && outcomes >= statements {
+        let webhook_failed = count(&recs, |r| r["detail"]["event"] == "notify_failed");
+        if starts == 6 && ends == starts && outcomes >= statements && webhook_failed == 1 {
             break recs;
         }
         assert!(
@@ -330,6 +343,35 @@ async fn evidence_report_matches_the_audit_export() {
         cf["fail_closed_refusals"],
         count(&recs, |r| r["sqlstate"] == "58000")
     );
+    let failed_hooks: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["kind"] == "admin" && r["detail"]["event"] == "notify_failed")
+        .collect();
+    assert_eq!(failed_hooks.len(), 1);
+    assert_eq!(
+        failed_hooks[0]["detail"]["notify_event"],
+        "approval.requested"
+    );
+    assert_eq!(failed_hooks[0]["detail"]["error"], "HTTP 404");
+    assert_eq!(cf["webhook_failures"], 1);
+    assert_eq!(
+        cf["webhook_failures_by_target"].as_object().unwrap().len(),
+        1
+    );
+    assert_eq!(
+        cf["audit_control_alerts"].as_object().unwrap().len() as u64,
+        count(&recs, |r| r["detail"]["event"] == "control_failure")
+    );
+
+    // 10.2.1.3: the API read of the sessions.
+    let reads = count(&recs, |r| {
+        r["kind"] == "admin" && r["detail"]["event"] == "audit_read"
+    });
+    assert_eq!(reads, 1);
+    let la = &rep["audit_log_access"];
+    assert_eq!(la["reads"], reads);
+    assert_eq!(la["by_subject"]["root-admin"], 1);
+    assert_eq!(la["by_kind"]["api:sessions"], 1);
 
     // 3.4.1 and 10.2.1.1: masked totals per column and reason.
     let masked = masked_totals(&recs);
@@ -515,7 +557,8 @@ async fn evidence_report_matches_the_audit_export() {
             .unwrap()
             .to_owned()
     };
-    assert_eq!(summary.len(), 11);
+    assert_eq!(summary.len(), 12);
+    assert_eq!(status("10.7.2"), "attention", "a webhook failed");
     assert_eq!(status("3.5.1"), "ok");
     assert_eq!(status("10.3"), "ok");
     assert_eq!(status("10.2.1.4"), "attention");
@@ -557,11 +600,13 @@ async fn evidence_report_matches_the_audit_export() {
         last["hash"].as_str().unwrap().to_owned(),
         "0 PANs found".to_owned(),
         format!("{blocked} statements blocked by rules"),
+        "1 webhook failures".to_owned(),
         format!("{masked_total} values masked"),
     ];
     for req in [
         "10.2.1.1",
         "10.2.1.2",
+        "10.2.1.3",
         "10.2.1.4",
         "10.2.2",
         "3.4.1",
@@ -660,4 +705,35 @@ async fn evidence_report_matches_the_audit_export() {
         .find(|r| r["requirement"] == "10.3")
         .unwrap();
     assert_eq!(row["status"], "attention");
+
+    // Each evidence run above read the audit logs (10.2.1.3): chained at the next start, with
+    // its period, output and result.
+    gw.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let runs = loop {
+        let runs: Vec<Value> = gw
+            .export()
+            .into_iter()
+            .filter(|r| r["detail"]["event"] == "audit_read" && r["detail"]["what"] == "evidence")
+            .collect();
+        if runs.len() >= 7 || Instant::now() > deadline {
+            break runs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let results: Vec<&str> = runs
+        .iter()
+        .map(|r| r["detail"]["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        results,
+        ["ok", "ok", "ok", "ok", "ok", "error", "failed"],
+        "{runs:#?}"
+    );
+    assert_eq!(
+        runs[0]["detail"]["args"]["output"],
+        json_path.to_str().unwrap()
+    );
+    assert_eq!(runs[0]["detail"]["args"]["format"], "json");
+    assert_eq!(runs[0]["detail"]["args"]["from"], first_day.as_str());
 }

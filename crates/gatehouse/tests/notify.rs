@@ -430,6 +430,21 @@ async fn dead_webhooks_do_not_hold_decisions() {
         !log.contains(&format!("127.0.0.1:{}/hook", failing.port)),
         "URL paths are not logged"
     );
+    // Each undelivered event is an audit record (10.7.2), without the URL's path or secret.
+    let failed = gw.wait_for_record(|r| {
+        r["detail"]["event"] == "notify_failed" && r["detail"]["notify"] == "failing"
+    });
+    assert_eq!(failed["kind"], "admin");
+    assert_eq!(failed["detail"]["attempts"], 5, "{failed}");
+    assert_eq!(failed["detail"]["error"], "HTTP 500", "{failed}");
+    assert_eq!(
+        failed["detail"]["notify_event"], "approval.requested",
+        "{failed}"
+    );
+    assert!(!failed.to_string().contains("/hook"), "{failed}");
+    gw.wait_for_record(|r| {
+        r["detail"]["event"] == "notify_failed" && r["detail"]["notify"] == "dead"
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
