@@ -268,8 +268,13 @@ async fn audit_read(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Statements are analysed on the runtime's own threads (no hand-over to another thread per
+    // statement); PostgreSQL's parser recurses deeply on nested input, hence the big stacks
+    // (virtual memory, committed only as used).
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(gatehouse_sql::STACK_SIZE)
+        .on_thread_start(gatehouse_sql::mark_big_stack)
         .build()
     {
         Ok(rt) => rt,

@@ -1,9 +1,14 @@
 //! A byte-bounded LRU cache in front of [`analyze`](crate::analyze).
 //!
-//! Keyed by the exact SQL text and the [`AnalysisContext`] (never by a fingerprint or a
-//! normalised form: those ignore constants, and the same text can mean different statements
-//! under another `standard_conforming_strings`). Bounded by the bytes of cached text, not the
-//! entry count, so a client sending huge statements cannot make it grow without limit.
+//! Keyed by the exact SQL text and the [`AnalysisContext`] (the same text can mean different
+//! statements under another `standard_conforming_strings`), or by the statement's *shape*
+//! (its text with plain literal values taken out, see `shape.rs`) when the analysis cannot
+//! depend on those values: statements that only read or write rows, with no constant `LIMIT`,
+//! no settings changed, no COPY and no opaque code — everywhere else the analyser reads
+//! constants, so those are keyed by their exact text. A statement sent with a different
+//! literal each time (the simple protocol's usual case) is then parsed once per shape instead
+//! of once per call. Bounded by the bytes of cached text, not the entry count, so a client
+//! sending huge statements cannot make it grow without limit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +20,10 @@ type Outcome = Result<Arc<Vec<StatementInfo>>, AnalysisError>;
 
 #[derive(Debug, Hash, PartialEq, Eq)]
 struct Key {
+    /// The exact text, or the shape when `shaped`.
     sql: String,
     ctx: AnalysisContext,
+    shaped: bool,
 }
 
 impl Key {
@@ -26,9 +33,17 @@ impl Key {
     }
 }
 
+#[derive(Debug, Clone)]
+enum Cached {
+    Analysis(Outcome),
+    /// A shape whose statements' analysis depends on their literal values: use the exact
+    /// text's entry.
+    NotShareable,
+}
+
 #[derive(Debug)]
 struct Entry {
-    outcome: Outcome,
+    cached: Cached,
     tick: u64,
 }
 
@@ -108,41 +123,90 @@ impl AnalysisCache {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// [`analyze`], answered from the cache when this exact text was analysed before in the
-    /// same context.
+    /// [`analyze`], answered from the cache when this exact text, or a text of the same shape
+    /// whose analysis cannot depend on its literals, was analysed before in the same context.
     pub fn analyze(&self, sql: &str, ctx: &AnalysisContext) -> Outcome {
-        let key = Key {
+        let exact = || Key {
             sql: sql.to_owned(),
             ctx: ctx.clone(),
+            shaped: false,
         };
-        {
-            let mut state = self.lock();
-            let tick = state.next_tick();
-            let mut hit = None;
-            if let Some(entry) = state.map.get_mut(&key) {
-                let old = std::mem::replace(&mut entry.tick, tick);
-                hit = Some((old, entry.outcome.clone()));
+        let shape = if ctx.standard_conforming_strings {
+            crate::shape::of(sql)
+        } else {
+            None
+        };
+        let Some(shape) = shape else {
+            let key = exact();
+            if let Some(Cached::Analysis(outcome)) = self.lookup(&key) {
+                return self.hit(outcome);
             }
-            if let Some((old, outcome)) = hit {
-                if let Some(k) = state.lru.remove(&old) {
-                    state.lru.insert(tick, k);
+            let outcome = self.miss(sql, ctx);
+            self.insert(key, Cached::Analysis(outcome.clone()), &outcome);
+            return outcome;
+        };
+        let shaped = Key {
+            sql: shape,
+            ctx: ctx.clone(),
+            shaped: true,
+        };
+        match self.lookup(&shaped) {
+            Some(Cached::Analysis(outcome)) => self.hit(outcome),
+            Some(Cached::NotShareable) => {
+                let key = exact();
+                if let Some(Cached::Analysis(outcome)) = self.lookup(&key) {
+                    return self.hit(outcome);
                 }
-                drop(state);
-                self.inner.hits.fetch_add(1, Ordering::Relaxed);
-                return outcome;
+                let outcome = self.miss(sql, ctx);
+                self.insert(key, Cached::Analysis(outcome.clone()), &outcome);
+                outcome
+            }
+            None => {
+                let outcome = self.miss(sql, ctx);
+                if shareable(&outcome) {
+                    self.insert(shaped, Cached::Analysis(outcome.clone()), &outcome);
+                } else {
+                    self.insert(shaped, Cached::NotShareable, &outcome);
+                    self.insert(exact(), Cached::Analysis(outcome.clone()), &outcome);
+                }
+                outcome
             }
         }
-        self.inner.misses.fetch_add(1, Ordering::Relaxed);
+    }
 
-        let outcome: Outcome = analyze(sql, ctx).map(Arc::new);
+    fn hit(&self, outcome: Outcome) -> Outcome {
+        self.inner.hits.fetch_add(1, Ordering::Relaxed);
+        outcome
+    }
+
+    fn miss(&self, sql: &str, ctx: &AnalysisContext) -> Outcome {
+        self.inner.misses.fetch_add(1, Ordering::Relaxed);
+        analyze(sql, ctx).map(Arc::new)
+    }
+
+    /// The entry for `key`, marked as used.
+    fn lookup(&self, key: &Key) -> Option<Cached> {
+        let mut state = self.lock();
+        let tick = state.next_tick();
+        let entry = state.map.get_mut(key)?;
+        let old = std::mem::replace(&mut entry.tick, tick);
+        let cached = entry.cached.clone();
+        if let Some(k) = state.lru.remove(&old) {
+            state.lru.insert(tick, k);
+        }
+        Some(cached)
+    }
+
+    /// Stores `cached` under `key` (an internal error of `outcome` is never stored), evicting
+    /// the least recently used entries beyond the bound.
+    fn insert(&self, key: Key, cached: Cached, outcome: &Outcome) {
         if matches!(outcome, Err(AnalysisError::Internal(_))) {
-            return outcome;
+            return;
         }
         let cost = key.cost();
         if cost > self.inner.max_bytes {
-            return outcome;
+            return;
         }
-
         let mut state = self.lock();
         state.remove(&key); // another caller may have raced us to it
         while state.bytes + cost > self.inner.max_bytes {
@@ -156,15 +220,8 @@ impl AnalysisCache {
         let tick = state.next_tick();
         let key = Arc::new(key);
         state.lru.insert(tick, Arc::clone(&key));
-        state.map.insert(
-            key,
-            Entry {
-                outcome: outcome.clone(),
-                tick,
-            },
-        );
+        state.map.insert(key, Entry { cached, tick });
         state.bytes += cost;
-        outcome
     }
 
     /// Number of calls answered from the cache.
@@ -196,4 +253,30 @@ impl AnalysisCache {
         state.lru.clear();
         state.bytes = 0;
     }
+}
+
+/// Whether an analysis can be shared by every text of its shape: it must not depend on the
+/// value of any literal. The analyser reads literal values only for a constant `LIMIT`,
+/// `set_config()` arguments, `SET` values, COPY and EXPLAIN options and stored code, so only
+/// statements that read or write rows without any of those qualify (a parse error does not:
+/// another text of the shape may parse).
+fn shareable(outcome: &Outcome) -> bool {
+    const ROW_KINDS: [&str; 5] = ["select", "insert", "update", "delete", "dml"];
+    let Ok(statements) = outcome else {
+        return false;
+    };
+    !statements.is_empty()
+        && statements.iter().all(|s| {
+            s.kinds.iter().all(|k| ROW_KINDS.contains(&k.as_str()))
+                && ROW_KINDS.contains(&s.kind.as_str())
+                && s.limit.is_none()
+                && s.config_calls.is_empty()
+                && s.set_setting.is_none()
+                && !s.opaque
+                && !s.copy_file
+                && !s.copy_program
+                && s.copy.is_none()
+                && s.prepares.is_none()
+                && s.executes.is_none()
+        })
 }

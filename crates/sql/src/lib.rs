@@ -68,6 +68,7 @@ mod cache;
 mod children;
 mod lineage;
 mod pool;
+mod shape;
 
 #[cfg(test)]
 mod lineage_tests;

@@ -1084,16 +1084,81 @@ fn cache_hits_and_is_keyed_by_context() {
 }
 
 #[test]
+fn cache_shares_an_analysis_between_texts_of_one_shape() {
+    let cache = AnalysisCache::new(1 << 20);
+    let q = |aid: u32| format!("SELECT abalance FROM pgbench_accounts WHERE aid = {aid};");
+    let first = cache.analyze(&q(1), &ctx());
+    for aid in 2..50 {
+        let again = cache.analyze(&q(aid), &ctx());
+        assert!(matches!((&first, &again), (Ok(x), Ok(y)) if std::sync::Arc::ptr_eq(x, y)));
+    }
+    assert_eq!((cache.hits(), cache.misses()), (48, 1));
+    assert_eq!(cache.stats().entries, 1, "one entry for the shape");
+    // Strings too, and DML.
+    let u = |v: &str| format!("UPDATE accounts SET note = '{v}' WHERE id = 7");
+    let a = cache.analyze(&u("x"), &ctx()).unwrap();
+    let b = cache.analyze(&u("it''s"), &ctx()).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+}
+
+/// Where the analysis reads a literal's value, texts of one shape never share it: each gets
+/// its own analysis (and an identical text still hits its exact entry).
+#[test]
+fn cache_never_shares_what_depends_on_a_literal() {
+    let cache = AnalysisCache::new(1 << 20);
+    let fresh = |sql: &str| analyze(sql, &ctx()).unwrap();
+    for (a, b) in [
+        (
+            "SELECT set_config('application_name', 'x', false)",
+            "SELECT set_config('role', 'admin', false)",
+        ),
+        (
+            "SELECT * FROM cards LIMIT 5",
+            "SELECT * FROM cards LIMIT 500000",
+        ),
+        (
+            "SELECT * FROM cards FETCH FIRST 5 ROWS ONLY",
+            "SELECT * FROM cards FETCH FIRST 9 ROWS ONLY",
+        ),
+        ("SET work_mem = '64MB'", "SET role = 'admin'"),
+        ("SET statement_timeout = 5", "SET statement_timeout = 0"),
+        (
+            "COPY cards TO STDOUT WITH (FORMAT 'csv', HEADER 'true')",
+            "COPY cards TO STDOUT WITH (FORMAT 'text', HEADER 'false')",
+        ),
+        (
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT count(*) FROM cards'",
+        ),
+        (
+            "EXPLAIN (ANALYZE 'false') DELETE FROM cards WHERE id = 1",
+            "EXPLAIN (ANALYZE 'true') DELETE FROM cards WHERE id = 1",
+        ),
+    ] {
+        let ca = cache.analyze(a, &ctx()).unwrap();
+        let cb = cache.analyze(b, &ctx()).unwrap();
+        assert_eq!(*ca, fresh(a), "{a}");
+        assert_eq!(*cb, fresh(b), "{b}");
+        let hits = cache.hits();
+        assert_eq!(*cache.analyze(b, &ctx()).unwrap(), fresh(b));
+        assert_eq!(cache.hits(), hits + 1, "an identical text still hits: {b}");
+    }
+    // A parse error is never shared either.
+    assert!(cache.analyze("SELECT 1 FROM WHERE 2", &ctx()).is_err());
+    assert!(cache.analyze("SELECT 1 FROM t WHERE 2", &ctx()).is_ok());
+}
+
+#[test]
 fn cache_is_bounded_by_bytes() {
     let path_bytes: usize = ctx().search_path.iter().map(String::len).sum();
     let cost = |sql: &str| sql.len() + path_bytes;
-    let big = format!("SELECT '{}'", "x".repeat(1000));
+    let big = format!("SELECT a /* {} */", "x".repeat(1000));
     let max = 3 * cost(&big) + 10;
     let cache = AnalysisCache::new(max);
 
     // Many small entries: bounded by bytes, not by count.
     for n in 0..500 {
-        assert!(cache.analyze(&format!("SELECT {n}"), &ctx()).is_ok());
+        assert!(cache.analyze(&format!("SELECT c{n}"), &ctx()).is_ok());
         assert!(cache.stats().bytes <= max);
     }
     let s = cache.stats();
@@ -1118,7 +1183,7 @@ fn cache_is_bounded_by_bytes() {
     assert_eq!(cache.hits(), hits + 1);
 
     // A text larger than the whole cache is analysed but not stored.
-    let huge = format!("SELECT '{}'", "y".repeat(max));
+    let huge = format!("SELECT b /* {} */", "y".repeat(max));
     assert!(cache.analyze(&huge, &ctx()).is_ok());
     assert!(cache.stats().bytes <= max);
     assert!(cache.analyze(&huge, &ctx()).is_ok());
@@ -1144,4 +1209,47 @@ fn set_config_calls_are_recorded_with_constant_arguments() {
     );
     let s = one("SELECT set_config(name, 'off', false) FROM pg_settings");
     assert_eq!(s.config_calls, vec![(None, Some("off".to_owned()))]);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Whatever literals a statement carries, the analysis the cache answers with is the one a
+    /// fresh analysis of that very text gives, though texts of one shape share entries.
+    #[test]
+    fn cached_analysis_equals_fresh_analysis(
+        template in 0usize..12,
+        n in proptest::collection::vec(0u64..100_000_000_000, 3),
+        s in proptest::collection::vec("[a-z' %_0-9]{0,12}", 3),
+    ) {
+        let lit = |i: usize| format!("'{}'", s[i].replace('\'', "''"));
+        let sql = match template {
+            0 => format!("SELECT abalance FROM pgbench_accounts WHERE aid = {}", n[0]),
+            1 => format!("SELECT * FROM cards WHERE id IN ({}, {}) LIMIT {}", n[0], n[1], n[2]),
+            2 => format!("SELECT set_config({}, {}, false)", lit(0), lit(1)),
+            3 => format!("UPDATE cards SET note = {} WHERE id = {}", lit(0), n[0]),
+            4 => format!("INSERT INTO cards (id, note) VALUES ({}, {})", n[0], lit(1)),
+            5 => format!("SELECT substr(card_number, {}, {}) FROM cards", n[0] % 20, n[1] % 20),
+            6 => format!("SET application_name = {}", lit(0)),
+            7 => format!("SELECT {}::numeric(10, 2), {}.5e-3 AS x", n[0], n[1]),
+            8 => format!("DELETE FROM cards WHERE note LIKE {} RETURNING card_number", lit(2)),
+            9 => format!("SELECT * FROM cards FETCH FIRST {} ROWS ONLY", n[0] % 1000),
+            10 => format!("COPY (SELECT card_number FROM cards WHERE id > {}) TO STDOUT", n[0]),
+            _ => format!("SELECT * FROM cards ORDER BY {} OFFSET {}", n[0] % 3 + 1, n[1]),
+        };
+        let cache = cache_for_props();
+        let cached = cache.analyze(&sql, &ctx());
+        let fresh = analyze(&sql, &ctx());
+        match (cached, fresh) {
+            (Ok(c), Ok(f)) => proptest::prop_assert_eq!(&*c, &f, "{}", sql),
+            (Err(c), Err(f)) => proptest::prop_assert_eq!(c.to_string(), f.to_string()),
+            (c, f) => proptest::prop_assert!(false, "{sql}: cached {c:?} fresh {f:?}"),
+        }
+    }
+}
+
+/// One cache for all cases of the property, so they share shapes.
+fn cache_for_props() -> &'static AnalysisCache {
+    static CACHE: std::sync::OnceLock<AnalysisCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| AnalysisCache::new(1 << 20))
 }
