@@ -5,6 +5,8 @@
 #
 #   bash bench/pgbench.sh            # 8 clients, 20 s per run
 #   CLIENTS=16 SECONDS_PER_RUN=30 bash bench/pgbench.sh
+#   PROFILE=simple bash bench/pgbench.sh   # perf profile of the gateway's hottest symbols
+#                                          # (PERF_DATA=/tmp/gh.perf keeps the data, TOP=N)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -96,6 +98,21 @@ for _ in $(seq 100); do
 done
 TOKEN=$("$GH" token issue -c "$WORK/gatehouse.toml" --subject pgbench --group bench --ttl 1h)
 
+if [ -n "${PROFILE:-}" ]; then
+  # PROFILE=simple|prepared: a perf profile of the gateway for one pgbench run instead.
+  MODE=${PROFILE}
+  PERF_DATA=${PERF_DATA:-$WORK/perf.data}
+  command -v perf >/dev/null 2>&1 || { echo "perf is required (apt-get install linux-perf)" >&2; exit 1; }
+  PGSSLMODE=${PGSSLMODE:-disable} PGPASSWORD=$TOKEN pgbench -n -S -M "$MODE" -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
+    -h 127.0.0.1 -p "$GH_PORT" -U bench bench 2>/dev/null | grep '^tps' &
+  BENCH_PID=$!
+  sleep 2
+  perf record -F 499 -g -o "$PERF_DATA" -p "$GH_PID" -- sleep $((DURATION - 4)) 2>/dev/null
+  wait "$BENCH_PID"
+  perf report -i "$PERF_DATA" --no-children -g none --sort dso,symbol --stdio 2>/dev/null | grep -v '^#' | grep '%' | head -${TOP:-60}
+  exit 0
+fi
+
 run() { # name port password mode
   local tps
   tps=$(PGPASSWORD=$3 pgbench -n -S -M "$4" -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
@@ -103,6 +120,7 @@ run() { # name port password mode
   echo "${tps:-0}"
 }
 
+export PGSSLMODE=disable
 printf "pgbench -S, %s clients, %s threads, %ss per run, scale %s, record_results=%s, durability=%s\n\n" \
   "$CLIENTS" "$THREADS" "$DURATION" "$SCALE" "${RECORD_RESULTS:-summary}" "${DURABILITY:-fsync}"
 printf "%-10s %-20s %12s %8s\n" mode target tps ratio
@@ -110,7 +128,10 @@ for mode in simple prepared; do
   direct=$(run direct "$PGPORT" "$SVC_PW" "$mode")
   bouncer=$(run pgbouncer "$BOUNCER_PORT" "$SVC_PW" "$mode")
   gate=$(run gatehouse "$GH_PORT" "$TOKEN" "$mode")
-  for pair in "direct:$direct" "pgbouncer:$bouncer" "gatehouse:$gate"; do
+  # The gateway offers TLS (libpq's default sslmode=prefer takes it); PostgreSQL and
+  # pgbouncer here do not, so the comparison runs without TLS and TLS gets its own row.
+  gate_tls=$(PGSSLMODE=require run gatehouse "$GH_PORT" "$TOKEN" "$mode")
+  for pair in "direct:$direct" "pgbouncer:$bouncer" "gatehouse:$gate" "gatehouse+TLS:$gate_tls"; do
     name=${pair%%:*}; tps=${pair#*:}
     printf "%-10s %-20s %12.0f %8.2f\n" "$mode" "$name" "$tps" "$(echo "$tps / $direct" | bc -l)"
   done
