@@ -1,4 +1,5 @@
-//! Statement analysis cost: a parse + tree walk on a cache miss, a hash lookup on a hit.
+//! Statement analysis cost: a parse + tree walk on a cache miss, a hash lookup on a hit (by
+//! exact text, or by shape when only literal values differ).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -27,6 +28,17 @@ fn bench(c: &mut Criterion) {
     cache.analyze(short, &ctx).unwrap();
     c.bench_function("analysis/short_cached", |b| {
         b.iter(|| cache.analyze(short, &ctx).unwrap())
+    });
+    // pgbench's simple protocol: a new literal every time, answered by the statement's shape.
+    let texts: Vec<String> = (0..1000)
+        .map(|i| format!("SELECT abalance FROM pgbench_accounts WHERE aid = {i}"))
+        .collect();
+    let mut i = 0usize;
+    c.bench_function("analysis/short_new_literal_each_time", |b| {
+        b.iter(|| {
+            i = (i + 1) % texts.len();
+            cache.analyze(&texts[i], &ctx).unwrap()
+        })
     });
 }
 
