@@ -59,7 +59,20 @@ pub fn spawn(cfg: &Config, store: &SqliteStore, auditor: &Auditor) -> Result<()>
         let key = format!("audit.sink[{i}]");
         let out = Output::new(s, &cfg.base_dir).with_context(|| key.clone())?;
         let pos_file = dir.join(format!("{}.seq", s.name));
-        let delivered = read_position(&pos_file).with_context(|| key.clone())?;
+        let mut delivered = read_position(&pos_file).with_context(|| key.clone())?;
+        // A file sink can be ahead of its position (the gateway stopped between writing the
+        // lines and the position): resume after the last whole line in the file, so nothing
+        // is written twice.
+        if let Output::File(f) = &out {
+            let in_file = f
+                .recover(s.format)
+                .with_context(|| format!("{key}: reading {}", f.path.display()))?;
+            if let Some(seq) = in_file.filter(|seq| *seq > delivered) {
+                tracing::info!(sink = %s.name, position = delivered, in_file = seq, "file sink resumes after its last line");
+                delivered = seq;
+                write_position(&pos_file, seq).with_context(|| key.clone())?;
+            }
+        }
         let batch = match s.kind {
             SinkKind::Http => s.batch(),
             _ => READ_BATCH,
@@ -106,6 +119,23 @@ fn write_position(path: &Path, seq: u64) -> std::io::Result<()> {
     writeln!(f, "{seq}")?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// The seq a rendered line carries (`"seq"` of a JSON line, `cn1` of a CEF line).
+fn line_seq(format: SinkFormat, line: &str) -> Option<u64> {
+    match format {
+        SinkFormat::Jsonl => serde_json::from_str::<serde_json::Value>(line)
+            .ok()?
+            .get("seq")?
+            .as_u64(),
+        SinkFormat::Cef => {
+            let rest = line
+                .split(" cn1=")
+                .nth(1)
+                .or_else(|| line.split("|cn1=").nth(1))?;
+            rest.split(' ').next()?.parse().ok()
+        }
+    }
 }
 
 /// One rendered line per record (no trailing newline).
@@ -316,6 +346,39 @@ struct FileOut {
 }
 
 impl FileOut {
+    /// At start: drops a partial last line (a write cut short) and returns the seq of the last
+    /// whole line, if the file has one.
+    fn recover(&self, format: SinkFormat) -> Result<Option<u64>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let len = f.metadata()?.len();
+        let start = len.saturating_sub(256 * 1024);
+        f.seek(SeekFrom::Start(start))?;
+        let mut tail = Vec::new();
+        f.read_to_end(&mut tail)?;
+        let whole = tail.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        if whole < tail.len() {
+            let keep = start + whole as u64;
+            tracing::warn!(path = %self.path.display(), bytes = len - keep, "file sink: dropping a partial last line");
+            f.set_len(keep)?;
+            f.sync_data()?;
+        }
+        let lines = tail.get(..whole).unwrap_or_default();
+        let last = lines
+            .strip_suffix(b"\n")
+            .and_then(|l| l.rsplit(|b| *b == b'\n').next())
+            .and_then(|l| std::str::from_utf8(l).ok());
+        Ok(last.and_then(|l| line_seq(format, l)))
+    }
+
     fn open(&mut self) -> Result<()> {
         let f = std::fs::OpenOptions::new()
             .create(true)

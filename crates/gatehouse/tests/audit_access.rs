@@ -180,6 +180,44 @@ async fn reads_while_the_gateway_is_down_are_chained_at_its_next_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cli_reads_are_each_chained_once() {
+    let gw = Gateway::start();
+    let runs: Vec<_> = (0..12)
+        .map(|i| {
+            let args: Vec<String> = if i % 2 == 0 {
+                vec!["audit".into(), "verify".into()]
+            } else {
+                vec!["sessions".into(), "list".into()]
+            };
+            let mut cmd = std::process::Command::new(bin());
+            cmd.args(&args).arg("-c").arg(&gw.config);
+            cmd.stdout(std::process::Stdio::null());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for mut r in runs {
+        assert!(r.wait().unwrap().success());
+    }
+    let reads = wait_for_cli_reads(&gw, 12);
+    std::thread::sleep(Duration::from_millis(2500));
+    let reads = if reads.len() == 12 {
+        cli_reads(&gw.export())
+    } else {
+        reads
+    };
+    assert_eq!(reads.len(), 12, "{reads:#?}");
+    assert!(
+        reads.iter().all(|r| r["detail"]["invalid"].is_null()),
+        "{reads:#?}"
+    );
+    let pids: std::collections::BTreeSet<u64> = reads
+        .iter()
+        .map(|r| r["detail"]["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 12, "one record per run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_that_cannot_be_recorded_does_not_happen() {
     let gw = Gateway::start();
     let c = gw.connect("payments", &gw.token("alice", &["dba"])).await;
