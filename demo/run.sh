@@ -334,6 +334,15 @@ connections = ["payments"]
 groups      = ["fraud-bots"]
 writes      = ["public.*"]
 action      = "block"
+
+[[rule]]                   # a bulk export by the bot waits for a human of group security
+name        = "bulk-export-needs-approval"
+connections = ["payments"]
+groups      = ["fraud-bots"]
+statements  = ["copy_to"]
+action      = "approve"
+approvers   = ["security"]
+timeout     = "2m"
 EOF
 
 step "Checking the config and starting the gateway"
@@ -358,8 +367,9 @@ token() { "$BIN" token issue -c "$CONFIG" "$@"; }
 FRAUD_TOKEN=$(token --subject fraud-bot --group fraud-bots --ttl 15m)
 ALICE_TOKEN=$(token --subject alice --group dba)
 EVE_TOKEN=$(token --subject eve --group marketing)
+BOB_TOKEN=$(token --subject bob --group security)
 shown "FRAUD_BOT_TOKEN=\$($GH token issue -c $CFG --subject fraud-bot --group fraud-bots --ttl 15m)"
-note "Tokens issued by the local issuer (Ed25519 key in $(rel "$RUN")/data): fraud-bot (fraud-bots), alice (dba), eve (marketing)."
+note "Tokens issued by the local issuer (Ed25519 key in $(rel "$RUN")/data): fraud-bot (fraud-bots), alice (dba), eve (marketing), bob (security)."
 
 # psql through the gateway: the token is the password, the connection name is the database.
 gw_psql() {
@@ -423,6 +433,39 @@ note "Both were parsed with PostgreSQL's own parser; the table still has $left r
 shown "$GH explain -c $CFG --connection payments --subject fraud-bot --group fraud-bots \"$Q5\""
 "$BIN" explain -c "$CONFIG" --connection payments --subject fraud-bot --group fraud-bots "$Q5" || true
 
+step "2c. fraud-bot exports every payment: held until a human of group security approves"
+Q7="COPY (SELECT id, card_number, amount FROM payments ORDER BY id) TO STDOUT WITH (FORMAT csv)"
+shown "PGPASSWORD=\$FRAUD_BOT_TOKEN psql \"$(gw_conn fraud-bot sslmode=require)\" -c \"SET gatehouse.reason = 'chargeback review'\" -c \"$Q7\" &"
+gw_psql "$FRAUD_TOKEN" "$(gw_conn fraud-bot sslmode=require)" \
+    -c "SET gatehouse.reason = 'chargeback review'" -c "$Q7" >"$RUN/held.out" 2>&1 &
+HELD_PID=$!
+approval=""
+for _ in $(seq 100); do
+    pending=$(GATEHOUSE_TOKEN=$BOB_TOKEN "$BIN" approvals list -c "$CONFIG" --status pending)
+    approval=$(awk '$3 == "fraud-bot" { print $1; exit }' <<<"$pending")
+    [[ -n $approval ]] && break
+    sleep 0.1
+done
+[[ -n $approval ]] || die "the export was not held for approval"
+shown "GATEHOUSE_TOKEN=\$BOB_TOKEN $GH approvals list -c $CFG --status pending"
+printf '%s\n' "$pending"
+kill -0 "$HELD_PID" 2>/dev/null || die "the held export finished before anyone approved it"
+note "The statement waits at the gateway; nothing has reached the database."
+shown "GATEHOUSE_TOKEN=\$FRAUD_BOT_TOKEN $GH approvals approve $approval -c $CFG"
+if out=$(GATEHOUSE_TOKEN=$FRAUD_TOKEN "$BIN" approvals approve "$approval" -c "$CONFIG" 2>&1); then
+    die "the requester approved its own statement: $out"
+fi
+printf '%s\n' "$out"
+note "Nobody approves their own request."
+shown "GATEHOUSE_TOKEN=\$BOB_TOKEN $GH approvals approve $approval --reason \"case 1234\" -c $CFG"
+GATEHOUSE_TOKEN=$BOB_TOKEN "$BIN" approvals approve "$approval" --reason "case 1234" -c "$CONFIG" >/dev/null
+wait "$HELD_PID" || die "the approved export failed: $(cat "$RUN/held.out")"
+cat "$RUN/held.out"
+for pan in 4111111111111111 5555555555554444 378282246310005; do
+    ! grep -q "$pan" "$RUN/held.out" || die "the approved export holds a full card number"
+done
+ok "approved by bob (case 1234); the export ran, masked like any other result"
+
 step "3. eve (group marketing) is refused: SQLSTATE 28000, not in allow_groups"
 shown "PGPASSWORD=\$EVE_TOKEN psql \"$(gw_conn eve sslmode=require)\" -c \"SELECT 1\""
 if out=$(gw_psql "$EVE_TOKEN" "$(gw_conn eve sslmode=require)" -c "SELECT 1" 2>&1); then
@@ -484,6 +527,19 @@ for pan in 4111111111111111 5555555555554444 378282246310005; do
     if grep -q "$pan" "$RUN/audit.jsonl"; then die "the audit export holds a full card number"; fi
 done
 ok "$(wc -l <"$RUN/audit.jsonl") records exported to $(rel "$RUN")/audit.jsonl; no full card number in any of them"
+
+step "8. PCI DSS evidence for today, computed from the audit store"
+# The CLI reads above (sessions, verify, export) reach the chain within 2 s (10.2.1.3).
+sleep 2.5
+EVIDENCE="$RUN/evidence.html"
+shown "$GH evidence -c $CFG --from $(date -u +%F) --to $(date -u +%F) -o $(rel "$EVIDENCE")"
+"$BIN" evidence -c "$CONFIG" --from "$(date -u +%F)" --to "$(date -u +%F)" -o "$EVIDENCE" ||
+    die "the evidence report failed"
+"$BIN" evidence -c "$CONFIG" --from "$(date -u +%F)" --to "$(date -u +%F)" -o "$RUN/evidence.md" >/dev/null
+# The summary table of the Markdown rendering: one row per requirement.
+awk '/^## Summary/ { on = 1; next } on && /^## / { exit } on && /^\|/ { print }' "$RUN/evidence.md"
+ok "report written to $(rel "$EVIDENCE") (one self-contained HTML file; also --format json|md)"
+note "Reading the audit store is itself recorded: these evidence runs become admin records."
 
 STORY_DONE=1
 step "Your turn"
