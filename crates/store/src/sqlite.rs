@@ -26,6 +26,13 @@ pub enum StoreError {
     Url(String),
     #[error("store: schema version {found} is newer than this gatehouse knows ({known})")]
     TooNew { found: i64, known: i64 },
+    #[error(
+        "store: schema version {found} is older than this gatehouse's ({known}); start the \
+         gateway once to migrate it"
+    )]
+    TooOld { found: i64, known: i64 },
+    #[error("store: opened read-only")]
+    ReadOnly,
     #[error("store: internal error: {0}")]
     Internal(String),
 }
@@ -58,6 +65,9 @@ pub struct SessionSummary {
 pub struct SqliteStore {
     path: PathBuf,
     durability: Durability,
+    /// Opened for reading only ([`SqliteStore::open_existing`]): every connection is
+    /// `SQLITE_OPEN_READ_ONLY`, so a reader cannot change the audit trail even by mistake.
+    read_only: bool,
 }
 
 const COLUMNS: &str = "seq, time, kind, session_id, subject, groups, issuer, client_addr, \
@@ -95,20 +105,32 @@ impl SqliteStore {
                 source,
             })?;
         }
-        let store = Self { path, durability };
+        let store = Self {
+            path,
+            durability,
+            read_only: false,
+        };
         let mut conn = store.connect(true)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         crate::migrate::run(&mut conn)?;
         Ok(store)
     }
 
-    /// Opens an existing database (CLI commands must not create one).
+    /// Opens an existing database for reading only (CLI commands must neither create one,
+    /// nor migrate it, nor be able to change it). The schema must be this binary's.
     pub fn open_existing(url: &str) -> Result<Self, StoreError> {
         let path = path_of(url)?;
         if !path.exists() {
             return Err(StoreError::Missing(path.display().to_string()));
         }
-        Self::open(url)
+        let store = Self {
+            path,
+            durability: Durability::Fsync,
+            read_only: true,
+        };
+        let conn = store.connect(false)?;
+        crate::migrate::check(&conn)?;
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -116,6 +138,12 @@ impl SqliteStore {
     }
 
     fn connect(&self, create: bool) -> Result<Connection, StoreError> {
+        if self.read_only {
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = Connection::open_with_flags(&self.path, flags)?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            return Ok(conn);
+        }
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
@@ -135,6 +163,9 @@ impl SqliteStore {
 
     /// The connection the audit writer appends through.
     pub fn writer(&self) -> Result<SqliteWriter, StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
         let conn = self.connect(false)?;
         Ok(SqliteWriter { conn })
     }
@@ -582,6 +613,29 @@ mod tests {
         assert!(matches!(
             SqliteStore::open(&url),
             Err(StoreError::TooNew { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn an_existing_store_opened_for_reading_cannot_be_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/a.db", dir.path().display());
+        let missing = format!("sqlite://{}/none.db", dir.path().display());
+        assert!(matches!(
+            SqliteStore::open_existing(&missing),
+            Err(StoreError::Missing(_))
+        ));
+        let rw = SqliteStore::open(&url).unwrap();
+        let ro = SqliteStore::open_existing(&url).unwrap();
+        assert!(ro.execute_raw("DELETE FROM audit_records").is_err());
+        assert!(ro.execute_raw("DROP TABLE audit_records").is_err());
+        assert!(matches!(ro.writer(), Err(StoreError::ReadOnly)));
+        assert_eq!(ro.sessions(10).unwrap().len(), 0);
+        // It is not migrated from a reader either.
+        rw.execute_raw("PRAGMA user_version = 1").unwrap();
+        assert!(matches!(
+            SqliteStore::open_existing(&url),
+            Err(StoreError::TooOld { found: 1, .. })
         ));
     }
 }
