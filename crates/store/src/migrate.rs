@@ -15,35 +15,30 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_session_bounds.sql"),
 ];
 
+/// The store's schema version and this binary's; a newer store is refused.
+fn versions(conn: &Connection) -> Result<(i64, i64), StoreError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if current > known {
+        return Err(StoreError::TooNew {
+            found: current,
+            known,
+        });
+    }
+    Ok((current, known))
+}
+
 /// For a read-only opening: the store must be at exactly this binary's version (it cannot be
 /// migrated from here, and an older schema may lack what the reader needs).
 pub fn check(conn: &Connection) -> Result<(), StoreError> {
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
-    if current > known {
-        return Err(StoreError::TooNew {
-            found: current,
-            known,
-        });
+    match versions(conn)? {
+        (found, known) if found < known => Err(StoreError::TooOld { found, known }),
+        _ => Ok(()),
     }
-    if current < known {
-        return Err(StoreError::TooOld {
-            found: current,
-            known,
-        });
-    }
-    Ok(())
 }
 
 pub fn run(conn: &mut Connection) -> Result<(), StoreError> {
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
-    if current > known {
-        return Err(StoreError::TooNew {
-            found: current,
-            known,
-        });
-    }
+    let (current, _) = versions(conn)?;
     for (i, sql) in MIGRATIONS
         .iter()
         .enumerate()
