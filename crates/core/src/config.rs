@@ -131,6 +131,10 @@ pub struct Identity {
     pub local_issuer: bool,
     #[serde(default)]
     pub admin_groups: Vec<String>,
+    /// Groups of service identities (agents, CI jobs, bots): their interactive sessions are
+    /// reported under PCI DSS 10.2.1.2 / 8.6.1 by `gatehouse evidence`.
+    #[serde(default)]
+    pub service_groups: Vec<String>,
     #[serde(default)]
     pub oidc: Vec<OidcIssuer>,
 }
@@ -144,6 +148,7 @@ impl Default for Identity {
         Self {
             local_issuer: true,
             admin_groups: Vec::new(),
+            service_groups: Vec::new(),
             oidc: Vec::new(),
         }
     }

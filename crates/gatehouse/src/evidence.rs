@@ -418,6 +418,8 @@ pub struct SessionRef {
     pub application_name: Option<String>,
     pub client_addr: Option<String>,
     pub connection: Option<String>,
+    /// The access grant that admitted the session, if one did.
+    pub grant: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -444,6 +446,11 @@ pub struct AdminActions {
     pub admin_statements: Capped<StatementRef>,
     pub interactive_applications: Vec<String>,
     pub interactive_sessions: Capped<SessionRef>,
+    /// `identity.service_groups` of the config.
+    pub service_groups: Vec<String>,
+    /// Interactive sessions of identities in a service group (8.6.1: interactive use of
+    /// system accounts must be exceptional), with whether an access grant admitted them.
+    pub service_identity_interactive_sessions: Capped<SessionRef>,
     /// Sessions per `application_name` (`(none)` when the client set none).
     pub sessions_by_application: BTreeMap<String, u64>,
 }
@@ -857,6 +864,8 @@ struct Acc {
     admin_statements: Capped<StatementRef>,
     admin_by_kind: BTreeMap<String, u64>,
     interactive: Capped<SessionRef>,
+    service_groups: Vec<String>,
+    service_interactive: Capped<SessionRef>,
     applications: BTreeMap<String, u64>,
     // 10.2.1.4
     login_failed: Capped<LoginFailure>,
@@ -978,6 +987,8 @@ impl Acc {
             admin_statements: Capped::default(),
             admin_by_kind: BTreeMap::new(),
             interactive: Capped::default(),
+            service_groups: cfg.identity.service_groups.clone(),
+            service_interactive: Capped::default(),
             applications: BTreeMap::new(),
             login_failed: Capped::default(),
             lf_by_reason: BTreeMap::new(),
@@ -1252,14 +1263,19 @@ impl Acc {
         if let Some(a) = &app {
             let lower = a.to_ascii_lowercase();
             if INTERACTIVE_APPS.iter().any(|p| lower.starts_with(p)) {
-                self.interactive.push(SessionRef {
+                let session = SessionRef {
                     session_id: e.session_id.clone(),
                     time: e.time.clone(),
                     subject: masked_opt(&e.subject),
                     application_name: app.clone(),
                     client_addr: masked_opt(&e.client_addr),
                     connection: masked_opt(&e.connection),
-                });
+                    grant: s(detail.get("grant")),
+                };
+                if e.groups.iter().any(|g| self.service_groups.contains(g)) {
+                    self.service_interactive.push(session.clone());
+                }
+                self.interactive.push(session);
             }
         }
         match e.subject.as_deref().filter(|x| !x.is_empty()) {
@@ -1515,6 +1531,8 @@ impl Acc {
             admin_statements: self.admin_statements,
             interactive_applications: INTERACTIVE_APPS.iter().map(|k| (*k).to_owned()).collect(),
             interactive_sessions: self.interactive,
+            service_groups: self.service_groups,
+            service_identity_interactive_sessions: self.service_interactive,
             sessions_by_application: self.applications,
         };
         // 10.2.1.4
@@ -1980,12 +1998,13 @@ fn summary(r: &Report) -> Vec<SummaryRow> {
             "Administrative actions",
             format!(
                 "{} administrative statements, {} gateway approval/admin/grant records, {} \
-                 interactive sessions",
+                 interactive sessions ({} of service identities)",
                 ad.admin_statements.total,
                 ad.gateway_admin_records.total,
-                ad.interactive_sessions.total
+                ad.interactive_sessions.total,
+                ad.service_identity_interactive_sessions.total
             ),
-            false,
+            ad.service_identity_interactive_sessions.total > 0,
         ),
         row(
             "10.2.1.3",
@@ -2324,6 +2343,28 @@ fn requests_tables(name: &str, r: &Requests, grant: bool) -> (Vec<(String, Strin
     (figures, tables)
 }
 
+const SESSION_HEADERS: [&str; 7] = [
+    "session",
+    "started",
+    "subject",
+    "application",
+    "client",
+    "connection",
+    "grant",
+];
+
+fn session_row(s: &SessionRef) -> [String; 7] {
+    [
+        s.session_id.clone(),
+        s.time.clone(),
+        opt(&s.subject),
+        opt(&s.application_name),
+        opt(&s.client_addr),
+        opt(&s.connection),
+        opt(&s.grant),
+    ]
+}
+
 fn statement_row(s: &StatementRef) -> [String; 8] {
     [
         s.seq.to_string(),
@@ -2450,7 +2491,9 @@ fn document(r: &Report) -> Doc {
         "Administrative actions",
         "Gateway administration recorded in the chain (approval, grant, admin and decision \
          records), administrative SQL (statement kinds listed below) and interactive sessions \
-         (application_name of an interactive tool).",
+         (application_name of an interactive tool); interactive sessions of service identities \
+         (identity.service_groups: agents, CI jobs, bots) need attention (8.6.1), with the \
+         access grant that admitted them if any.",
         vec![
             fig(
                 "administrative statement kinds",
@@ -2466,6 +2509,14 @@ fn document(r: &Report) -> Doc {
                 ad.interactive_applications.join(", "),
             ),
             fig("interactive sessions", ad.interactive_sessions.total),
+            fig(
+                "service groups (identity.service_groups)",
+                ad.service_groups.join(", "),
+            ),
+            fig(
+                "interactive sessions of service identities",
+                ad.service_identity_interactive_sessions.total,
+            ),
         ],
         vec![
             map_table(
@@ -2516,25 +2567,15 @@ fn document(r: &Report) -> Doc {
             ),
             capped_table(
                 "Interactive sessions",
-                [
-                    "session",
-                    "started",
-                    "subject",
-                    "application",
-                    "client",
-                    "connection",
-                ],
+                SESSION_HEADERS,
                 &ad.interactive_sessions,
-                |s| {
-                    [
-                        s.session_id.clone(),
-                        s.time.clone(),
-                        opt(&s.subject),
-                        opt(&s.application_name),
-                        opt(&s.client_addr),
-                        opt(&s.connection),
-                    ]
-                },
+                session_row,
+            ),
+            capped_table(
+                "Interactive sessions of service identities",
+                SESSION_HEADERS,
+                &ad.service_identity_interactive_sessions,
+                session_row,
             ),
             map_table(
                 "Sessions per application_name",

@@ -139,6 +139,11 @@ async fn evidence_report_matches_the_audit_export() {
             "allow_groups = [\"fraud-bots\", \"dba\"]",
             "allow_groups = [\"fraud-bots\", \"dba\"]\ngrant_approvers = [\"security\"]",
             1,
+        )
+        .replacen(
+            "admin_groups = [\"gatehouse-admins\"]",
+            "admin_groups = [\"gatehouse-admins\"]\nservice_groups = [\"fraud-bots\"]",
+            1,
         ) + &format!("\n[[notify]]\nurl = \"http://{admin}/no-such-hook\"\nevents = [\"approval.requested\"]\n")
     });
     let analyst = gw.token("analyst", &["dba"]);
@@ -199,6 +204,21 @@ async fn evidence_report_matches_the_audit_export() {
         let _ = conn.await;
     });
     c.simple_query("SELECT 2").await.unwrap();
+    drop(c);
+    // The bot (a service identity: identity.service_groups) used interactively (8.6.1).
+    let (c, conn) = tokio_postgres::connect(
+        &format!(
+            "{} application_name=psql",
+            gw.conn_str("payments", "fraud-bot", &bot)
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    c.simple_query("SELECT 3").await.unwrap();
     drop(c);
 
     // A statement held for approval and approved.
@@ -270,7 +290,7 @@ async fn evidence_report_matches_the_audit_export() {
         });
         let outcomes = count(&recs, |r| r["kind"] == "outcome");
         let webhook_failed = count(&recs, |r| r["detail"]["event"] == "notify_failed");
-        if starts == 6 && ends == starts && outcomes >= statements && webhook_failed == 1 {
+        if starts == 7 && ends == starts && outcomes >= statements && webhook_failed == 1 {
             break recs;
         }
         assert!(
@@ -452,8 +472,13 @@ async fn evidence_report_matches_the_audit_export() {
     let interactive = count(&recs, |r| {
         r["kind"] == "session_start" && r["detail"]["application_name"] == "psql"
     });
-    assert_eq!(interactive, 1);
+    assert_eq!(interactive, 2);
     assert_eq!(ad["interactive_sessions"]["total"], interactive);
+    let service = &ad["service_identity_interactive_sessions"];
+    assert_eq!(service["total"], 1);
+    assert_eq!(service["items"][0]["subject"], "fraud-bot");
+    assert_eq!(service["items"][0]["application_name"], "psql");
+    assert_eq!(ad["service_groups"][0], "fraud-bots");
 
     // 7.2 / 8.6.1
     let ap = &rep["approvals"];
@@ -559,6 +584,11 @@ async fn evidence_report_matches_the_audit_export() {
     };
     assert_eq!(summary.len(), 12);
     assert_eq!(status("10.7.2"), "attention", "a webhook failed");
+    assert_eq!(
+        status("10.2.1.2"),
+        "attention",
+        "a service identity was used interactively"
+    );
     assert_eq!(status("3.5.1"), "ok");
     assert_eq!(status("10.3"), "ok");
     assert_eq!(status("10.2.1.4"), "attention");
