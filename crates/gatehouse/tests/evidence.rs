@@ -190,36 +190,27 @@ async fn evidence_report_matches_the_audit_export() {
     c.simple_query("SELECT 1").await.unwrap();
     drop(c);
 
-    // An interactive session.
-    let (c, conn) = tokio_postgres::connect(
-        &format!(
-            "{} application_name=psql",
-            gw.conn_str("payments", "agent", &analyst)
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    c.simple_query("SELECT 2").await.unwrap();
-    drop(c);
-    // The bot (a service identity: identity.service_groups) used interactively (8.6.1).
-    let (c, conn) = tokio_postgres::connect(
-        &format!(
-            "{} application_name=psql",
-            gw.conn_str("payments", "fraud-bot", &bot)
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    c.simple_query("SELECT 3").await.unwrap();
-    drop(c);
+    // An interactive session, and the bot (a service identity: identity.service_groups) used
+    // interactively (8.6.1).
+    for (user, token, sql) in [
+        ("agent", &analyst, "SELECT 2"),
+        ("fraud-bot", &bot, "SELECT 3"),
+    ] {
+        let (c, conn) = tokio_postgres::connect(
+            &format!(
+                "{} application_name=psql",
+                gw.conn_str("payments", user, token)
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        c.simple_query(sql).await.unwrap();
+        drop(c);
+    }
 
     // A statement held for approval and approved.
     let c = gw.connect("payments", &bot).await;
