@@ -929,13 +929,15 @@ impl Config {
 
 /// The events a `[[notify]]` entry can subscribe to: approval requests and decisions, and
 /// failures of the audit control itself (PCI DSS 10.7.2: a failed audit write, a failed
-/// periodic chain verification, a SIEM sink lagging). An entry without `events` gets all.
+/// periodic chain verification, a SIEM sink lagging, CLI reads of the audit store that cannot
+/// be chained). An entry without `events` gets all.
 pub const NOTIFY_EVENTS: &[&str] = &[
     "approval.requested",
     "approval.decided",
     "audit.write_failed",
     "audit.verify_failed",
     "audit.sink_lag",
+    "audit.access_log_failed",
 ];
 
 /// One webhook (`[[notify]]`). The URL may carry a token in its path (Slack's do) and the

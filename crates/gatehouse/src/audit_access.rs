@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use gatehouse_core::audit::{AuditEvent, Auditor, RecordKind, now_rfc3339};
+use gatehouse_core::audit::{AuditAlert, AuditEvent, Auditor, RecordKind, now_rfc3339};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -37,6 +37,8 @@ pub const DROP_BOX: &str = "audit-access.jsonl";
 pub const OFFSET_FILE: &str = "audit-access.offset";
 /// How often the running gateway chains new lines.
 pub const INGEST_EVERY: Duration = Duration::from_secs(2);
+/// While chaining keeps failing, the `audit.access_log_failed` alert is repeated this often.
+const ALERT_EVERY: Duration = Duration::from_secs(60);
 /// A line longer than this is not a CLI record (it is chained as `invalid`).
 const MAX_LINE: usize = 64 * 1024;
 /// Bytes read per pass; more lines wait for the next pass.
@@ -175,6 +177,7 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(INGEST_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_alert: Option<std::time::Instant> = None;
         loop {
             let stopping = tokio::select! {
                 _ = tick.tick() => false,
@@ -183,8 +186,25 @@ pub fn spawn(
                     true
                 }
             };
-            if let Err(e) = ingest(&data_dir, &auditor).await {
-                tracing::error!(error = %e, "CLI reads of the audit store could not be chained");
+            match ingest(&data_dir, &auditor).await {
+                Ok(_) => {
+                    if last_alert.take().is_some() {
+                        tracing::info!("CLI reads of the audit store are chained again");
+                    }
+                }
+                Err(e) => {
+                    // A failure of the control itself (10.7.2): alert, not just log.
+                    tracing::error!(error = %e, "CLI reads of the audit store could not be chained");
+                    if last_alert.is_none_or(|t| t.elapsed() >= ALERT_EVERY) {
+                        last_alert = Some(std::time::Instant::now());
+                        metrics::counter!("gatehouse_audit_access_log_failures_total").increment(1);
+                        auditor.raise_alert(AuditAlert::new(
+                            AuditAlert::ACCESS_LOG_FAILED,
+                            format!("CLI reads of the audit store could not be chained: {e:#}"),
+                            0,
+                        ));
+                    }
+                }
             }
             if stopping {
                 return;

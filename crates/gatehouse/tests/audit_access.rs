@@ -257,3 +257,29 @@ async fn a_read_that_cannot_be_recorded_does_not_happen() {
     }
     assert!(!report.exists(), "the evidence report was written");
 }
+
+/// Chaining the drop box failing is a failure of the control (10.7.2): an alert, recorded as a
+/// `control_failure` record, not only a log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_box_that_cannot_be_chained_raises_an_alert() {
+    let gw = Gateway::start();
+    ok(&gw.cli(&["sessions", "list"]));
+    wait_for_cli_reads(&gw, 1);
+    // The saved position is damaged: the gateway will not guess where to resume.
+    std::fs::write(gw.data_dir().join("audit-access.offset"), "not a number").unwrap();
+    ok(&gw.cli(&["audit", "verify"]));
+    let rec = gw.wait_for_record(|r| {
+        r["detail"]["event"] == "control_failure"
+            && r["detail"]["alert"] == "audit.access_log_failed"
+    });
+    assert!(
+        rec["detail"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("audit-access.offset"),
+        "{rec}"
+    );
+    assert!(gw.log_text().contains("could not be chained"));
+    // The read made meanwhile is not chained from a guessed position.
+    assert_eq!(cli_reads(&gw.export()).len(), 1);
+}

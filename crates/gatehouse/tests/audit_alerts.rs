@@ -155,22 +155,11 @@ async fn a_failed_audit_write_raises_metric_error_log_and_webhook() {
 
 /// Waits for the `control_failure` record of `alert`.
 fn control_failure(gw: &Gateway, alert: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(r) = gw.export().into_iter().find(|r| {
-            r["kind"] == "admin"
-                && r["detail"]["event"] == "control_failure"
-                && r["detail"]["alert"] == alert
-        }) {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no control_failure record for {alert}; log: {}",
-            gw.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    gw.wait_for_record(|r| {
+        r["kind"] == "admin"
+            && r["detail"]["event"] == "control_failure"
+            && r["detail"]["alert"] == alert
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,8 +38,9 @@ pub trait AuditLog: Send + 'static {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AuditAlert {
     /// `audit.write_failed` (the writer could not store a batch), `audit.verify_failed`
-    /// (a periodic chain verification found a problem) or `audit.sink_lag` (a SIEM sink is
-    /// behind by more than its threshold).
+    /// (a periodic chain verification found a problem), `audit.sink_lag` (a SIEM sink is
+    /// behind by more than its threshold) or `audit.access_log_failed` (CLI reads of the
+    /// audit store cannot be chained).
     pub event: &'static str,
     /// What failed, safe to log (store errors and verification findings carry no secrets).
     pub error: String,
@@ -54,6 +55,8 @@ impl AuditAlert {
     pub const VERIFY_FAILED: &'static str = "audit.verify_failed";
     /// An `[[audit.sink]]` is further behind the store than its `lag_alert_records`.
     pub const SINK_LAG: &'static str = "audit.sink_lag";
+    /// CLI reads of the audit store (the drop box, PCI DSS 10.2.1.3) cannot be chained.
+    pub const ACCESS_LOG_FAILED: &'static str = "audit.access_log_failed";
 
     pub fn new(event: &'static str, error: impl Into<String>, records: u64) -> Self {
         Self {
