@@ -370,14 +370,9 @@ impl AuditSink {
     }
     /// Scheme, host and port of `url` only (the path may hold a token).
     pub fn redacted_url(&self) -> String {
-        match self.url.as_deref().map(reqwest::Url::parse) {
-            Some(Ok(u)) => match (u.host_str(), u.port()) {
-                (Some(h), Some(p)) => format!("{}://{h}:{p}/...", u.scheme()),
-                (Some(h), None) => format!("{}://{h}/...", u.scheme()),
-                _ => "(invalid url)".to_owned(),
-            },
-            _ => "(no url)".to_owned(),
-        }
+        self.url
+            .as_deref()
+            .map_or_else(|| "(no url)".to_owned(), redact_url)
     }
 }
 
@@ -927,6 +922,18 @@ impl Config {
 // [[notify]]: webhooks for approval events
 // ---------------------------------------------------------------------------------------------
 
+/// Scheme, host and port of a URL, for logs and records (its path and query may hold a token).
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{}://{h}:{p}/...", u.scheme()),
+            (Some(h), None) => format!("{}://{h}/...", u.scheme()),
+            _ => "(invalid url)".to_owned(),
+        },
+        Err(_) => "(invalid url)".to_owned(),
+    }
+}
+
 /// The events a `[[notify]]` entry can subscribe to: approval requests and decisions, and
 /// failures of the audit control itself (PCI DSS 10.7.2: a failed audit write, a failed
 /// periodic chain verification, a SIEM sink lagging, CLI reads of the audit store that cannot
@@ -1001,14 +1008,7 @@ impl Notify {
 
     /// Scheme, host and port only: the path and query may hold a token.
     pub fn redacted_url(&self) -> String {
-        match reqwest::Url::parse(&self.url) {
-            Ok(u) => match (u.host_str(), u.port()) {
-                (Some(h), Some(p)) => format!("{}://{h}:{p}/...", u.scheme()),
-                (Some(h), None) => format!("{}://{h}/...", u.scheme()),
-                _ => "(invalid url)".to_owned(),
-            },
-            Err(_) => "(invalid url)".to_owned(),
-        }
+        redact_url(&self.url)
     }
 
     /// Whether `event` is posted to this webhook.

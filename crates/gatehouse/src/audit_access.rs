@@ -323,25 +323,13 @@ fn event_for(line: &[u8]) -> AuditEvent {
 }
 
 fn load_offset(data_dir: &Path) -> Result<u64> {
-    let path = data_dir.join(OFFSET_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .with_context(|| format!("{} does not hold a byte offset", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
+    crate::sinks::read_position(&data_dir.join(OFFSET_FILE))
 }
 
 fn save_offset(data_dir: &Path, offset: u64) -> Result<()> {
     let path = data_dir.join(OFFSET_FILE);
-    let tmp = data_dir.join(format!("{OFFSET_FILE}.tmp"));
-    let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(offset.to_string().as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    crate::sinks::write_position(&path, offset)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

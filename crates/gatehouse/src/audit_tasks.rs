@@ -195,19 +195,9 @@ fn retention_cutoff(days: u32) -> Result<String, String> {
         Err(_) => time::OffsetDateTime::now_utc(),
     };
     let t = now
-        .to_offset(time::UtcOffset::UTC)
         .checked_sub(time::Duration::days(i64::from(days)))
         .ok_or_else(|| "retention cutoff out of range".to_owned())?;
-    Ok(format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    ))
+    Ok(gatehouse_core::audit::rfc3339(t))
 }
 
 /// What a purge deleted.

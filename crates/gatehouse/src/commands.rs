@@ -313,33 +313,6 @@ pub async fn approvals_list(path: &Path, token: &str, status: &str) -> Result<Ex
     Ok(code)
 }
 
-pub async fn approvals_decide(
-    path: &Path,
-    token: &str,
-    id: &str,
-    approve: bool,
-    reason: Option<String>,
-) -> Result<ExitCode> {
-    let cfg = load(path)?;
-    let verb = if approve { "approve" } else { "deny" };
-    let body = serde_json::json!({ "reason": reason });
-    let (code, body) = admin_api(
-        &cfg,
-        token,
-        &format!("/api/approvals/{id}/{verb}"),
-        &[],
-        Some(body),
-    )
-    .await?;
-    if code == ExitCode::SUCCESS {
-        println!(
-            "{id}: {}",
-            body.get("status").and_then(|s| s.as_str()).unwrap_or("?")
-        );
-    }
-    Ok(code)
-}
-
 pub fn token_issue(path: &Path, subject: &str, groups: &[String], ttl: &str) -> Result<ExitCode> {
     let cfg = load(path)?;
     if !cfg.identity.local_issuer {
@@ -402,11 +375,11 @@ pub async fn sessions_replay(path: &Path, id: &str) -> Result<ExitCode> {
         .first()
         .map(|r| r.event.time.clone())
         .unwrap_or_default();
-    let t0 = parse_time(&first);
+    let t0 = gatehouse_core::audit::parse_rfc3339(&first);
     writeln!(out, "session {id}")?;
     for r in &recs {
         let e = &r.event;
-        let offset = match (t0, parse_time(&e.time)) {
+        let offset = match (t0, gatehouse_core::audit::parse_rfc3339(&e.time)) {
             (Some(a), Some(b)) => format!("+{:>9.3}s", (b - a).as_seconds_f64()),
             _ => String::from("          "),
         };
@@ -500,10 +473,6 @@ fn field<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     v.get(name).unwrap_or(&serde_json::Value::Null)
 }
 
-fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-}
-
 pub async fn audit_verify(path: &Path) -> Result<ExitCode> {
     let cfg = load(path)?;
     let store = open_store(&cfg)?;
@@ -594,17 +563,7 @@ pub async fn audit_export(path: &Path, since: Option<&str>, format: &str) -> Res
 fn normalize_since(s: &str) -> Result<String> {
     use time::format_description::well_known::Rfc3339;
     if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
-        let t = t.to_offset(time::UtcOffset::UTC);
-        return Ok(format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.microsecond()
-        ));
+        return Ok(gatehouse_core::audit::rfc3339(t));
     }
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
     if let Ok(d) = time::Date::parse(s, &fmt) {
@@ -686,9 +645,13 @@ pub async fn grants_list(
 }
 
 /// `approve`, `deny` or `revoke` one grant.
-pub async fn grants_action(
+/// `approve`/`deny`/`revoke` of a held statement (`resource` = `approvals`, the answer's
+/// request under `request`) or an access grant (`grants`, under `grant`) through the admin API;
+/// prints the status, and the message of a counted approval (202).
+pub async fn decide(
     path: &Path,
     token: &str,
+    resource: &str,
     id: &str,
     verb: &str,
     reason: Option<String>,
@@ -698,15 +661,20 @@ pub async fn grants_action(
     let (code, body) = admin_api(
         &cfg,
         token,
-        &format!("/api/grants/{id}/{verb}"),
+        &format!("/api/{resource}/{id}/{verb}"),
         &[],
         Some(body),
     )
     .await?;
     if code == ExitCode::SUCCESS {
+        let nested = if resource == "grants" {
+            "grant"
+        } else {
+            "request"
+        };
         let status = body
             .get("status")
-            .or_else(|| body.get("grant").and_then(|g| g.get("status")))
+            .or_else(|| body.get(nested).and_then(|g| g.get("status")))
             .and_then(|s| s.as_str())
             .unwrap_or("?");
         match body.get("message").and_then(|m| m.as_str()) {

@@ -23,7 +23,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
-use gatehouse_core::audit::{AuditRecord, ChainVerifier, CheckpointSigner, Outcome};
+use gatehouse_core::audit::{
+    AuditRecord, ChainVerifier, CheckpointSigner, Outcome, parse_rfc3339 as parse_time,
+    rfc3339 as canonical,
+};
 use gatehouse_core::config::Config;
 use gatehouse_core::masking::detector::find_pans;
 use gatehouse_core::pan::mask_pans;
@@ -175,7 +178,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// `[from, to]`: dates are whole days (UTC), RFC 3339 times are exact; compared with the
 /// stored canonical time text (fixed width, so text order is time order).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Period {
     /// As given.
     pub from: String,
@@ -239,24 +242,6 @@ fn parse_bound(s: &str, flag: &str, end: bool) -> Result<(String, bool)> {
         return Ok((format!("{d}T00:00:00.000000Z"), true));
     }
     bail!("{flag} {s:?}: use a date (2026-11-22) or RFC 3339 (2026-11-22T10:00:00Z)")
-}
-
-fn canonical(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
-}
-
-fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -839,6 +824,7 @@ const FIELDS: [&str; 6] = [
     "outcome",
 ];
 
+#[derive(Default)]
 struct Acc {
     period: Period,
     /// (connections of the rule, pattern) for patterns that name tables.
@@ -970,55 +956,8 @@ impl Acc {
             period,
             sensitive,
             mask_labels,
-            records_total: 0,
-            records_in_period: 0,
-            by_kind: BTreeMap::new(),
-            first_record: None,
-            last_record: None,
-            chd_sessions: BTreeSet::new(),
-            chd_by_subject: BTreeMap::new(),
-            masked_statements: 0,
-            sensitive_statements: 0,
-            sensitive_by_table: BTreeMap::new(),
-            masked: BTreeMap::new(),
-            exemptions: BTreeMap::new(),
-            admin_events: BTreeMap::new(),
-            admin_records: Capped::default(),
-            admin_statements: Capped::default(),
-            admin_by_kind: BTreeMap::new(),
-            interactive: Capped::default(),
             service_groups: cfg.identity.service_groups.clone(),
-            service_interactive: Capped::default(),
-            applications: BTreeMap::new(),
-            login_failed: Capped::default(),
-            lf_by_reason: BTreeMap::new(),
-            lf_by_subject: BTreeMap::new(),
-            lf_by_addr: BTreeMap::new(),
-            field_counts: [(0, 0); 6],
-            complete: 0,
-            incomplete: Capped::default(),
-            pan_hits: Capped::default(),
-            pans_found: 0,
-            bytes_scanned: 0,
-            approvals: RequestAcc::default(),
-            grants: RequestAcc::default(),
-            ids: BTreeMap::new(),
-            sessions_started: 0,
-            sessions_without_subject: 0,
-            fail_closed: Capped::default(),
-            blocked: Capped::default(),
-            blocked_by_rule: BTreeMap::new(),
-            held_refused: 0,
-            cut_short: 0,
-            protocol_errors: 0,
-            session_end_reasons: BTreeMap::new(),
-            control_alerts: BTreeMap::new(),
-            webhook_failures: 0,
-            webhook_by_target: BTreeMap::new(),
-            audit_reads: Capped::default(),
-            audit_reads_by_subject: BTreeMap::new(),
-            audit_reads_by_kind: BTreeMap::new(),
-            purges: 0,
+            ..Self::default()
         }
     }
 

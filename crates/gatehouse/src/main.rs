@@ -342,13 +342,13 @@ fn main() -> ExitCode {
                     config,
                     token,
                     reason,
-                } => commands::approvals_decide(&config, &token, &id, true, reason).await,
+                } => commands::decide(&config, &token, "approvals", &id, "approve", reason).await,
                 ApprovalsCommand::Deny {
                     id,
                     config,
                     token,
                     reason,
-                } => commands::approvals_decide(&config, &token, &id, false, reason).await,
+                } => commands::decide(&config, &token, "approvals", &id, "deny", reason).await,
             },
             Command::Grants { command } => match command {
                 GrantsCommand::Request {
@@ -371,19 +371,19 @@ fn main() -> ExitCode {
                     config,
                     token,
                     reason,
-                } => commands::grants_action(&config, &token, &id, "approve", reason).await,
+                } => commands::decide(&config, &token, "grants", &id, "approve", reason).await,
                 GrantsCommand::Deny {
                     id,
                     config,
                     token,
                     reason,
-                } => commands::grants_action(&config, &token, &id, "deny", reason).await,
+                } => commands::decide(&config, &token, "grants", &id, "deny", reason).await,
                 GrantsCommand::Revoke {
                     id,
                     config,
                     token,
                     reason,
-                } => commands::grants_action(&config, &token, &id, "revoke", reason).await,
+                } => commands::decide(&config, &token, "grants", &id, "revoke", reason).await,
             },
             Command::Audit { command } => match command {
                 AuditCommand::Verify { config } => {

@@ -72,7 +72,8 @@ pub fn spawn(
     for (i, n) in cfg.notify.iter().enumerate() {
         let key = format!("notify[{i}]");
         let secret = n.secret(&key, &cfg.base_dir).map_err(|e| anyhow!("{e}"))?;
-        let client = http_client(&n.url).with_context(|| format!("{key}: http client"))?;
+        let client =
+            http_client(&n.url, HTTP_TIMEOUT).with_context(|| format!("{key}: http client"))?;
         let target = Arc::new(Target {
             label: n.label(i),
             url: n.url.clone(),
@@ -98,10 +99,11 @@ pub fn spawn(
     Ok(())
 }
 
-fn http_client(url: &str) -> Result<reqwest::Client> {
+/// The client for a configured outbound URL (`[[notify]]` webhooks, HTTP audit sinks).
+pub(crate) fn http_client(url: &str, timeout: Duration) -> Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
-        .timeout(HTTP_TIMEOUT)
-        .connect_timeout(HTTP_TIMEOUT)
+        .timeout(timeout)
+        .connect_timeout(timeout)
         // A redirect could lead the signed event somewhere the config never named.
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")));
@@ -274,7 +276,7 @@ async fn dispatch(
     while let Some(next) = next_incoming(&mut events, &mut alerts).await {
         match next {
             Ok(ev) => {
-                let sent_at = now_rfc3339();
+                let sent_at = gatehouse_core::audit::now_rfc3339();
                 for t in targets
                     .iter()
                     .filter(|t| t.events.iter().any(|e| e == ev.event()))
@@ -541,17 +543,11 @@ fn slack_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

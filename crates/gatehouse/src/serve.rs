@@ -236,14 +236,20 @@ async fn abandon_unfinished_approvals(
     let scan = tokio::task::spawn_blocking(move || {
         let mut open: std::collections::BTreeMap<String, AuditEvent> = Default::default();
         let mut grants: std::collections::BTreeMap<String, AuditEvent> = Default::default();
-        // `detail.<key>` of a record, as text.
-        let field = |ev: &AuditEvent, key: &str| -> Option<String> {
-            let d: serde_json::Value = serde_json::from_str(ev.detail.as_deref()?).ok()?;
-            d.get(key)?.as_str().map(str::to_owned)
-        };
         let r = store.for_each_record(None, |rec| {
+            if !matches!(rec.event.kind, RecordKind::Grant | RecordKind::Approval) {
+                return true;
+            }
+            // `detail.<key>` of the record, as text (the detail parsed once per record).
+            let detail: serde_json::Value = rec
+                .event
+                .detail
+                .as_deref()
+                .and_then(|d| serde_json::from_str(d).ok())
+                .unwrap_or_default();
+            let field = |key: &str| detail.get(key)?.as_str().map(str::to_owned);
             if rec.event.kind == RecordKind::Grant
-                && let Some(event) = field(&rec.event, "event")
+                && let Some(event) = field("event")
             {
                 match event.as_str() {
                     "requested" => {
@@ -257,8 +263,7 @@ async fn abandon_unfinished_approvals(
                 return true;
             }
             if rec.event.kind == RecordKind::Approval
-                && let (Some(event), Some(id)) =
-                    (field(&rec.event, "event"), field(&rec.event, "approval_id"))
+                && let (Some(event), Some(id)) = (field("event"), field("approval_id"))
             {
                 match event.as_str() {
                     "requested" => {
@@ -275,12 +280,11 @@ async fn abandon_unfinished_approvals(
         r.map(|()| (open, grants))
     })
     .await;
-    let (open, grants) = match scan {
-        Ok(Ok(found)) => found,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cannot scan for unfinished approval requests");
-            return;
-        }
+    let (open, grants) = match scan
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        Ok(found) => found,
         Err(e) => {
             tracing::warn!(error = %e, "cannot scan for unfinished approval requests");
             return;

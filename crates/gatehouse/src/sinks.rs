@@ -44,8 +44,7 @@ const ALERT_EVERY: Duration = Duration::from_secs(60);
 /// A UDP syslog message is cut to this many bytes (one datagram).
 const UDP_MAX: usize = 60_000;
 
-pub const SIGNATURE_HEADER: &str = "x-gatehouse-signature";
-pub const TIMESTAMP_HEADER: &str = "x-gatehouse-timestamp";
+use crate::notify::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 /// Starts one delivery task per `[[audit.sink]]`. Fails when a sink cannot be set up (its
 /// position file unreadable, a secret missing), so a misconfigured sink is found at start.
@@ -100,20 +99,21 @@ pub fn spawn(cfg: &Config, store: &SqliteStore, auditor: &Auditor) -> Result<()>
     Ok(())
 }
 
-/// The last delivered seq stored in `path` (0 when the sink has never delivered).
-fn read_position(path: &Path) -> Result<u64> {
+/// The number stored in `path` (0 when there is no such file): a sink's last delivered seq,
+/// the drop box's chained offset.
+pub(crate) fn read_position(path: &Path) -> Result<u64> {
     match std::fs::read_to_string(path) {
         Ok(s) => s
             .trim()
             .parse()
-            .map_err(|_| anyhow!("{} does not hold a seq", path.display())),
+            .map_err(|_| anyhow!("{} does not hold a number", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 
-/// Persists the position: temporary file, fsync, rename (a crash leaves the old or the new).
-fn write_position(path: &Path, seq: u64) -> std::io::Result<()> {
+/// Persists a position: temporary file, fsync, rename (a crash leaves the old or the new).
+pub(crate) fn write_position(path: &Path, seq: u64) -> std::io::Result<()> {
     let tmp = path.with_extension("seq.tmp");
     let mut f = std::fs::File::create(&tmp)?;
     writeln!(f, "{seq}")?;
@@ -168,7 +168,7 @@ impl SinkTask {
             let store = self.store.clone();
             let (after, limit) = (self.delivered, self.batch);
             let read = tokio::task::spawn_blocking(move || {
-                let head = store.head_seq()?;
+                let head = store.last_seq()?.unwrap_or(0);
                 let records = store.records_after(after, limit)?;
                 Ok::<_, gatehouse_store::StoreError>((head, records))
             })
@@ -317,7 +317,7 @@ impl Output {
                     None => None,
                 };
                 Self::Http(HttpOut {
-                    client: http_client(&url)?,
+                    client: crate::notify::http_client(&url, IO_TIMEOUT)?,
                     url,
                     secret,
                     format: s.format,
@@ -620,21 +620,6 @@ struct HttpOut {
     format: SinkFormat,
 }
 
-fn http_client(url: &str) -> Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .timeout(IO_TIMEOUT)
-        .connect_timeout(IO_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")));
-    if url.starts_with("http://") {
-        // Loopback only (checked by the config): no TLS, no proxy.
-        builder = builder.tls_certs_only(std::iter::empty()).no_proxy();
-    } else {
-        builder = builder.https_only(true);
-    }
-    Ok(builder.build()?)
-}
-
 impl HttpOut {
     /// One POST per batch: the lines joined by `\n` (NDJSON for jsonl), with the seq range
     /// in `X-Gatehouse-First-Seq`/`X-Gatehouse-Last-Seq`; any 2xx is success.
@@ -654,9 +639,7 @@ impl HttpOut {
             .header("x-gatehouse-first-seq", first.to_string())
             .header("x-gatehouse-last-seq", last.to_string());
         if let Some(secret) = &self.secret {
-            let ts = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let ts = crate::notify::unix_now();
             let sig = crate::notify::signature(secret.expose().as_bytes(), ts, body.as_bytes());
             req = req
                 .header(TIMESTAMP_HEADER, ts.to_string())

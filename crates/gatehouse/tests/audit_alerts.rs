@@ -66,20 +66,6 @@ async fn receive(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Byte
     StatusCode::OK
 }
 
-async fn metrics(gw: &Gateway) -> String {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://127.0.0.1:{}/metrics", gw.admin_port))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The value of an unlabelled counter in the Prometheus text, if present.
 fn counter(text: &str, name: &str) -> Option<f64> {
     text.lines()
@@ -125,7 +111,7 @@ async fn a_failed_audit_write_raises_metric_error_log_and_webhook() {
     assert!(body["alert"]["records"].as_u64().unwrap() >= 1, "{body}");
     assert!(body["sent_at"].is_string(), "{body}");
 
-    let m = metrics(&gw).await;
+    let m = gw.metrics().await;
     assert!(
         counter(&m, "gatehouse_audit_write_failures_total").is_some_and(|v| v >= 1.0),
         "{m}"
@@ -194,7 +180,7 @@ async fn a_failed_chain_verification_raises_metric_error_log_and_webhook() {
             .starts_with("record 1: content does not match its hash"),
         "{body}"
     );
-    let m = metrics(&gw).await;
+    let m = gw.metrics().await;
     assert!(
         counter(&m, "gatehouse_audit_verify_failures_total").is_some_and(|v| v >= 1.0),
         "{m}"

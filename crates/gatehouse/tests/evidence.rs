@@ -42,29 +42,16 @@ const HELD: &str = "SELECT card_number FROM payments ORDER BY id";
 const SCRIPT: &str = "<script>alert(1)</script>";
 const HOSTILE_SUBJECT: &str = "mallory<script>alert(2)</script>";
 
-async fn api(gw: &Gateway, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let url = format!("http://127.0.0.1:{}{path}", gw.admin_port);
-    let mut req = match method {
-        "POST" => client.post(url),
-        _ => client.get(url),
-    };
-    req = req.bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    assert!(
-        resp.status().is_success(),
-        "{method} {path}: {}",
-        resp.status()
-    );
-    resp.json().await.unwrap()
+/// The harness's admin-API call, asserting a 2xx answer.
+async fn api_ok(gw: &Gateway, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
+    let (status, v) = api(gw, method, path, Some(token), body).await;
+    assert!((200..300).contains(&status), "{method} {path}: {status}");
+    v
 }
 
 async fn pending_approval(gw: &Gateway, token: &str) -> Value {
     for _ in 0..200 {
-        let list = api(gw, "GET", "/api/approvals?status=pending", token, None).await;
+        let list = api_ok(gw, "GET", "/api/approvals?status=pending", token, None).await;
         if let Some(r) = list.as_array().and_then(|a| a.first()) {
             return r.clone();
         }
@@ -221,7 +208,7 @@ async fn evidence_report_matches_the_audit_export() {
     });
     let req = pending_approval(&gw, &alice).await;
     let id = req["id"].as_str().unwrap().to_owned();
-    api(
+    api_ok(
         &gw,
         "POST",
         &format!("/api/approvals/{id}/approve"),
@@ -232,7 +219,7 @@ async fn evidence_report_matches_the_audit_export() {
     held.await.unwrap().expect("approved statement runs");
 
     // A time-bound grant: requested, approved, used, revoked.
-    let grant = api(
+    let grant = api_ok(
         &gw,
         "POST",
         "/api/grants",
@@ -241,7 +228,7 @@ async fn evidence_report_matches_the_audit_export() {
     )
     .await;
     let grant_id = grant["id"].as_str().unwrap().to_owned();
-    api(
+    api_ok(
         &gw,
         "POST",
         &format!("/api/grants/{grant_id}/approve"),
@@ -252,7 +239,7 @@ async fn evidence_report_matches_the_audit_export() {
     let c = gw.connect("payments", &contractor).await;
     c.simple_query("SELECT 3").await.unwrap();
     drop(c);
-    api(
+    api_ok(
         &gw,
         "POST",
         &format!("/api/grants/{grant_id}/revoke"),
@@ -262,7 +249,7 @@ async fn evidence_report_matches_the_audit_export() {
     .await;
 
     // A read of the audit logs through the admin API (10.2.1.3).
-    api(&gw, "GET", "/api/sessions", &admin, None).await;
+    api_ok(&gw, "GET", "/api/sessions", &admin, None).await;
 
     // Failed logins: bad tokens and an identity not allowed on the connection.
     for _ in 0..2 {

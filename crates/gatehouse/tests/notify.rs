@@ -230,20 +230,6 @@ fn rows(msgs: &[SimpleQueryMessage]) -> usize {
         .count()
 }
 
-async fn metrics(gw: &Gateway) -> String {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://127.0.0.1:{}/metrics", gw.admin_port))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_gets_signed_requested_and_decided_events() {
     let hook = Receiver::start(Mode::Ok).await;
@@ -306,7 +292,7 @@ async fn a_receiver_gets_signed_requested_and_decided_events() {
     assert!(!String::from_utf8_lossy(&decided.body).contains(CARD));
     assert_eq!(hook.hits().len(), 2, "one delivery per event");
 
-    let m = metrics(&gw).await;
+    let m = gw.metrics().await;
     assert!(
         m.lines()
             .any(|l| l.starts_with("gatehouse_notify_sent_total{notify=\"audit-hook\"} 2")),
@@ -397,7 +383,7 @@ async fn dead_webhooks_do_not_hold_decisions() {
     // The failing one is retried, then given up on: counted and logged, never blocking.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let m = metrics(&gw).await;
+        let m = gw.metrics().await;
         if m.contains("gatehouse_notify_failed_total{notify=\"dead\"}")
             && m.contains("gatehouse_notify_failed_total{notify=\"failing\"}")
         {
@@ -473,7 +459,7 @@ async fn a_failed_delivery_is_retried() {
         hits[1].at.duration_since(hits[0].at) >= Duration::from_millis(400),
         "retried after a backoff"
     );
-    let m = metrics(&gw).await;
+    let m = gw.metrics().await;
     assert!(
         m.contains("gatehouse_notify_sent_total{notify=\"notify[0]\"} 1"),
         "{m}"

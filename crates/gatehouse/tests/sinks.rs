@@ -285,17 +285,7 @@ async fn http_sink_delivers_everything_once_after_an_outage_and_a_restart() {
     let got = rx.seqs.lock().unwrap().clone();
     assert_eq!(got, (1..=export.len() as u64).collect::<Vec<_>>());
 
-    let metrics = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://127.0.0.1:{}/metrics", gw.admin_port))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("gatehouse_sink_delivered_total{sink=\"http-siem\"}"),
         "{metrics}"

@@ -43,8 +43,8 @@ impl Relation {
 pub struct Catalog {
     tables: HashMap<String, Vec<Located>>,
     by_oid: HashMap<u32, Relation>,
-    /// (schema, name) → OID: lineage sources name relations, result columns give OIDs.
-    oid_by_name: HashMap<(String, String), u32>,
+    /// name → schema → OID: lineage sources name relations, result columns give OIDs.
+    oid_by_name: HashMap<String, HashMap<String, u32>>,
     /// (view OID, attnum) → the table columns its values are computed from (the view's
     /// query analysed with PostgreSQL's parser; views over views resolved when used).
     view_sources: HashMap<(u32, i16), Vec<ColumnRef>>,
@@ -143,10 +143,13 @@ impl Catalog {
                 }
             }
         }
-        let oid_by_name = by_oid
-            .iter()
-            .map(|(oid, r)| ((r.schema.clone(), r.name.clone()), *oid))
-            .collect();
+        let mut oid_by_name: HashMap<String, HashMap<String, u32>> = HashMap::new();
+        for (oid, r) in &by_oid {
+            oid_by_name
+                .entry(r.name.clone())
+                .or_default()
+                .insert(r.schema.clone(), *oid);
+        }
         Ok(Self {
             tables,
             by_oid,
@@ -167,9 +170,8 @@ impl Catalog {
 
     /// The relation `schema.name`, if known.
     pub fn relation_named(&self, schema: &str, name: &str) -> Option<(u32, &Relation)> {
-        let oid = *self
-            .oid_by_name
-            .get(&(schema.to_owned(), name.to_owned()))?;
+        // Looked up per source column of every masked statement: no key is allocated.
+        let oid = *self.oid_by_name.get(name)?.get(schema)?;
         self.by_oid.get(&oid).map(|r| (oid, r))
     }
 

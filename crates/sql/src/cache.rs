@@ -137,13 +137,7 @@ impl AnalysisCache {
             None
         };
         let Some(shape) = shape else {
-            let key = exact();
-            if let Some(Cached::Analysis(outcome)) = self.lookup(&key) {
-                return self.hit(outcome);
-            }
-            let outcome = self.miss(sql, ctx);
-            self.insert(key, Cached::Analysis(outcome.clone()), &outcome);
-            return outcome;
+            return self.by_exact_text(exact(), sql, ctx);
         };
         let shaped = Key {
             sql: shape,
@@ -152,15 +146,7 @@ impl AnalysisCache {
         };
         match self.lookup(&shaped) {
             Some(Cached::Analysis(outcome)) => self.hit(outcome),
-            Some(Cached::NotShareable) => {
-                let key = exact();
-                if let Some(Cached::Analysis(outcome)) = self.lookup(&key) {
-                    return self.hit(outcome);
-                }
-                let outcome = self.miss(sql, ctx);
-                self.insert(key, Cached::Analysis(outcome.clone()), &outcome);
-                outcome
-            }
+            Some(Cached::NotShareable) => self.by_exact_text(exact(), sql, ctx),
             None => {
                 let outcome = self.miss(sql, ctx);
                 if shareable(&outcome) {
@@ -172,6 +158,16 @@ impl AnalysisCache {
                 outcome
             }
         }
+    }
+
+    /// The entry of this exact text, analysed and stored on a miss.
+    fn by_exact_text(&self, key: Key, sql: &str, ctx: &AnalysisContext) -> Outcome {
+        if let Some(Cached::Analysis(outcome)) = self.lookup(&key) {
+            return self.hit(outcome);
+        }
+        let outcome = self.miss(sql, ctx);
+        self.insert(key, Cached::Analysis(outcome.clone()), &outcome);
+        outcome
     }
 
     fn hit(&self, outcome: Outcome) -> Outcome {

@@ -282,14 +282,6 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// The highest record seq (0 for an empty store).
-    pub fn head_seq(&self) -> Result<u64, StoreError> {
-        let conn = self.connect(false)?;
-        let seq: Option<i64> =
-            conn.query_row("SELECT max(seq) FROM audit_records", [], |r| r.get(0))?;
-        Ok(seq.map_or(0, u64_of))
-    }
-
     /// The lowest stored seq (1 unless a retention purge ran), if any record is stored.
     pub fn first_seq(&self) -> Result<Option<u64>, StoreError> {
         let conn = self.connect(false)?;

@@ -13,7 +13,9 @@ mod writer;
 
 pub use chain::{ChainVerifier, VerifyError, VerifyReport, verify_chain};
 pub use checkpoint::{Checkpoint, CheckpointSigner};
-pub use record::{AuditEvent, AuditRecord, Outcome, RecordKind, now_rfc3339};
+pub use record::{
+    AuditEvent, AuditRecord, Outcome, RecordKind, now_rfc3339, parse_rfc3339, rfc3339,
+};
 pub use writer::{
     AuditAlert, AuditError, AuditLog, Auditor, StoreFailure, WriterDone, spawn_writer,
 };

@@ -142,18 +142,28 @@ impl AuditEvent {
 
 /// The current time as RFC 3339 UTC with microsecond precision.
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let micros = now.microsecond();
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// A time in the stored form: RFC 3339, UTC, microseconds (`2026-11-22T10:00:00.000000Z`).
+/// Stored times compare correctly as text in this form.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        micros
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
     )
+}
+
+/// Parses an RFC 3339 time (as stored in records).
+pub fn parse_rfc3339(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// A stored record: an event with its place in the chain.

@@ -627,6 +627,21 @@ impl Gateway {
         out
     }
 
+    /// The admin API's Prometheus text (`/metrics`).
+    pub async fn metrics(&self) -> String {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://127.0.0.1:{}/metrics", self.admin_port))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Waits until an exported record satisfies `pred` (outcomes are written after the fact).
     pub fn wait_for_record(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(10);
