@@ -136,8 +136,26 @@ pub async fn explain(
         Some(s) => format!("{s}.{}", t.name),
         None => t.name.clone(),
     };
+    let mut overall: Option<gatehouse_core::policy::Decision> = None;
     for (i, s) in stmts.iter().enumerate() {
-        let d = policy.decide(connection, groups, s);
+        let mut d = policy.decide(connection, groups, s);
+        if d.action != Action::Block
+            && let Some(refusal) = gatehouse_pg::masked_inference(
+                loaded.as_ref(),
+                &masks,
+                &ctx.search_path,
+                &conn.user,
+                s,
+            )
+        {
+            d = refusal;
+        }
+        if overall
+            .as_ref()
+            .is_none_or(|o| d.action.severity() > o.action.severity())
+        {
+            overall = Some(d.clone());
+        }
         writeln!(out, "statement {}: {}", i + 1, s.kind)?;
         writeln!(out, "  kinds:     {}", join(s.kinds.iter().cloned()))?;
         writeln!(
@@ -210,7 +228,7 @@ pub async fn explain(
             writeln!(out, "  client sees: ERROR 42501 {}", d.client_message())?;
         }
     }
-    let (overall, _) = policy.decide_all(connection, groups, &stmts);
+    let overall = overall.unwrap_or_else(gatehouse_core::policy::Decision::default_allow);
     writeln!(
         out,
         "overall: {}{}",

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gatehouse_core::policy::{ColumnRef, StatementInfo, TableRef};
+use std::collections::HashSet;
+
+use gatehouse_core::policy::{ColumnRef, OutputColumn, StatementInfo, TableRef};
 
 use crate::upstream::{UpstreamError, UpstreamTarget};
 
@@ -47,7 +49,11 @@ pub struct Catalog {
     oid_by_name: HashMap<String, HashMap<String, u32>>,
     /// (view OID, attnum) → the table columns its values are computed from (the view's
     /// query analysed with PostgreSQL's parser; views over views resolved when used).
-    view_sources: HashMap<(u32, i16), Vec<ColumnRef>>,
+    view_sources: HashMap<(u32, i16), OutputColumn>,
+    /// View OID → the analysis of its query (what it computes with, for masked identities).
+    view_queries: HashMap<u32, StatementInfo>,
+    /// Names of functions outside the system schemas (bodies the gateway does not analyse).
+    user_functions: HashSet<String>,
 }
 
 const TABLES_SQL: &str = "SELECT n.nspname, c.relname, a.attname, c.oid, a.attnum, a.atttypid, c.relkind \
@@ -57,6 +63,11 @@ const TABLES_SQL: &str = "SELECT n.nspname, c.relname, a.attname, c.oid, a.attnu
     WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f') \
       AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
     ORDER BY n.nspname, c.relname, a.attnum";
+
+/// Functions, procedures and aggregates created outside the system schemas.
+const FUNCTIONS_SQL: &str = "SELECT DISTINCT p.proname, n.nspname FROM pg_catalog.pg_proc p \
+    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+    WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'";
 
 /// View definitions with every name schema-qualified (empty search_path while deparsing).
 const VIEWS_SQL: &str = "SELECT c.oid, pg_catalog.pg_get_viewdef(c.oid) \
@@ -70,6 +81,14 @@ impl Catalog {
     pub async fn load(target: &UpstreamTarget) -> Result<Self, UpstreamError> {
         let mut conn = target.login(&[], Duration::from_secs(10)).await?;
         let rows = conn.simple_rows(TABLES_SQL).await?;
+        let mut user_functions = HashSet::new();
+        for row in conn.simple_rows(FUNCTIONS_SQL).await? {
+            let mut it = row.into_iter();
+            if let (Some(Some(name)), Some(Some(schema))) = (it.next(), it.next()) {
+                user_functions.insert(format!("{schema}.{name}"));
+                user_functions.insert(name);
+            }
+        }
         conn.simple_rows("SELECT pg_catalog.set_config('search_path', '', false)")
             .await?;
         let views = conn.simple_rows(VIEWS_SQL).await?;
@@ -116,6 +135,7 @@ impl Catalog {
             }
         }
         let mut view_sources = HashMap::new();
+        let mut view_queries = HashMap::new();
         for row in views {
             let mut it = row.into_iter();
             let (Some(Some(oid)), Some(Some(def))) = (it.next(), it.next()) else {
@@ -129,18 +149,18 @@ impl Catalog {
                 standard_conforming_strings: true,
             };
             let def = def.trim().trim_end_matches(';').to_owned();
-            let outputs = tokio::task::spawn_blocking(move || gatehouse_sql::analyze(&def, &ctx))
+            let analysed = tokio::task::spawn_blocking(move || gatehouse_sql::analyze(&def, &ctx))
                 .await
                 .ok()
                 .and_then(Result::ok)
-                .and_then(|mut v| v.pop())
-                .and_then(|s| s.outputs);
-            if let Some(outputs) = outputs {
-                for (i, out) in outputs.into_iter().enumerate() {
+                .and_then(|mut v| v.pop());
+            if let Some(mut query) = analysed {
+                for (i, out) in query.outputs.take().into_iter().flatten().enumerate() {
                     if let Ok(attnum) = i16::try_from(i + 1) {
-                        view_sources.insert((oid, attnum), out.sources.into_iter().collect());
+                        view_sources.insert((oid, attnum), out);
                     }
                 }
+                view_queries.insert(oid, query);
             }
         }
         let mut oid_by_name: HashMap<String, HashMap<String, u32>> = HashMap::new();
@@ -155,6 +175,8 @@ impl Catalog {
             by_oid,
             oid_by_name,
             view_sources,
+            view_queries,
+            user_functions,
         })
     }
 
@@ -164,8 +186,34 @@ impl Catalog {
     }
 
     /// The table columns a view column is computed from (`None`: not a known view column).
-    pub fn view_sources(&self, oid: u32, attnum: i16) -> Option<&[ColumnRef]> {
-        self.view_sources.get(&(oid, attnum)).map(Vec::as_slice)
+    pub fn view_sources(&self, oid: u32, attnum: i16) -> Option<&OutputColumn> {
+        self.view_sources.get(&(oid, attnum))
+    }
+
+    /// The analysis of the query of view `schema.name` (`None`: not a view, or its query
+    /// could not be analysed).
+    pub fn view_query(&self, schema: &str, name: &str) -> Option<&StatementInfo> {
+        let (oid, rel) = self.relation_named(schema, name)?;
+        if !matches!(rel.kind, 'v' | 'm') {
+            return None;
+        }
+        self.view_queries.get(&oid)
+    }
+
+    /// Whether `call` (a function name as written, lower case, possibly schema-qualified)
+    /// may resolve to a function created outside the system schemas.
+    pub fn is_user_function(&self, call: &str) -> bool {
+        match call.strip_prefix("pg_catalog.") {
+            Some(_) => false,
+            None => self.user_functions.contains(call),
+        }
+    }
+
+    /// Whether `schema.name` is a view whose query could not be analysed.
+    pub fn unanalysed_view(&self, schema: &str, name: &str) -> bool {
+        self.relation_named(schema, name).is_some_and(|(oid, rel)| {
+            matches!(rel.kind, 'v' | 'm') && !self.view_queries.contains_key(&oid)
+        })
     }
 
     /// The relation `schema.name`, if known.

@@ -9,7 +9,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod codec;
 mod mask;
-pub use mask::describe_output_masks;
+pub use mask::{describe_output_masks, masked_inference};
 pub mod messages;
 pub mod server;
 pub mod session;

@@ -64,7 +64,7 @@ pub(crate) fn analyze_statement(
     }
     let mut info = w.finish(top);
     // Where result values come from is a separate question (values, not names): its own pass.
-    info.outputs = crate::lineage::outputs(top, default_schema)?;
+    (info.outputs, info.uses) = crate::lineage::outputs(top, default_schema)?;
     info.copy = crate::lineage::copy_info(top, default_schema);
     Ok(info)
 }

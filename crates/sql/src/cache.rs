@@ -274,5 +274,6 @@ fn shareable(outcome: &Outcome) -> bool {
                 && s.copy.is_none()
                 && s.prepares.is_none()
                 && s.executes.is_none()
+                && !s.uses.literal_dependent
         })
 }

@@ -29,7 +29,7 @@
 use std::cell::Cell;
 use std::collections::BTreeSet;
 
-use gatehouse_core::policy::{ColumnRef, CopyInfo, OutputColumn, TableRef};
+use gatehouse_core::policy::{ColumnRef, ColumnUses, Compared, CopyInfo, OutputColumn, TableRef};
 use pg_query::protobuf as pb;
 use pg_query::{NodeEnum, NodeRef};
 
@@ -37,7 +37,69 @@ use crate::AnalysisError;
 use crate::analyze::{MAX_DEPTH, boxed_ref, node_ref, resolve_table, strings};
 use crate::children::for_each_child;
 
-type Sources = BTreeSet<ColumnRef>;
+/// What can flow into a value: table columns as they are (`direct`), table columns through a
+/// computation (`derived`: a function, operator, cast, CASE result, aggregate...), and
+/// whether constants or parameters can be among the values (`constant`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Sources {
+    direct: BTreeSet<ColumnRef>,
+    derived: BTreeSet<ColumnRef>,
+    constant: bool,
+}
+
+impl Sources {
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// A column reached as it is.
+    fn insert(&mut self, c: ColumnRef) {
+        self.direct.insert(c);
+    }
+
+    fn extend(&mut self, other: Sources) {
+        self.direct.extend(other.direct);
+        self.derived.extend(other.derived);
+        self.constant |= other.constant;
+    }
+
+    fn extend_ref(&mut self, other: &Sources) {
+        self.direct.extend(other.direct.iter().cloned());
+        self.derived.extend(other.derived.iter().cloned());
+        self.constant |= other.constant;
+    }
+
+    fn len(&self) -> usize {
+        self.direct.len() + self.derived.len()
+    }
+
+    /// No column can flow into the value (constants at most).
+    fn no_columns(&self) -> bool {
+        self.direct.is_empty() && self.derived.is_empty()
+    }
+
+    /// Every value is exactly the value of one of the `direct` columns: no computation and
+    /// no constant in between (so comparing it compares the columns themselves).
+    fn exact(&self) -> bool {
+        !self.direct.is_empty() && self.derived.is_empty() && !self.constant
+    }
+
+    /// The same sources, reached through a computation.
+    fn derive(mut self) -> Self {
+        let direct = std::mem::take(&mut self.direct);
+        self.derived.extend(direct);
+        self
+    }
+
+    /// Every column, direct or derived.
+    fn all(&self) -> impl Iterator<Item = &ColumnRef> {
+        self.direct.iter().chain(self.derived.iter())
+    }
+
+    fn all_set(&self) -> BTreeSet<ColumnRef> {
+        self.all().cloned().collect()
+    }
+}
 
 /// Rounds of the fixpoint iteration for one `WITH RECURSIVE` before its result is widened
 /// (every column gets every source seen): ordinary recursive CTEs settle in two or three.
@@ -60,29 +122,54 @@ const COMPARISONS: [&str; 15] = [
     "=", "<>", "!=", "<", ">", "<=", ">=", "~", "~*", "!~", "!~*", "~~", "~~*", "!~~", "!~~*",
 ];
 
-/// The result columns of `top` with their sources (`None` for statements without rows).
+/// The result columns of `top` with their sources (`None` for statements without rows), and
+/// how the statement uses column values besides returning them.
 pub(crate) fn outputs(
     top: NodeRef<'_>,
     default_schema: Option<&str>,
-) -> Result<Option<Vec<OutputColumn>>, AnalysisError> {
+) -> Result<(Option<Vec<OutputColumn>>, ColumnUses), AnalysisError> {
     let mut l = Lineage::new(default_schema);
     let cols = match top {
         NodeRef::DeclareCursorStmt(d) => l.opt_statement(&d.query),
         NodeRef::PrepareStmt(p) => l.opt_statement(&p.query),
         NodeRef::CopyStmt(c) if !c.is_from => l.opt_statement(&c.query),
+        NodeRef::ExplainStmt(e) => {
+            // The plan, not the rows, comes back; what the query does with values is judged
+            // all the same (row counts and estimates answer its conditions).
+            let _ = l.opt_statement(&e.query);
+            None
+        }
+        NodeRef::CreateTableAsStmt(c) => {
+            let cols = l.opt_statement(&c.query).unwrap_or_default();
+            let table = c
+                .into
+                .as_ref()
+                .and_then(|i| i.rel.as_ref())
+                .map(|r| resolve_table(r, None, default_schema));
+            l.store_new(table, &cols);
+            None
+        }
         other => l.statement(other),
     };
     if l.too_complex || l.work.get() > WORK_LIMIT {
         return Err(AnalysisError::TooComplex);
     }
-    Ok(cols.map(|cols| {
+    let outputs = cols.map(|cols| {
         cols.into_iter()
             .map(|c| OutputColumn {
                 star: c.star,
-                sources: c.sources,
+                sources: c.sources.all_set(),
+                derived: c.sources.derived,
             })
             .collect()
-    }))
+    });
+    let mut uses = l.uses;
+    // Text offsets told the comparisons apart during the pass (a recursive CTE is evaluated
+    // several times); reported as ordinals, so that statements of one shape agree.
+    for (i, c) in uses.compared.iter_mut().enumerate() {
+        c.position = i32::try_from(i + 1).unwrap_or(i32::MAX);
+    }
+    Ok((outputs, uses))
 }
 
 /// The format, options and target of a `COPY` (`None` for other statements).
@@ -262,7 +349,7 @@ fn cols_column(cols: &[Col], col: &str, out: &mut Sources) {
         .any(|c| !c.star && c.name.as_deref() == Some(col));
     for c in cols {
         if !named || c.maybe(col) {
-            out.extend(c.sources.iter().cloned());
+            out.extend_ref(&c.sources);
         }
     }
 }
@@ -274,7 +361,7 @@ fn weight(cols: &[Col]) -> usize {
 
 fn cols_all(cols: &[Col], out: &mut Sources) {
     for c in cols {
-        out.extend(c.sources.iter().cloned());
+        out.extend_ref(&c.sources);
     }
 }
 
@@ -341,7 +428,7 @@ impl Entry {
                 });
                 for a in assigned {
                     if a.maybe(col) {
-                        out.extend(a.sources.iter().cloned());
+                        out.extend_ref(&a.sources);
                     }
                 }
             }
@@ -669,6 +756,8 @@ struct Lineage<'s> {
     /// Work done so far ([`WORK_LIMIT`]); a `Cell` so that the read-only resolution
     /// functions can count too.
     work: Cell<usize>,
+    /// How values are used besides being returned (see [`ColumnUses`]).
+    uses: ColumnUses,
 }
 
 impl<'s> Lineage<'s> {
@@ -681,6 +770,7 @@ impl<'s> Lineage<'s> {
             too_complex: false,
             budget: FIXPOINT_BUDGET,
             work: Cell::new(0),
+            uses: ColumnUses::default(),
         }
     }
 
@@ -728,7 +818,16 @@ impl<'s> Lineage<'s> {
             return None;
         }
         let cols = match node {
-            NodeRef::SelectStmt(s) if !select_into(s) => Some(self.query(s)),
+            NodeRef::SelectStmt(s) => {
+                let cols = self.query(s);
+                if select_into(s) {
+                    let table = into_table(s).map(|r| resolve_table(r, None, self.default_schema));
+                    self.store_new(table, &cols);
+                    None
+                } else {
+                    Some(cols)
+                }
+            }
             NodeRef::InsertStmt(s) => self.insert(s),
             NodeRef::UpdateStmt(s) => self.update(s),
             NodeRef::DeleteStmt(s) => self.delete(s),
@@ -749,10 +848,25 @@ impl<'s> Lineage<'s> {
             let right = s.rarg.as_deref().map(|r| self.query(r)).unwrap_or_default();
             let cols = combine(left, right);
             self.charge(weight(&cols));
+            // UNION (without ALL), INTERSECT and EXCEPT compare the rows of the branches.
+            let union_all = s.all
+                && matches!(
+                    pb::SetOperation::try_from(s.op),
+                    Ok(pb::SetOperation::SetopUnion)
+                );
+            if !union_all {
+                for c in &cols {
+                    self.compared_value(&c.sources, false, 0);
+                }
+            }
+            self.scopes.push(Vec::new());
+            self.order_and_limit(s, &cols);
+            self.scopes.pop();
             cols
         } else if !s.values_lists.is_empty() {
             self.scopes.push(Vec::new());
             let cols = self.values(&s.values_lists);
+            self.order_and_limit(s, &cols);
             self.scopes.pop();
             cols
         } else {
@@ -763,6 +877,7 @@ impl<'s> Lineage<'s> {
                 }
             }
             let cols = self.targets(&s.target_list);
+            self.clauses(s, &cols);
             self.scopes.pop();
             cols
         };
@@ -895,57 +1010,57 @@ impl<'s> Lineage<'s> {
     }
 
     fn insert(&mut self, s: &pb::InsertStmt) -> Option<Vec<Col>> {
-        let rc = Self::returning_clause(s.returning_clause.as_ref())?;
         let r = s.relation.as_ref()?;
+        let rc = Self::returning_clause(s.returning_clause.as_ref());
+        let no_returning = pb::ReturningClause::default();
         let with = self.push_with(s.with_clause.as_ref());
         let targets = strings_of_targets(&s.cols);
         let source = self.opt_statement(&s.select_stmt).unwrap_or_default();
         let mut assigned = positional(&targets, source);
         self.charge(weight(&assigned));
-        if let Some(oc) = &s.on_conflict_clause
-            && !oc.target_list.is_empty()
-        {
+        let table = resolve_table(r, None, self.default_schema);
+        if let Some(oc) = &s.on_conflict_clause {
             // ON CONFLICT DO UPDATE SET ... sees the target and `excluded` (the proposed row).
-            let mut entries = self.target_entries(r, rc, &assigned);
+            let mut entries = self.target_entries(r, rc.unwrap_or(&no_returning), &assigned);
+            let mut proposed = assigned.clone();
+            // The proposed row also holds the table's defaults.
+            let mut defaults = Sources::new();
+            defaults.insert(ColumnRef {
+                table: Some(table.clone()),
+                column: "*".to_owned(),
+            });
+            proposed.push(Col::unknown(defaults));
             entries.push(Entry {
                 name: "excluded".to_owned(),
                 schema: None,
-                rel: Rel::Derived(assigned.clone()),
+                rel: Rel::Derived(proposed),
             });
-            let table = resolve_table(r, None, self.default_schema);
-            if let Some(Entry {
-                rel: Rel::Derived(cols),
-                ..
-            }) = entries.last_mut()
-            {
-                // The proposed row also holds the table's defaults.
-                cols.push(Col::unknown(
-                    [ColumnRef {
-                        table: Some(table),
-                        column: "*".to_owned(),
-                    }]
-                    .into_iter()
-                    .collect(),
-                ));
-            }
             self.scopes.push(entries);
             let set = self.assignments(&oc.target_list);
+            if let Some(w) = boxed_ref(&oc.where_clause) {
+                self.compute(w);
+            }
             self.scopes.pop();
             assigned.extend(set);
         }
-        let entries = self.target_entries(r, rc, &assigned);
-        self.scopes.push(entries);
-        let cols = self.targets(&rc.exprs);
-        self.scopes.pop();
+        self.store(&table, &assigned);
+        let cols = rc.map(|rc| {
+            let entries = self.target_entries(r, rc, &assigned);
+            self.scopes.push(entries);
+            let cols = self.targets(&rc.exprs);
+            self.scopes.pop();
+            cols
+        });
         self.pop_with(with);
-        Some(cols)
+        cols
     }
 
     fn update(&mut self, s: &pb::UpdateStmt) -> Option<Vec<Col>> {
-        let rc = Self::returning_clause(s.returning_clause.as_ref())?;
         let r = s.relation.as_ref()?;
+        let rc = Self::returning_clause(s.returning_clause.as_ref());
+        let no_returning = pb::ReturningClause::default();
         let with = self.push_with(s.with_clause.as_ref());
-        let entries = self.target_entries(r, rc, &[]);
+        let entries = self.target_entries(r, rc.unwrap_or(&no_returning), &[]);
         let count = entries.len();
         self.scopes.push(entries);
         for n in &s.from_clause {
@@ -954,45 +1069,61 @@ impl<'s> Lineage<'s> {
             }
         }
         let assigned = self.assignments(&s.target_list);
+        if let Some(w) = boxed_ref(&s.where_clause) {
+            self.filter(w);
+        }
+        let table = resolve_table(r, None, self.default_schema);
+        self.store(&table, &assigned);
         self.set_assigned(count, &assigned);
-        let cols = self.targets(&rc.exprs);
+        let cols = rc.map(|rc| self.targets(&rc.exprs));
         self.scopes.pop();
         self.pop_with(with);
-        Some(cols)
+        cols
     }
 
     fn delete(&mut self, s: &pb::DeleteStmt) -> Option<Vec<Col>> {
-        let rc = Self::returning_clause(s.returning_clause.as_ref())?;
         let r = s.relation.as_ref()?;
+        let rc = Self::returning_clause(s.returning_clause.as_ref());
+        let no_returning = pb::ReturningClause::default();
         let with = self.push_with(s.with_clause.as_ref());
-        let entries = self.target_entries(r, rc, &[]);
+        let entries = self.target_entries(r, rc.unwrap_or(&no_returning), &[]);
         self.scopes.push(entries);
         for n in &s.using_clause {
             if let Some(f) = node_ref(n) {
                 self.add_from_item(f);
             }
         }
-        let cols = self.targets(&rc.exprs);
+        if let Some(w) = boxed_ref(&s.where_clause) {
+            self.filter(w);
+        }
+        let cols = rc.map(|rc| self.targets(&rc.exprs));
         self.scopes.pop();
         self.pop_with(with);
-        Some(cols)
+        cols
     }
 
     fn merge(&mut self, s: &pb::MergeStmt) -> Option<Vec<Col>> {
-        let rc = Self::returning_clause(s.returning_clause.as_ref())?;
         let r = s.relation.as_ref()?;
+        let rc = Self::returning_clause(s.returning_clause.as_ref());
+        let no_returning = pb::ReturningClause::default();
         let with = self.push_with(s.with_clause.as_ref());
-        let entries = self.target_entries(r, rc, &[]);
+        let entries = self.target_entries(r, rc.unwrap_or(&no_returning), &[]);
         let count = entries.len();
         self.scopes.push(entries);
         if let Some(src) = boxed_ref(&s.source_relation) {
             self.add_from_item(src);
+        }
+        if let Some(c) = boxed_ref(&s.join_condition) {
+            self.filter(c);
         }
         let mut assigned = Vec::new();
         for n in &s.merge_when_clauses {
             let Some(NodeEnum::MergeWhenClause(w)) = &n.node else {
                 continue;
             };
+            if let Some(c) = boxed_ref(&w.condition) {
+                self.compute(c);
+            }
             if matches!(
                 pb::CmdType::try_from(w.command_type),
                 Ok(pb::CmdType::CmdInsert)
@@ -1010,11 +1141,372 @@ impl<'s> Lineage<'s> {
                 assigned.extend(self.assignments(&w.target_list));
             }
         }
+        let table = resolve_table(r, None, self.default_schema);
+        self.store(&table, &assigned);
         self.set_assigned(count, &assigned);
-        let cols = self.targets(&rc.exprs);
+        let cols = rc.map(|rc| self.targets(&rc.exprs));
         self.scopes.pop();
         self.pop_with(with);
-        Some(cols)
+        cols
+    }
+
+    // --- uses ---------------------------------------------------------------------------------
+
+    /// Values written into the columns of `table`.
+    fn store(&mut self, table: &TableRef, assigned: &[Col]) {
+        for c in assigned {
+            if c.sources.no_columns() {
+                continue;
+            }
+            let target = ColumnRef {
+                table: Some(table.clone()),
+                column: if c.star {
+                    "*".to_owned()
+                } else {
+                    c.name.clone().unwrap_or_else(|| "*".to_owned())
+                },
+            };
+            let entry = (target, c.sources.all_set());
+            if !self.uses.stored.contains(&entry) {
+                self.charge(entry.1.len());
+                self.uses.stored.push(entry);
+            }
+        }
+    }
+
+    /// The rows of a query written into a new table (CREATE TABLE AS, SELECT INTO).
+    fn store_new(&mut self, table: Option<TableRef>, cols: &[Col]) {
+        let table = table.unwrap_or_else(|| TableRef {
+            schema: None,
+            name: String::new(),
+        });
+        self.store(&table, cols);
+    }
+
+    /// The statement computes with the value of `node`: every column it can depend on.
+    fn compute(&mut self, node: NodeRef<'_>) {
+        let f = self.expr(node);
+        self.computed(&f);
+    }
+
+    fn computed(&mut self, f: &Sources) {
+        self.charge(f.len());
+        self.uses.computed.extend(f.all().cloned());
+    }
+
+    fn compute_children(&mut self, node: NodeRef<'_>) {
+        for_each_child(node, &mut |c| self.compute(c));
+    }
+
+    /// Records a comparison of `columns` (with a client-chosen value when `constant`).
+    fn compare(&mut self, columns: BTreeSet<ColumnRef>, constant: bool, position: i32) {
+        if columns.is_empty() {
+            return;
+        }
+        let c = Compared {
+            columns,
+            constant,
+            position,
+        };
+        if !self.uses.compared.contains(&c) {
+            self.charge(c.columns.len());
+            self.uses.compared.push(c);
+        }
+    }
+
+    /// A value compared, grouped or ordered as a whole: a comparison of its columns when it is
+    /// exactly their values, else a computation.
+    fn compared_value(&mut self, f: &Sources, constant: bool, position: i32) {
+        if f.no_columns() {
+            return;
+        }
+        if f.exact() {
+            self.compare(f.all_set(), constant, position);
+        } else {
+            self.computed(f);
+        }
+    }
+
+    /// Sides compared with each other (`=`, `<>`, IN): a comparison when every side is a
+    /// column as it is or holds no column at all, else a computation.
+    fn compare_sides(&mut self, sides: &[Sources], position: i32) {
+        if sides.iter().all(|s| s.no_columns() || s.exact()) {
+            let mut columns = BTreeSet::new();
+            for s in sides {
+                columns.extend(s.all().cloned());
+            }
+            let constant = sides.iter().any(Sources::no_columns);
+            self.compare(columns, constant, position);
+        } else {
+            for s in sides {
+                self.computed(s);
+            }
+        }
+    }
+
+    /// A condition that decides which rows a query returns (a top-level conjunct of WHERE,
+    /// JOIN ON or HAVING). The narrow forms that compare a column as it is are comparisons;
+    /// anything else is a computation.
+    fn filter(&mut self, node: NodeRef<'_>) {
+        if !self.enter() {
+            return;
+        }
+        match node {
+            NodeRef::BoolExpr(b)
+                if matches!(
+                    pb::BoolExprType::try_from(b.boolop),
+                    Ok(pb::BoolExprType::AndExpr)
+                ) =>
+            {
+                for a in &b.args {
+                    if let Some(r) = node_ref(a) {
+                        self.filter(r);
+                    }
+                }
+            }
+            NodeRef::AExpr(e) => self.filter_aexpr(node, e),
+            NodeRef::NullTest(n) => {
+                let f = boxed_ref(&n.arg).map(|a| self.expr(a)).unwrap_or_default();
+                if !f.exact() {
+                    self.computed(&f);
+                }
+            }
+            NodeRef::SubLink(l) => self.filter_sublink(node, l),
+            _ => self.compute(node),
+        }
+        self.leave();
+    }
+
+    fn filter_aexpr(&mut self, node: NodeRef<'_>, e: &pb::AExpr) {
+        use pb::AExprKind as K;
+        let op = strings(&e.name);
+        let (Some(l), Some(r)) = (boxed_ref(&e.lexpr), boxed_ref(&e.rexpr)) else {
+            self.compute(node);
+            return;
+        };
+        match K::try_from(e.kind) {
+            Ok(K::AexprOp) if matches!(op.as_slice(), ["=" | "<>" | "!="]) => {
+                let sides = [self.expr(l), self.expr(r)];
+                self.compare_sides(&sides, e.location);
+            }
+            Ok(K::AexprIn) => {
+                let left = self.expr(l);
+                let right = self.expr(r);
+                if right.no_columns() {
+                    self.compare_sides(&[left, right], e.location);
+                } else {
+                    self.computed(&left);
+                    self.computed(&right);
+                }
+            }
+            Ok(K::AexprLike) if matches!(op.as_slice(), ["~~"]) && last4_pattern(r) => {
+                let left = self.expr(l);
+                self.uses.literal_dependent = true;
+                if left.exact() {
+                    self.uses.last4.extend(left.all().cloned());
+                } else {
+                    self.computed(&left);
+                }
+            }
+            _ => self.compute(node),
+        }
+    }
+
+    fn filter_sublink(&mut self, node: NodeRef<'_>, l: &pb::SubLink) {
+        use pb::SubLinkType as T;
+        match T::try_from(l.sub_link_type) {
+            // Whether rows exist: what the subquery's own conditions say.
+            Ok(T::ExistsSublink) => {
+                if let Some(q) = boxed_ref(&l.subselect) {
+                    let _ = self.expr(q);
+                }
+            }
+            // `x IN (SELECT c ...)`, `x = ANY (SELECT c ...)`: x compared with c.
+            Ok(T::AnySublink) if matches!(strings(&l.oper_name).as_slice(), [] | ["="]) => {
+                let test = boxed_ref(&l.testexpr)
+                    .map(|t| self.expr(t))
+                    .unwrap_or_default();
+                let sub = boxed_ref(&l.subselect)
+                    .map(|q| self.expr(q))
+                    .unwrap_or_default();
+                self.compare_sides(&[test, sub], l.location);
+            }
+            _ => self.compute(node),
+        }
+    }
+
+    /// WHERE, GROUP BY, HAVING, WINDOW, DISTINCT, ORDER BY and LIMIT of a plain query, in
+    /// its scope; `cols` are its result columns (ORDER BY may name them).
+    fn clauses(&mut self, s: &pb::SelectStmt, cols: &[Col]) {
+        if let Some(w) = boxed_ref(&s.where_clause) {
+            self.filter(w);
+        }
+        if let Some(h) = boxed_ref(&s.having_clause) {
+            self.filter(h);
+        }
+        for g in &s.group_clause {
+            self.grouping(g, Some(cols));
+        }
+        for w in &s.window_clause {
+            if let Some(NodeEnum::WindowDef(d)) = &w.node {
+                self.window(d);
+            }
+        }
+        match s.distinct_clause.as_slice() {
+            [] => {}
+            // Plain DISTINCT: an empty list entry; every result column is compared.
+            [only] if only.node.is_none() => {
+                for c in cols {
+                    self.compared_value(&c.sources, false, 0);
+                }
+            }
+            on => {
+                for n in on {
+                    self.grouping(n, Some(cols));
+                }
+            }
+        }
+        self.order_and_limit(s, cols);
+    }
+
+    /// ORDER BY and LIMIT/OFFSET (also of set operations and VALUES).
+    fn order_and_limit(&mut self, s: &pb::SelectStmt, cols: &[Col]) {
+        for o in &s.sort_clause {
+            self.sort_item(o, Some(cols));
+        }
+        for n in [&s.limit_offset, &s.limit_count] {
+            if let Some(n) = boxed_ref(n) {
+                self.compute(n);
+            }
+        }
+    }
+
+    fn sort_item(&mut self, n: &pb::Node, cols: Option<&[Col]>) {
+        match &n.node {
+            Some(NodeEnum::SortBy(sb)) => {
+                if let Some(inner) = sb.node.as_deref() {
+                    self.grouping(inner, cols);
+                }
+            }
+            _ => self.grouping(n, cols),
+        }
+    }
+
+    /// An ordering or grouping key (GROUP BY, ORDER BY, DISTINCT ON, PARTITION BY): a
+    /// comparison of the column it is, else a computation. An integer or a result column
+    /// name may stand for a result column.
+    fn grouping(&mut self, n: &pb::Node, cols: Option<&[Col]>) {
+        let Some(node) = node_ref(n) else { return };
+        let f = match node {
+            NodeRef::GroupingSet(g) => {
+                for c in &g.content {
+                    self.grouping(c, cols);
+                }
+                return;
+            }
+            NodeRef::AConst(c) if cols.is_some() => {
+                self.uses.literal_dependent = true;
+                let Some(pb::a_const::Val::Ival(i)) = &c.val else {
+                    return;
+                };
+                let cols = cols.unwrap_or_default();
+                let index = usize::try_from(i.ival).ok().and_then(|i| i.checked_sub(1));
+                match index {
+                    Some(i) if !cols.iter().take(i).any(|c| c.star) => match cols.get(i) {
+                        Some(c) => c.sources.clone(),
+                        None => return,
+                    },
+                    _ => {
+                        let mut all = Sources::new();
+                        for c in cols {
+                            all.extend_ref(&c.sources);
+                        }
+                        all
+                    }
+                }
+            }
+            NodeRef::ColumnRef(c) if cols.is_some() && c.fields.len() == 1 => {
+                let input = self.expr(node);
+                let name = strings(&c.fields).first().map(|n| (*n).to_owned());
+                let output = cols
+                    .unwrap_or_default()
+                    .iter()
+                    .find(|c| c.name.is_some() && c.name == name);
+                match output {
+                    // A name no FROM item has: the result column.
+                    Some(o) if input.all().all(|c| c.table.is_none()) => o.sources.clone(),
+                    Some(o) => {
+                        let mut both = input;
+                        both.extend_ref(&o.sources);
+                        both
+                    }
+                    None => input,
+                }
+            }
+            other => self.expr(other),
+        };
+        self.compared_value(&f, false, 0);
+    }
+
+    fn window(&mut self, w: &pb::WindowDef) {
+        for p in &w.partition_clause {
+            self.grouping(p, None);
+        }
+        for o in &w.order_clause {
+            self.sort_item(o, None);
+        }
+        for n in [&w.start_offset, &w.end_offset] {
+            if let Some(n) = boxed_ref(n) {
+                self.compute(n);
+            }
+        }
+    }
+
+    /// A call in a value: FILTER, OVER and an aggregate's ORDER BY are uses; the arguments
+    /// flow into the result through the function.
+    fn call(&mut self, f: &pb::FuncCall, out: &mut Sources) {
+        if let Some(flt) = boxed_ref(&f.agg_filter) {
+            self.compute(flt);
+        }
+        if let Some(over) = f.over.as_deref() {
+            self.window(over);
+        }
+        if !f.agg_within_group {
+            for o in &f.agg_order {
+                self.sort_item(o, None);
+            }
+        }
+        if let Some(arg) = last4_call(f) {
+            self.uses.literal_dependent = true;
+            let a = self.expr(arg);
+            if a.exact() {
+                // The last four characters of a column: no more than masking shows.
+                self.uses.last4.extend(a.all().cloned());
+                return;
+            }
+            // Otherwise an ordinary call of `right`.
+        }
+        let mut args = Sources::new();
+        self.call_args(f, &mut args);
+        if f.agg_distinct {
+            self.compared_value(&args, false, f.location);
+        }
+        if is_count(&f.funcname) {
+            // A number of rows (of non-NULL values): nothing of the values themselves.
+            if !args.exact() {
+                self.computed(&args);
+            }
+            return;
+        }
+        if !args.no_columns() {
+            let name = strings(&f.funcname).join(".").to_ascii_lowercase();
+            let entry = (name, args.all_set());
+            if !self.uses.calls.contains(&entry) {
+                self.charge(entry.1.len());
+                self.uses.calls.push(entry);
+            }
+        }
+        out.extend(args.derive());
     }
 
     // --- WITH ---------------------------------------------------------------------------------
@@ -1197,6 +1689,9 @@ impl<'s> Lineage<'s> {
                         self.expr_into(call, &mut src);
                     }
                 }
+                // How many rows a function returns, and which, depends on its arguments.
+                self.computed(&src);
+                let src = src.derive();
                 let name = f
                     .alias
                     .as_ref()
@@ -1213,6 +1708,14 @@ impl<'s> Lineage<'s> {
                 if let Some(r) = boxed_ref(&t.relation) {
                     self.add_from_item(r);
                 }
+                for a in &t.args {
+                    if let Some(a) = node_ref(a) {
+                        self.compute(a);
+                    }
+                }
+                if let Some(r) = boxed_ref(&t.repeatable) {
+                    self.compute(r);
+                }
             }
             NodeRef::JoinExpr(j) => {
                 let start = self.entries_len();
@@ -1223,6 +1726,7 @@ impl<'s> Lineage<'s> {
                     self.add_from_item(r);
                 }
                 let end = self.entries_len();
+                self.join_conditions(j, start, end);
                 let join = Rel::Join { start, end };
                 if let Some(a) = &j.join_using_alias {
                     self.push_entry(Entry {
@@ -1269,11 +1773,39 @@ impl<'s> Lineage<'s> {
     fn opaque_item(&mut self, node: NodeRef<'_>, name: String) {
         let mut src = Sources::new();
         for_each_child(node, &mut |c| self.expr_into(c, &mut src));
+        self.computed(&src);
         self.push_entry(Entry {
             name,
             schema: None,
-            rel: Rel::Derived(vec![Col::unknown(src)]),
+            rel: Rel::Derived(vec![Col::unknown(src.derive())]),
         });
+    }
+
+    /// JOIN ... ON (a condition on the rows), USING and NATURAL (the named or common columns
+    /// of both sides compared); `start..end`: the joined items in the current scope.
+    fn join_conditions(&mut self, j: &pb::JoinExpr, start: usize, end: usize) {
+        if let Some(q) = boxed_ref(&j.quals) {
+            self.filter(q);
+        }
+        let mut both = Sources::new();
+        if let Some(level) = self.scopes.last() {
+            let items = join_items(level, start, end);
+            if j.is_natural {
+                for e in items {
+                    e.whole_row(level, &mut both);
+                }
+            } else {
+                let items: Vec<&Entry> = items.collect();
+                for name in strings(&j.using_clause) {
+                    for e in &items {
+                        if e.has(level, name) != Has::No {
+                            e.column(level, name, &mut both);
+                        }
+                    }
+                }
+            }
+        }
+        self.compared_value(&both, false, 0);
     }
 
     // --- references ---------------------------------------------------------------------------
@@ -1428,14 +1960,16 @@ impl<'s> Lineage<'s> {
             }
             _ => false,
         };
+        // Subscripts select (and so reveal) values: their sources flow too, computed with.
+        let mut inner = Sources::new();
         if handled {
-            // Subscripts can select (and so reveal) values: their sources too.
             for n in &a.indirection {
-                self.expr_node_into(n, out);
+                self.expr_node_into(n, &mut inner);
             }
         } else {
-            for_each_child(node, &mut |c| self.expr_into(c, out));
+            for_each_child(node, &mut |c| self.expr_into(c, &mut inner));
         }
+        out.extend(inner.derive());
     }
 
     // --- expressions --------------------------------------------------------------------------
@@ -1482,46 +2016,69 @@ impl<'s> Lineage<'s> {
                 self.charge(found.len() + 1);
                 out.extend(found);
             }
-            NodeRef::FuncCall(f) => {
-                if !is_count(&f.funcname) {
-                    self.call_args(f, out);
+            NodeRef::FuncCall(f) => self.call(f, out),
+            // Tests and comparisons in a value: each one reveals a bit of what it looks at,
+            // and a result can hold many of them.
+            NodeRef::AExpr(e) if is_boolean(e) => self.compute_children(node),
+            NodeRef::BoolExpr(_) | NodeRef::BooleanTest(_) => self.compute_children(node),
+            NodeRef::NullTest(n) => {
+                let f = boxed_ref(&n.arg).map(|a| self.expr(a)).unwrap_or_default();
+                if !f.exact() {
+                    self.computed(&f);
                 }
             }
-            NodeRef::AExpr(e) if is_boolean(e) => {}
-            NodeRef::BoolExpr(_) | NodeRef::NullTest(_) | NodeRef::BooleanTest(_) => {}
-            NodeRef::SubLink(s)
-                if matches!(
-                    pb::SubLinkType::try_from(s.sub_link_type),
-                    Ok(pb::SubLinkType::ExistsSublink
-                        | pb::SubLinkType::AllSublink
-                        | pb::SubLinkType::AnySublink
-                        | pb::SubLinkType::RowcompareSublink)
-                ) => {}
+            NodeRef::SubLink(s) => {
+                use pb::SubLinkType as T;
+                match T::try_from(s.sub_link_type) {
+                    // A scalar subquery: its value as it is.
+                    Ok(T::ExprSublink) => self.opt_expr_into(&s.subselect, out),
+                    Ok(T::ArraySublink) => {
+                        let mut inner = Sources::new();
+                        self.opt_expr_into(&s.subselect, &mut inner);
+                        out.extend(inner.derive());
+                    }
+                    _ => self.compute_children(node),
+                }
+            }
             NodeRef::CaseExpr(c) => {
-                // Only the results flow; the conditions (and the CASE operand) select one.
+                // The results flow (as a choice among them: derived); the operand and the
+                // conditions are computed with.
+                if let Some(arg) = boxed_ref(&c.arg) {
+                    self.compute(arg);
+                }
+                let mut results = Sources::new();
                 for w in &c.args {
                     if let Some(NodeEnum::CaseWhen(w)) = &w.node {
-                        self.opt_expr_into(&w.result, out);
+                        if let Some(cond) = boxed_ref(&w.expr) {
+                            self.compute(cond);
+                        }
+                        self.opt_expr_into(&w.result, &mut results);
                     }
                 }
-                self.opt_expr_into(&c.defresult, out);
+                self.opt_expr_into(&c.defresult, &mut results);
+                out.extend(results.derive());
             }
-            NodeRef::TypeCast(t) => self.opt_expr_into(&t.arg, out),
+            NodeRef::CollateClause(c) => self.opt_expr_into(&c.arg, out),
             NodeRef::SelectStmt(s) => {
                 // A scalar or ARRAY subquery (reached through its SubLink): all its outputs.
                 for c in self.query(s) {
                     out.extend(c.sources);
                 }
             }
-            NodeRef::AConst(_)
-            | NodeRef::ParamRef(_)
-            | NodeRef::SqlvalueFunction(_)
+            NodeRef::AConst(_) | NodeRef::ParamRef(_) => out.constant = true,
+            NodeRef::SqlvalueFunction(_)
             | NodeRef::SetToDefault(_)
             | NodeRef::GroupingFunc(_)
             | NodeRef::MergeSupportFunc(_)
             | NodeRef::WindowDef(_)
             | NodeRef::TypeName(_) => {}
-            _ => for_each_child(node, &mut |c| self.expr_into(c, out)),
+            // Operators, casts, row and array constructors, COALESCE, GREATEST...: a value
+            // computed from those of the children.
+            _ => {
+                let mut inner = Sources::new();
+                for_each_child(node, &mut |c| self.expr_into(c, &mut inner));
+                out.extend(inner.derive());
+            }
         }
         self.leave();
     }
@@ -1542,6 +2099,50 @@ impl<'s> Lineage<'s> {
     }
 }
 
+/// `right(c, n)` with a constant `0 <= n <= 4`: its first argument.
+fn last4_call(f: &pb::FuncCall) -> Option<NodeRef<'_>> {
+    let name = strings(&f.funcname);
+    if !matches!(name.as_slice(), ["right"] | ["pg_catalog", "right"]) || f.agg_star {
+        return None;
+    }
+    let [arg, n] = f.args.as_slice() else {
+        return None;
+    };
+    match &n.node {
+        Some(NodeEnum::AConst(c)) => match &c.val {
+            Some(pb::a_const::Val::Ival(i)) if (0..=4).contains(&i.ival) => node_ref(arg),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A LIKE pattern that only fixes the last four characters or fewer: `'%'` then at most four
+/// digits.
+fn last4_pattern(node: NodeRef<'_>) -> bool {
+    let NodeRef::AConst(c) = node else {
+        return false;
+    };
+    let Some(pb::a_const::Val::Sval(s)) = &c.val else {
+        return false;
+    };
+    match s.sval.strip_prefix('%') {
+        Some(rest) => rest.len() <= 4 && rest.bytes().all(|b| b.is_ascii_digit()),
+        None => false,
+    }
+}
+
+/// The table of `SELECT ... INTO t` (on the leftmost branch of a set operation).
+fn into_table(s: &pb::SelectStmt) -> Option<&pb::RangeVar> {
+    let mut cur = s;
+    loop {
+        if let Some(i) = &cur.into_clause {
+            return i.rel.as_ref();
+        }
+        cur = cur.larg.as_deref()?;
+    }
+}
+
 /// The next state of a recursive CTE: the new columns, with the sources of the previous
 /// state kept where the shapes agree (so that the iteration only grows and must end).
 fn accumulate(prev: &[Col], mut cols: Vec<Col>) -> Vec<Col> {
@@ -1549,7 +2150,7 @@ fn accumulate(prev: &[Col], mut cols: Vec<Col>) -> Vec<Col> {
         prev.len() == cols.len() && prev.iter().zip(&cols).all(|(p, c)| p.star == c.star);
     if same_shape {
         for (c, p) in cols.iter_mut().zip(prev) {
-            c.sources.extend(p.sources.iter().cloned());
+            c.sources.extend_ref(&p.sources);
         }
     }
     cols

@@ -11,6 +11,7 @@
 //! columns and asks [`SessionMasks`] what to do; a MySQL or HTTP adapter would ask the same.
 
 pub mod detector;
+pub mod inference;
 pub mod style;
 
 use serde::Deserialize;
@@ -157,15 +158,41 @@ pub struct ColumnMask {
     pub style: MaskStyle,
     /// A card verification code: always redacted, never shown in part.
     pub verification_code: bool,
+    /// The value is computed from a sensitive column (an encoding, a substring, arithmetic),
+    /// not the value itself: masked whole, NULLs included, since the last four digits or a
+    /// token of a derivative (or whether it is NULL) would reveal the original.
+    pub derived: bool,
 }
 
 impl ColumnMask {
-    /// The style actually applied (verification codes are always redacted).
+    /// The style actually applied (verification codes and derived values are always
+    /// redacted).
     pub fn effective_style(&self) -> MaskStyle {
-        if self.verification_code {
+        if self.verification_code || self.derived {
             MaskStyle::Redact
         } else {
             self.style
+        }
+    }
+
+    /// The mask of a value computed from one masked like `self`.
+    pub fn derive(self) -> Self {
+        Self {
+            derived: true,
+            ..self
+        }
+    }
+
+    /// The mask of a value that may come from either: the stronger of both.
+    pub fn merge(self, other: Self) -> Self {
+        Self {
+            style: if other.effective_style() == MaskStyle::Redact {
+                MaskStyle::Redact
+            } else {
+                self.style
+            },
+            verification_code: self.verification_code || other.verification_code,
+            derived: self.derived || other.derived,
         }
     }
 }
@@ -229,10 +256,12 @@ impl SessionMasks {
             (Some(style), v) => Some(ColumnMask {
                 style,
                 verification_code: v || verification_code,
+                derived: false,
             }),
             (None, true) => Some(ColumnMask {
                 style: MaskStyle::Redact,
                 verification_code: true,
+                derived: false,
             }),
             (None, false) => None,
         }
@@ -251,10 +280,12 @@ impl SessionMasks {
             Some(style) => Some(ColumnMask {
                 style,
                 verification_code,
+                derived: false,
             }),
             None if verification_code && self.is_active() => Some(ColumnMask {
                 style: MaskStyle::Redact,
                 verification_code: true,
+                derived: false,
             }),
             None => None,
         }

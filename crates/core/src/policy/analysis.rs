@@ -78,6 +78,56 @@ pub struct StatementInfo {
     /// The gateway must know the data format to find (and mask) values in the COPY data
     /// stream.
     pub copy: Option<CopyInfo>,
+    /// How the statement uses column values other than by returning them unchanged:
+    /// conditions, orderings, computations, writes, calls. What a masked identity may do with
+    /// a masked column is judged from this (`core::masking::inference`).
+    pub uses: ColumnUses,
+}
+
+/// How a statement uses column values besides returning them as they are.
+///
+/// Filled by the same pass as [`StatementInfo::outputs`], with the same resolution and the
+/// same over-approximation: a reference the pass cannot place in one of the narrow forms
+/// below is `computed`, the form that reveals the most.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnUses {
+    /// Columns whose values the statement computes with anywhere a result can depend on
+    /// them: in conditions other than the narrow forms of `compared` and `last4`, CASE
+    /// conditions and operands, comparisons and tests inside result expressions, arguments of
+    /// FROM-clause functions, LIMIT/OFFSET, FILTER, orderings and groupings of computed
+    /// values, EXPLAIN'd queries. A masked column here lets a client infer its value.
+    pub computed: BTreeSet<ColumnRef>,
+    /// Columns compared as they are: `c = constant`, `c IN (constants)`, `a.c = b.c`, JOIN
+    /// USING, GROUP BY / ORDER BY / DISTINCT / PARTITION BY of a plain column, the rows of
+    /// UNION / INTERSECT / EXCEPT. One entry per comparison, with every column it compares.
+    pub compared: Vec<Compared>,
+    /// Columns of which only the last four characters are used: `right(c, n)` with a
+    /// constant `0 <= n <= 4`, `c LIKE '%1234'`.
+    pub last4: BTreeSet<ColumnRef>,
+    /// Values the statement writes into table columns (INSERT, UPDATE, MERGE, CREATE TABLE
+    /// AS, SELECT INTO): the target (`*`: a position not known, or a new table) and the
+    /// columns whose values flow into it.
+    pub stored: Vec<(ColumnRef, BTreeSet<ColumnRef>)>,
+    /// Functions called with column values in their arguments (name as written, lower
+    /// case), with those columns: a function may park a value where a later query reads it
+    /// (`set_config`, `setval`, advisory locks, large objects, notifications).
+    pub calls: Vec<(String, BTreeSet<ColumnRef>)>,
+    /// The classification read a literal value (`right(c, 4)`, a LIKE pattern, an ordinal
+    /// in ORDER BY): another statement of the same shape may be judged differently.
+    pub literal_dependent: bool,
+}
+
+/// One comparison of column values as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Compared {
+    /// Every column compared (the sides of `=`, the branches of a set operation).
+    pub columns: BTreeSet<ColumnRef>,
+    /// A constant or a bind parameter is one of the sides: the comparison tests the columns
+    /// against a value the client chose.
+    pub constant: bool,
+    /// The comparison's ordinal in the statement: tells two comparisons of the same columns
+    /// apart.
+    pub position: i32,
 }
 
 /// Where the values of one result column of a statement can come from.
@@ -97,6 +147,10 @@ pub struct OutputColumn {
     /// `table: None` when there is no candidate table). Empty: the value is computed from
     /// constants only, or cannot reveal any column (`count(*)`, `a = b`).
     pub sources: BTreeSet<ColumnRef>,
+    /// The sources whose values reach this output only through a computation (a function,
+    /// an operator, a cast, a CASE result, an aggregate): the output is then a derivative of
+    /// them, not the value itself, and is masked whole. A subset of `sources`.
+    pub derived: BTreeSet<ColumnRef>,
 }
 
 /// What a `COPY` statement transfers and how the data is formatted, so that the COPY data

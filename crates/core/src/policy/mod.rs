@@ -10,7 +10,9 @@ pub mod decide;
 pub mod pattern;
 pub mod rules;
 
-pub use analysis::{ColumnRef, CopyInfo, OutputColumn, StatementInfo, TableRef};
+pub use analysis::{
+    ColumnRef, ColumnUses, Compared, CopyInfo, OutputColumn, StatementInfo, TableRef,
+};
 pub use decide::{Decision, Policy};
 pub use rules::{
     Action, BUILTIN_PREFIX, DEFAULT_LIMIT_ABOVE, Rule, RuleError, STATEMENT_KINDS, validate_rules,

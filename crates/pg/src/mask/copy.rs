@@ -294,7 +294,14 @@ impl CopyPlan {
                 let field_end =
                     memchr::memchr(delimiter, line).map_or(line_end, |n| field_start + n);
                 let v = data.get(field_start..field_end)?;
-                if v != b"\\N" {
+                // A value computed from a masked column is masked NULL or not.
+                let derived = self
+                    .fields
+                    .get(i)
+                    .and_then(|f| f.mask)
+                    .is_some_and(|m| m.derived);
+                if v != b"\\N" || derived {
+                    let v = if v == b"\\N" { &b""[..] } else { v };
                     let m = self.field(i, v, false, key);
                     let rendered = match m {
                         Masked::Keep => None,
@@ -499,6 +506,7 @@ mod tests {
                 mask: masked.then_some(ColumnMask {
                     style: MaskStyle::Last4,
                     verification_code: false,
+                    derived: false,
                 }),
             })
             .collect();

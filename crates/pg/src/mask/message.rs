@@ -43,7 +43,12 @@ pub(crate) fn data_row(
         };
         let v = msg.get(start..end).ok_or(())?;
         let outcome = if len < 0 {
-            Masked::Keep
+            // A value computed from a masked column is masked whole, NULL or not: whether
+            // it is NULL would otherwise answer a test on the original.
+            match plan.fields.get(i).and_then(|f| f.mask.map(|m| (f, m))) {
+                Some((f, m)) if m.derived => value::mask_sensitive(f.kind, f.binary, m, key, b""),
+                _ => Masked::Keep,
+            }
         } else {
             mask_field(plan, i, v, key)
         };
@@ -159,6 +164,72 @@ pub(crate) fn error_or_notice(
     }
 }
 
+/// SQLSTATEs whose message text is fixed by the server, never built from values.
+const FIXED_TEXT_STATES: &[&[u8]] = &[
+    b"42501", b"57014", b"25P02", b"40001", b"40P01", b"55P03", b"57P01", b"53100", b"53200",
+    b"53300", b"54000",
+];
+
+/// The ErrorResponse/NoticeResponse `msg` without the text that may quote values: for a
+/// statement that reads or writes masked data, whose errors may carry a masked value in any
+/// shape (a cast's invalid input, a failing row, a unique key, a RAISE). Severity, SQLSTATE,
+/// position and the names of the objects involved are kept; the message is replaced (unless
+/// the SQLSTATE's text is fixed) and detail, hint, context and internal query are dropped.
+/// `Err` when malformed.
+pub(crate) fn withhold(msg: &[u8]) -> Result<Vec<u8>, ()> {
+    let tag = *msg.first().ok_or(())?;
+    let mut fields: Vec<(u8, &[u8])> = Vec::new();
+    let mut at = 5usize;
+    loop {
+        let code = *msg.get(at).ok_or(())?;
+        if code == 0 {
+            at += 1;
+            break;
+        }
+        let start = at + 1;
+        let nul = memchr::memchr(0, msg.get(start..).ok_or(())?).ok_or(())?;
+        fields.push((code, msg.get(start..start + nul).ok_or(())?));
+        at = start + nul + 1;
+    }
+    if at != msg.len() {
+        return Err(());
+    }
+    let state = fields
+        .iter()
+        .find(|(c, _)| *c == b'C')
+        .map(|(_, v)| *v)
+        .unwrap_or(b"XX000");
+    let fixed = FIXED_TEXT_STATES.contains(&state);
+    let replacement = format!(
+        "{} (SQLSTATE {}): the server's message is withheld by Gatehouse because the statement \
+         involves masked data",
+        if tag == b'N' {
+            "notice"
+        } else {
+            "statement failed"
+        },
+        String::from_utf8_lossy(state)
+    );
+    let mut out = vec![tag, 0, 0, 0, 0];
+    for (code, value) in fields {
+        let keep: Option<&[u8]> = match code {
+            b'S' | b'V' | b'C' | b'P' | b's' | b't' | b'c' | b'd' | b'n' | b'F' | b'L' | b'R' => {
+                Some(value)
+            }
+            b'M' if fixed => Some(value),
+            b'M' => Some(replacement.as_bytes()),
+            _ => None,
+        };
+        if let Some(v) = keep {
+            out.push(code);
+            out.extend_from_slice(v);
+            out.push(0);
+        }
+    }
+    out.push(0);
+    finish(out).ok_or(())
+}
+
 /// Masks the card numbers in a NotificationResponse's channel and payload.
 pub(crate) fn notification(
     msg: &[u8],
@@ -243,6 +314,7 @@ mod tests {
         let card = Some(ColumnMask {
             style: MaskStyle::Last4,
             verification_code: false,
+            derived: false,
         });
         let msg = row(&[
             Some(b"4111111111111111"),

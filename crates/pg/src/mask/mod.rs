@@ -17,8 +17,9 @@ pub(crate) mod value;
 
 use std::collections::BTreeMap;
 
+use gatehouse_core::masking::inference::MaskedData;
 use gatehouse_core::masking::{ColumnMask, MaskStyle, SessionMasks};
-use gatehouse_core::policy::{ColumnRef, StatementInfo};
+use gatehouse_core::policy::{ColumnRef, OutputColumn, StatementInfo, TableRef};
 
 use crate::catalog::Catalog;
 use crate::codec::{BodyReader, CodecError};
@@ -181,12 +182,21 @@ pub(crate) struct Resolver<'a> {
 /// Maximum depth of views over views followed.
 const MAX_VIEW_DEPTH: usize = 16;
 
-/// The stronger of two masks: a verification code's redaction wins, else the first.
+/// The stronger of two masks (see [`ColumnMask::merge`]).
 fn stronger(a: Option<ColumnMask>, b: Option<ColumnMask>) -> Option<ColumnMask> {
     match (a, b) {
-        (Some(x), Some(y)) if y.verification_code && !x.verification_code => Some(y),
-        (Some(x), _) => Some(x),
+        (Some(x), Some(y)) => Some(x.merge(y)),
+        (x, None) => x,
         (None, y) => y,
+    }
+}
+
+/// The mask of output `o`'s source `src`: masked whole when the output is computed from it.
+fn through(o: &OutputColumn, src: &ColumnRef, m: Option<ColumnMask>) -> Option<ColumnMask> {
+    if o.derived.contains(src) {
+        m.map(ColumnMask::derive)
+    } else {
+        m
     }
 }
 
@@ -203,9 +213,9 @@ impl Resolver<'_> {
         let mut m = self.masks.table_column(&rel.schema, &rel.name, column);
         if matches!(rel.kind, 'v' | 'm') {
             match self.catalog.and_then(|c| c.view_sources(oid, attnum)) {
-                Some(sources) => {
-                    for s in sources {
-                        m = stronger(m, self.source_at(s, depth + 1));
+                Some(o) => {
+                    for s in &o.sources {
+                        m = stronger(m, through(o, s, self.source_at(s, depth + 1)));
                     }
                 }
                 // A view whose query could not be analysed: its columns are as sensitive
@@ -282,7 +292,7 @@ impl Resolver<'_> {
             for o in outputs {
                 let mut m = None;
                 for src in &o.sources {
-                    m = stronger(m, self.source(src));
+                    m = stronger(m, through(o, src, self.source(src)));
                 }
                 out.any = stronger(out.any, m);
                 star_seen |= o.star;
@@ -300,7 +310,7 @@ impl Resolver<'_> {
         for s in effective.iter().filter(|s| s.kind == "declare") {
             for o in s.outputs.iter().flatten() {
                 for src in &o.sources {
-                    m = stronger(m, self.source(src));
+                    m = stronger(m, through(o, src, self.source(src)));
                 }
             }
         }
@@ -424,6 +434,46 @@ impl Resolver<'_> {
     }
 }
 
+impl MaskedData for Resolver<'_> {
+    fn mask(&self, column: &ColumnRef) -> Option<ColumnMask> {
+        self.source(column)
+    }
+
+    fn opaque_function(&self, name: &str) -> bool {
+        self.catalog.is_some_and(|c| c.is_user_function(name))
+    }
+
+    fn view(&self, table: &TableRef) -> Option<&StatementInfo> {
+        let catalog = self.catalog?;
+        let schema = match &table.schema {
+            Some(s) => s.as_str(),
+            None => catalog.schema_of(&table.name, self.search_path, self.user)?,
+        };
+        catalog.view_query(schema, &table.name)
+    }
+}
+
+/// The `builtin:masked-inference` refusal of `stmt` for `masks`, if any (see
+/// [`gatehouse_core::masking::inference`]); for `gatehouse explain` and the relay alike.
+pub fn masked_inference(
+    catalog: Option<&Catalog>,
+    masks: &SessionMasks,
+    search_path: &[String],
+    user: &str,
+    stmt: &StatementInfo,
+) -> Option<gatehouse_core::policy::Decision> {
+    if !masks.is_active() {
+        return None;
+    }
+    let r = Resolver {
+        catalog,
+        masks,
+        search_path,
+        user,
+    };
+    gatehouse_core::masking::inference::judge(stmt, &r)
+}
+
 /// For `gatehouse explain`: how each output column of `stmt` would be masked for `masks`
 /// (computed columns by lineage; plain columns as the RowDescription would resolve them).
 /// One line per masked output; empty when nothing would be.
@@ -445,7 +495,7 @@ pub fn describe_output_masks(
         let mut m = None;
         let mut why: Vec<String> = Vec::new();
         for src in &o.sources {
-            if let Some(sm) = r.source(src) {
+            if let Some(sm) = through(o, src, r.source(src)) {
                 m = stronger(m, Some(sm));
                 why.push(match &src.table {
                     Some(t) => format!(

@@ -288,6 +288,7 @@ mod tests {
         ColumnMask {
             style,
             verification_code: false,
+            derived: false,
         }
     }
 

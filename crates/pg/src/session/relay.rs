@@ -34,7 +34,7 @@ use crate::messages::backend::{self, Severity};
 use crate::messages::frontend::{self, Param};
 use crate::stream::{BoxRead, BoxWrite};
 use crate::upstream::UpstreamTarget;
-use gatehouse_core::masking::{ColumnMask, SessionMasks};
+use gatehouse_core::masking::{ColumnMask, SessionMasks, inference};
 
 /// SQL the server rejects at parse time without executing anything (replaces a Query).
 const REFUSAL_SQL: &str = "GATEHOUSE REFUSED THIS STATEMENT";
@@ -79,6 +79,9 @@ struct Stmt {
 struct StmtMasking {
     lineage: Option<Arc<LineageMask>>,
     copy: Option<Arc<CopySpec>>,
+    /// The statement reads or writes masked data: the server's error and notice texts are
+    /// withheld (they may quote a masked value in any shape).
+    withhold_text: bool,
 }
 
 impl Stmt {
@@ -593,7 +596,7 @@ impl Frontend<'_> {
     /// Judges a statement; for a refusal, builds the blocked record and the client's error.
     async fn judge(&mut self, sql: &[u8]) -> (Judgement, AuditEvent) {
         let text = String::from_utf8_lossy(sql);
-        let j = self
+        let mut j = self
             .policy
             .judge(
                 &self.shared.policy,
@@ -602,6 +605,12 @@ impl Frontend<'_> {
                 &text,
             )
             .await;
+        if self.masks.is_active()
+            && j.decision.action != gatehouse_core::policy::Action::Block
+            && let Some(refusal) = self.masked_inference(&j).await
+        {
+            j.decision = refusal;
+        }
         let mut event = self.info.event(RecordKind::Statement);
         event.statement = Some(mask_pans(&text).into_owned());
         event.rule = j.decision.rule.clone();
@@ -612,6 +621,26 @@ impl Frontend<'_> {
             metrics::counter!("gatehouse_statements_refused_total").increment(1);
         }
         (j, event)
+    }
+
+    /// The refusal of what would let this masked session infer masked values
+    /// (`builtin:masked-inference`), judged on what actually runs.
+    async fn masked_inference(&self, j: &Judgement) -> Option<gatehouse_core::policy::Decision> {
+        let catalog = self
+            .shared
+            .policy
+            .catalog
+            .get(&self.target.name, &self.target)
+            .await;
+        let resolver = Resolver {
+            catalog: catalog.as_deref(),
+            masks: &self.masks,
+            search_path: self.policy.search_path(),
+            user: &self.target.user,
+        };
+        j.effective
+            .iter()
+            .find_map(|s| inference::judge(s, &resolver))
     }
 
     /// For an `approve` decision, holds the statement; the record then says how it ended.
@@ -809,9 +838,14 @@ impl Frontend<'_> {
             .iter()
             .find(|s| s.kind == "copy_to")
             .and_then(|s| resolver.copy_spec(s));
+        let withhold_text = j
+            .effective
+            .iter()
+            .any(|s| inference::touches_masked(s, &resolver));
         StmtMasking {
             lineage: Some(Arc::new(lineage)),
             copy: copy.map(Arc::new),
+            withhold_text,
         }
     }
 
@@ -1249,6 +1283,11 @@ impl Backend<'_> {
         current_of(&mut self.queue)
     }
 
+    /// Whether the statement now running has its server texts withheld.
+    fn withholds_text(&mut self) -> bool {
+        self.current().is_some_and(|st| st.masking.withhold_text)
+    }
+
     async fn handle_chunk(&mut self, chunk: Bytes) -> Result<(), &'static str> {
         self.drain_expectations()?;
         for n in std::mem::take(&mut self.notices) {
@@ -1406,9 +1445,16 @@ impl Backend<'_> {
                 // NoticeResponse: server text may quote values (RAISE NOTICE, warnings).
                 b'N' if self.masks.is_active() => {
                     let msg = chunk.get(offset..offset + len).unwrap_or_default();
-                    match self.mask_text_message(msg, "notice", message::error_or_notice) {
-                        Ok(masked) => replace = masked,
-                        Err(()) => return self.malformed().await,
+                    if self.withholds_text() {
+                        match message::withhold(msg) {
+                            Ok(w) => replace = Some(Bytes::from(w)),
+                            Err(()) => return self.malformed().await,
+                        }
+                    } else {
+                        match self.mask_text_message(msg, "notice", message::error_or_notice) {
+                            Ok(masked) => replace = masked,
+                            Err(()) => return self.malformed().await,
+                        }
                     }
                 }
                 b'C' | b'I' | b's' => {
@@ -1455,9 +1501,16 @@ impl Backend<'_> {
                     let mut masked_error = None;
                     if self.masks.is_active() {
                         let msg = chunk.get(offset..offset + len).unwrap_or_default();
-                        match self.mask_text_message(msg, "error", message::error_or_notice) {
-                            Ok(masked) => masked_error = masked,
-                            Err(()) => return self.malformed().await,
+                        if self.withholds_text() {
+                            match message::withhold(msg) {
+                                Ok(w) => masked_error = Some(Bytes::from(w)),
+                                Err(()) => return self.malformed().await,
+                            }
+                        } else {
+                            match self.mask_text_message(msg, "error", message::error_or_notice) {
+                                Ok(masked) => masked_error = masked,
+                                Err(()) => return self.malformed().await,
+                            }
                         }
                     }
                     match self.queue.front_mut() {
