@@ -108,8 +108,6 @@ const REFUSED_FUNCTIONS: &[&str] = &[
     "lo_*",
     "loread",
     "pg_read_*",
-    "currval",
-    "lastval",
 ];
 
 /// Catalog relations that hold values of other columns (statistics), refused to masked
@@ -119,7 +117,6 @@ const REFUSED_RELATIONS: &[&str] = &[
     "pg_stats_ext",
     "pg_stats_ext_exprs",
     "pg_statistic",
-    "pg_statistic_ext",
     "pg_statistic_ext_data",
     "pg_largeobject",
     "pg_stat_statements",
