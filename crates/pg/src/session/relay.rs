@@ -632,15 +632,15 @@ impl Frontend<'_> {
             .catalog
             .get(&self.target.name, &self.target)
             .await;
-        let resolver = Resolver {
-            catalog: catalog.as_deref(),
-            masks: &self.masks,
-            search_path: self.policy.search_path(),
-            user: &self.target.user,
-        };
-        j.effective
-            .iter()
-            .find_map(|s| inference::judge(s, &resolver))
+        j.effective.iter().find_map(|s| {
+            crate::mask::masked_inference(
+                catalog.as_deref(),
+                &self.masks,
+                self.policy.search_path(),
+                &self.target.user,
+                s,
+            )
+        })
     }
 
     /// For an `approve` decision, holds the statement; the record then says how it ended.
