@@ -1284,6 +1284,10 @@ impl<'s> Lineage<'s> {
             self.compute(node);
             return;
         };
+        if matches!(K::try_from(e.kind), Ok(K::AexprLike)) && matches!(r, NodeRef::AConst(_)) {
+            // Whether the pattern only fixes the last four: a property of the literal.
+            self.uses.literal_dependent = true;
+        }
         match K::try_from(e.kind) {
             Ok(K::AexprOp) if matches!(op.as_slice(), ["=" | "<>" | "!="]) => {
                 let sides = [self.expr(l), self.expr(r)];
@@ -1301,7 +1305,6 @@ impl<'s> Lineage<'s> {
             }
             Ok(K::AexprLike) if matches!(op.as_slice(), ["~~"]) && last4_pattern(r) => {
                 let left = self.expr(l);
-                self.uses.literal_dependent = true;
                 if left.exact() {
                     self.uses.last4.extend(left.all().cloned());
                 } else {
@@ -1476,8 +1479,11 @@ impl<'s> Lineage<'s> {
                 self.sort_item(o, None);
             }
         }
-        if let Some(arg) = last4_call(f) {
+        if is_right_with_constant(f) {
+            // Whether it keeps at most four characters: a property of the literal.
             self.uses.literal_dependent = true;
+        }
+        if let Some(arg) = last4_call(f) {
             let a = self.expr(arg);
             if a.exact() {
                 // The last four characters of a column: no more than masking shows.
@@ -2100,6 +2106,12 @@ impl<'s> Lineage<'s> {
 }
 
 /// `right(c, n)` with a constant `0 <= n <= 4`: its first argument.
+fn is_right_with_constant(f: &pb::FuncCall) -> bool {
+    let name = strings(&f.funcname);
+    matches!(name.as_slice(), ["right"] | ["pg_catalog", "right"])
+        && matches!(f.args.as_slice(), [_, n] if matches!(n.node, Some(NodeEnum::AConst(_))))
+}
+
 fn last4_call(f: &pb::FuncCall) -> Option<NodeRef<'_>> {
     let name = strings(&f.funcname);
     if !matches!(name.as_slice(), ["right"] | ["pg_catalog", "right"]) || f.agg_star {
