@@ -138,7 +138,7 @@ pub async fn explain(
     };
     let mut overall: Option<gatehouse_core::policy::Decision> = None;
     for (i, s) in stmts.iter().enumerate() {
-        let mut d = policy.decide(connection, groups, s);
+        let mut d = policy.decide_as(connection, Some(&conn.user), groups, s);
         if d.action != Action::Block
             && let Some(refusal) = gatehouse_pg::masked_inference(
                 loaded.as_ref(),

@@ -15,6 +15,8 @@ use pg_query::protobuf as pb;
 use pg_query::{NodeEnum, NodeRef, ParserOptions};
 
 use crate::children::for_each_child;
+
+mod effects;
 use crate::{AnalysisContext, AnalysisError};
 
 /// Nesting bound of the walk. libpg_query already stops far below it (about 750 nested
@@ -475,6 +477,9 @@ impl<'s> Walker<'s> {
             .filter_map(|c| c.table.clone())
             .collect();
         self.info.tables_read.extend(tables);
+        if self.info.tables_read.iter().any(effects::is_activity_relation) {
+            self.info.kinds.insert("read_activity".to_owned());
+        }
         self.info
     }
 
@@ -665,6 +670,7 @@ impl<'s> Walker<'s> {
         {
             self.note_kind(kind, class);
         }
+        self.effects(node);
         match node {
             NodeRef::SelectStmt(s) => self.select(s),
             NodeRef::InsertStmt(s) => self.insert(s),
@@ -1477,22 +1483,44 @@ impl<'s> Walker<'s> {
         if !names.is_empty() {
             self.info.functions.insert(names.join(".").to_lowercase());
         }
+        if let Some(name) = effects::bare_name(f) {
+            self.call_effects(&name);
+        }
         if names
             .last()
             .is_some_and(|n| n.eq_ignore_ascii_case("set_config"))
         {
             // set_config() changes settings like SET does; record what it changes.
-            let constant = |n: Option<&pb::Node>| match n.and_then(|n| n.node.as_ref()) {
-                Some(NodeEnum::AConst(c)) => match &c.val {
-                    Some(pb::a_const::Val::Sval(s)) => Some(s.sval.clone()),
-                    _ => None,
-                },
-                _ => None,
-            };
-            let name = constant(f.args.first()).map(|n| n.to_ascii_lowercase());
-            let value = constant(f.args.get(1));
+            let name = f
+                .args
+                .first()
+                .and_then(constant_text)
+                .map(|n| n.trim().to_ascii_lowercase());
+            let value = f.args.get(1).and_then(constant_text);
             self.info.config_calls.push((name, value));
         }
         self.walk_children(node);
     }
+}
+
+/// The text of a constant argument, through casts (`'off'::text`, `CAST('off' AS varchar)`);
+/// `None` for anything the gateway would have to evaluate.
+fn constant_text(n: &pb::Node) -> Option<String> {
+    let mut cur = n;
+    for _ in 0..16 {
+        match cur.node.as_ref()? {
+            NodeEnum::AConst(c) => {
+                return match &c.val {
+                    Some(pb::a_const::Val::Sval(s)) => Some(s.sval.clone()),
+                    Some(pb::a_const::Val::Ival(i)) => Some(i.ival.to_string()),
+                    Some(pb::a_const::Val::Fval(f)) => Some(f.fval.clone()),
+                    Some(pb::a_const::Val::Boolval(b)) => Some(b.boolval.to_string()),
+                    _ => None,
+                };
+            }
+            NodeEnum::TypeCast(t) => cur = t.arg.as_deref()?,
+            _ => return None,
+        }
+    }
+    None
 }

@@ -56,6 +56,14 @@ pub struct StatementInfo {
     /// statement: (name lower case, value) when the arguments are constants, `None` for a name
     /// that is not a constant (the gateway cannot know what it changes).
     pub config_calls: Vec<(Option<String>, Option<String>)>,
+    /// Settings given as defaults for later sessions (`ALTER ROLE/DATABASE ... SET`, `ALTER
+    /// SYSTEM SET`): (name lower case, value as text; `None` for RESET/DEFAULT).
+    pub persistent_settings: Vec<(String, Option<String>)>,
+    /// Roles whose attributes, name, membership or settings the statement changes (`ALTER
+    /// ROLE/USER/GROUP`, `GRANT/REVOKE role`, `DROP ROLE`), as written; `CURRENT_USER`,
+    /// `SESSION_USER`, `CURRENT_ROLE` (upper case) for those keywords and `ALL` for `ALTER
+    /// ROLE ALL`.
+    pub roles_changed: BTreeSet<String>,
     /// `LIMIT` of the outermost SELECT, if a constant (`None`: no LIMIT or not constant).
     pub limit: Option<i64>,
     /// For `PREPARE name AS ...`: the name (the body's analysis is merged into this one).

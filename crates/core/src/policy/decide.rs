@@ -25,6 +25,7 @@ use std::collections::BTreeSet;
 use super::analysis::{StatementInfo, TableRef};
 use super::pattern::{ColumnPattern, FunctionPattern, TablePattern, glob_match};
 use super::rules::{Action, BUILTIN_PREFIX, Rule, RuleError, is_statement_kind};
+use super::settings::{self, SettingValue, setting_refusal};
 
 /// What to do with a statement, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +131,31 @@ pub struct Policy {
     rules: Vec<Compiled>,
 }
 
+/// Kinds that are refused whatever the rules say, unless an allow rule for named groups
+/// lists the kind: the rule, and what the statement does.
+const GUARDED_KINDS: &[(&str, &str, &str)] = &[
+    (
+        "alter_upstream_role",
+        "builtin:upstream-role",
+        "changes the role the gateway logs in upstream as (password, name, validity, \
+         membership, settings): every identity uses it",
+    ),
+    (
+        "signal_backend",
+        "builtin:signal-backend",
+        "signals server processes (other sessions share the gateway's upstream role); a \
+         session cancels its own work with a cancel request",
+    ),
+    (
+        "read_activity",
+        "builtin:session-activity",
+        "reads other sessions' statement texts (pg_stat_activity and similar)",
+    ),
+];
+
+/// Role names in `StatementInfo::roles_changed` that stand for the session's own role.
+const SELF_ROLES: &[&str] = &["CURRENT_USER", "SESSION_USER", "CURRENT_ROLE", "ALL"];
+
 /// What the rules look at in a statement, computed once per decision.
 struct Facts<'a> {
     stmt: &'a StatementInfo,
@@ -139,9 +165,16 @@ struct Facts<'a> {
 }
 
 impl<'a> Facts<'a> {
-    fn new(stmt: &'a StatementInfo) -> Self {
+    fn new(stmt: &'a StatementInfo, upstream_role: Option<&str>) -> Self {
         let mut kinds: BTreeSet<&'a str> = stmt.kinds.iter().map(String::as_str).collect();
         kinds.insert(stmt.kind.as_str());
+        if stmt
+            .roles_changed
+            .iter()
+            .any(|r| SELF_ROLES.contains(&r.as_str()) || Some(r.as_str()) == upstream_role)
+        {
+            kinds.insert("alter_upstream_role");
+        }
         if let Some((name, _)) = &stmt.set_setting {
             match name.as_str() {
                 "role" => {
@@ -373,61 +406,7 @@ impl Compiled {
     }
 }
 
-/// PostgreSQL's boolean spellings of true (`parse_bool`: prefixes of true/yes, on, 1).
-fn is_true_value(v: &str) -> bool {
-    let v = v
-        .trim()
-        .trim_matches(['\'', '"'])
-        .trim()
-        .to_ascii_lowercase();
-    if v.is_empty() {
-        return false;
-    }
-    v == "on"
-        || v == "1"
-        || v == "default"
-        || "true".starts_with(v.as_str())
-        || "yes".starts_with(v.as_str())
-}
-
-/// Client encodings whose multi-byte characters may contain a backslash or quote byte, so a
-/// parser unaware of the encoding would split strings differently from the server.
-const UNSAFE_ENCODINGS: &[&str] = &["sjis", "shiftjis", "big5", "gbk", "gb18030", "uhc", "johab"];
-
-/// Settings that change how the server parses what the gateway already parsed.
-fn setting_refusal(name: &str, value: Option<&str>, how: &str) -> Option<Decision> {
-    let value = value.map(|v| v.trim().trim_matches(['\'', '"']));
-    match name {
-        "standard_conforming_strings" => match value {
-            Some(v) if !is_true_value(v) => Some(block(
-                "builtin:standard-conforming-strings",
-                format!("{how} standard_conforming_strings = {v}"),
-            )),
-            _ => None,
-        },
-        "backslash_quote" => Some(block(
-            "builtin:backslash-quote",
-            format!("{how} backslash_quote"),
-        )),
-        "client_encoding" | "names" => {
-            let norm: String = value
-                .unwrap_or("")
-                .chars()
-                .filter(char::is_ascii_alphanumeric)
-                .collect::<String>()
-                .to_ascii_lowercase();
-            UNSAFE_ENCODINGS.contains(&norm.as_str()).then(|| {
-                block(
-                    "builtin:client-encoding",
-                    format!("{how} client_encoding = {} (use UTF8)", value.unwrap_or("")),
-                )
-            })
-        }
-        _ => None,
-    }
-}
-
-fn block(rule: &str, reason: impl Into<String>) -> Decision {
+pub(crate) fn block(rule: &str, reason: impl Into<String>) -> Decision {
     Decision {
         action: Action::Block,
         rule: Some(rule.to_owned()),
@@ -476,6 +455,21 @@ impl Policy {
             .any(|r| r.in_scope(connection, groups) && r.explicitly_allows(f, needed))
     }
 
+    /// [`Self::explicitly_allowed`] by a rule that names the groups it is for.
+    fn explicitly_allowed_for_groups(
+        &self,
+        connection: &str,
+        groups: &[String],
+        f: &Facts<'_>,
+        kind: &str,
+    ) -> bool {
+        self.rules.iter().any(|r| {
+            r.rule.groups.is_some()
+                && r.in_scope(connection, groups)
+                && r.explicitly_allows(f, &[kind])
+        })
+    }
+
     fn builtin(&self, connection: &str, groups: &[String], f: &Facts<'_>) -> Option<Decision> {
         let s = f.stmt;
         if s.copy_program {
@@ -517,9 +511,12 @@ impl Policy {
         // `standard_conforming_strings` in sync for the analyser regardless.
         for (name, value) in &s.config_calls {
             let Some(name) = name else {
+                if let Some(d) = settings::unknown_name_refusal(known(value)) {
+                    return Some(d);
+                }
                 continue;
             };
-            if let Some(d) = setting_refusal(name, value.as_deref(), "set_config") {
+            if let Some(d) = setting_refusal(name, known(value), "set_config") {
                 return Some(d);
             }
             if name == "role" || name == "session_authorization" {
@@ -529,10 +526,35 @@ impl Policy {
                 ));
             }
         }
-        if let Some((name, value)) = &s.set_setting
-            && let Some(d) = setting_refusal(name, value.as_deref(), "SET")
-        {
-            return Some(d);
+        if let Some((name, value)) = &s.set_setting {
+            let value = match value {
+                Some(v) => SettingValue::Known(v.as_str()),
+                None => SettingValue::Default,
+            };
+            if let Some(d) = setting_refusal(name, value, "SET") {
+                return Some(d);
+            }
+        }
+        // Defaults for later sessions (ALTER ROLE/DATABASE ... SET): the gateway's next
+        // sessions would start in that state.
+        for (name, value) in &s.persistent_settings {
+            let value = match value {
+                Some(v) => SettingValue::Known(v.as_str()),
+                None => SettingValue::Default,
+            };
+            if let Some(d) = setting_refusal(name, value, "ALTER ... SET") {
+                return Some(d);
+            }
+        }
+        for (kind, rule, what) in GUARDED_KINDS {
+            if f.has(kind) && !self.explicitly_allowed_for_groups(connection, groups, f, kind) {
+                return Some(block(
+                    rule,
+                    format!(
+                        "{what}; needs an allow rule for named groups listing \"{kind}\""
+                    ),
+                ));
+            }
         }
         // Going back to the login role (RESET ROLE, SET ROLE NONE, SET SESSION AUTHORIZATION
         // DEFAULT, DISCARD ALL — which connection pools send) gives no privilege: only
@@ -586,7 +608,19 @@ impl Policy {
 
     /// The decision for one statement on `connection` by an identity with `groups`.
     pub fn decide(&self, connection: &str, groups: &[String], stmt: &StatementInfo) -> Decision {
-        let f = Facts::new(stmt);
+        self.decide_as(connection, None, groups, stmt)
+    }
+
+    /// [`Self::decide`] knowing the role the gateway logs in upstream as (`alter_upstream_role`
+    /// then also covers statements naming it, not only `CURRENT_USER` and the like).
+    pub fn decide_as(
+        &self,
+        connection: &str,
+        upstream_role: Option<&str>,
+        groups: &[String],
+        stmt: &StatementInfo,
+    ) -> Decision {
+        let f = Facts::new(stmt, upstream_role);
         if let Some(d) = self.builtin(connection, groups, &f) {
             return d;
         }
@@ -625,9 +659,20 @@ impl Policy {
         groups: &[String],
         stmts: &[StatementInfo],
     ) -> (Decision, Option<usize>) {
+        self.decide_all_as(connection, None, groups, stmts)
+    }
+
+    /// [`Self::decide_all`] knowing the upstream role (see [`Self::decide_as`]).
+    pub fn decide_all_as(
+        &self,
+        connection: &str,
+        upstream_role: Option<&str>,
+        groups: &[String],
+        stmts: &[StatementInfo],
+    ) -> (Decision, Option<usize>) {
         let mut best: Option<(Decision, usize)> = None;
         for (i, s) in stmts.iter().enumerate() {
-            let d = self.decide(connection, groups, s);
+            let d = self.decide_as(connection, upstream_role, groups, s);
             let stricter = best
                 .as_ref()
                 .is_none_or(|(b, _)| d.action.severity() > b.action.severity());
@@ -643,6 +688,14 @@ impl Policy {
             Some((d, i)) => (d, Some(i)),
             None => (Decision::default_allow(), None),
         }
+    }
+}
+
+/// A `set_config` argument: its text when constant.
+fn known(v: &Option<String>) -> SettingValue<'_> {
+    match v {
+        Some(v) => SettingValue::Known(v.as_str()),
+        None => SettingValue::Unknown,
     }
 }
 

@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod decide;
 pub mod pattern;
 pub mod rules;
+pub mod settings;
 
 pub use analysis::{
     ColumnRef, ColumnUses, Compared, CopyInfo, OutputColumn, StatementInfo, TableRef,

@@ -6,6 +6,7 @@
 //! statement before it is forwarded.
 
 pub mod policy;
+mod parameters;
 mod relay;
 mod startup;
 

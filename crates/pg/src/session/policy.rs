@@ -150,7 +150,9 @@ impl SessionPolicy {
                 effective.extend(body.iter().cloned());
             }
         }
-        let (decision, _) = point.policy.decide_all(connection, groups, &effective);
+        let (decision, _) = point
+            .policy
+            .decide_all_as(connection, Some(&target.user), groups, &effective);
         Judgement {
             decision,
             statements,

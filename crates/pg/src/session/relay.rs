@@ -1476,10 +1476,22 @@ impl Backend<'_> {
                 }
                 b'S' => {
                     let frame = Frame::from_raw(chunk.slice(offset..offset + len));
-                    if let Ok((name, value)) = backend::parameter(&frame)
-                        && name == "standard_conforming_strings"
-                    {
-                        self.scs.store(value == "on", Ordering::Relaxed);
+                    if let Ok((name, value)) = backend::parameter(&frame) {
+                        if name == "standard_conforming_strings" {
+                            self.scs.store(value == "on", Ordering::Relaxed);
+                        }
+                        // Whatever route got the server there (a function the gateway cannot
+                        // see into), a state the gateway cannot parse under ends the session.
+                        let state = [(name.to_owned(), value.to_owned())];
+                        if let Some(problem) = super::parameters::upstream_state_refusal(&state) {
+                            tracing::warn!(session = %self.info.id, %problem, "upstream session state refused");
+                            self.fatal(
+                                "42501",
+                                &format!("Gatehouse ends this session: {problem}"),
+                            )
+                            .await;
+                            return Err("upstream state refused");
+                        }
                     }
                 }
                 // ParseComplete, BindComplete, CloseComplete.

@@ -19,26 +19,7 @@ use crate::messages::startup::{StartupMessage, StartupPacket, parse_startup, sta
 use crate::stream::{BoxRead, BoxWrite, split_any, split_tcp};
 use crate::upstream::Upstream;
 
-/// Startup parameters a client may pass to the upstream server. Anything that could change
-/// the role, the parser's behaviour or server settings wholesale (`options`, `role`,
-/// `session_authorization`, GUCs such as `standard_conforming_strings`) is refused.
-const PASSTHROUGH_PARAMS: &[&str] = &[
-    "application_name",
-    "client_encoding",
-    "DateStyle",
-    "TimeZone",
-    "extra_float_digits",
-    "search_path",
-    "IntervalStyle",
-    "lc_monetary",
-    "lc_numeric",
-    "lc_time",
-];
-
-/// Client encodings whose multi-byte characters may contain a backslash or quote byte: a
-/// parser that does not know the encoding would split such strings differently from the
-/// server, so they are refused.
-const UNSAFE_ENCODINGS: &[&str] = &["sjis", "shiftjis", "big5", "gbk", "gb18030", "uhc", "johab"];
+use super::parameters::{session_parameters, upstream_state_refusal};
 
 /// A logged-in session, ready to relay.
 pub(crate) struct Established {
@@ -168,10 +149,14 @@ async fn establish_inner(
         )
         .await;
     }
-    if let Some(problem) = refused_parameter(&msg) {
-        let _ = audit_login_failed(shared, peer, &msg, ("parameter_refused", "42501"), None).await;
-        return fatal(&mut write, "42501", &problem).await;
-    }
+    let passthrough = match session_parameters(&msg.params) {
+        Ok(p) => p,
+        Err(problem) => {
+            let _ =
+                audit_login_failed(shared, peer, &msg, ("parameter_refused", "42501"), None).await;
+            return fatal(&mut write, "42501", &problem.to_string()).await;
+        }
+    };
     // Protocol 3.2 or `_pq_.` extensions: answer with what we speak (3.0, no extensions).
     let unsupported: Vec<String> = msg
         .params
@@ -296,12 +281,6 @@ async fn establish_inner(
         started: Instant::now(),
     };
 
-    let passthrough: Vec<(String, String)> = msg
-        .params
-        .iter()
-        .filter(|(k, _)| PASSTHROUGH_PARAMS.contains(&k.as_str()))
-        .cloned()
-        .collect();
     let upstream = match target.login(&passthrough, Duration::from_secs(10)).await {
         Ok(u) => u,
         Err(e) => {
@@ -324,6 +303,27 @@ async fn establish_inner(
             .await;
         }
     };
+
+    // The server must start in a state the gateway parses as it does (a role or database
+    // default set outside the gateway could say otherwise).
+    if let Some(problem) = upstream_state_refusal(&upstream.params) {
+        tracing::warn!(connection = %connection, %problem, "upstream session state refused");
+        let mut ev = info.event(RecordKind::LoginFailed);
+        ev.sqlstate = Some("42501".to_owned());
+        ev.outcome = Some(gatehouse_core::audit::Outcome::Error);
+        ev = ev.with_detail(serde_json::json!({
+            "reason": "upstream_state_refused",
+            "error": problem,
+            "client_user": msg.get("user"),
+        }));
+        let _ = shared.auditor.record(ev).await;
+        return fatal(
+            &mut write,
+            "42501",
+            &format!("Gatehouse refuses this session: {problem}"),
+        )
+        .await;
+    }
 
     // A session admitted by a grant records the use first (fail closed like the start).
     if let Some(g) = &grant {
@@ -399,49 +399,14 @@ async fn establish_inner(
         client_write: write,
         client_buf: buf,
         upstream,
-        search_path: msg.get("search_path").map(str::to_owned),
+        search_path: passthrough
+            .iter()
+            .find(|(k, _)| k == "search_path")
+            .map(|(_, v)| v.clone()),
         application_name: msg.get("application_name").map(str::to_owned),
         grant,
         _cancel: guard,
     }))
-}
-
-/// Returns a refusal message for a startup parameter the gateway does not pass on.
-fn refused_parameter(msg: &StartupMessage) -> Option<String> {
-    for (k, v) in &msg.params {
-        match k.as_str() {
-            "user" | "database" => {}
-            "replication" => {
-                if !matches!(
-                    v.to_ascii_lowercase().as_str(),
-                    "false" | "off" | "no" | "0"
-                ) {
-                    return Some("replication connections are refused by Gatehouse".to_owned());
-                }
-            }
-            "options" if v.trim().is_empty() => {}
-            "client_encoding" => {
-                let norm: String = v
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric())
-                    .collect::<String>()
-                    .to_ascii_lowercase();
-                if UNSAFE_ENCODINGS.contains(&norm.as_str()) {
-                    return Some(format!(
-                        "client_encoding {v:?} is refused by Gatehouse (use UTF8)"
-                    ));
-                }
-            }
-            k if k.starts_with("_pq_.") => {}
-            k if PASSTHROUGH_PARAMS.contains(&k) => {}
-            other => {
-                return Some(format!(
-                    "startup parameter \"{other}\" is not allowed through Gatehouse"
-                ));
-            }
-        }
-    }
-    None
 }
 
 async fn audit_login_failed(
@@ -484,38 +449,5 @@ async fn handle_cancel(shared: &Shared, pid: i32, secret: &Bytes) {
         Ok(()) => metrics::counter!("gatehouse_cancel_requests_total", "result" => "forwarded")
             .increment(1),
         Err(e) => tracing::warn!(error = %e, "forwarding a cancel request failed"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(params: &[(&str, &str)]) -> StartupMessage {
-        StartupMessage {
-            major: 3,
-            minor: 0,
-            params: params
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn parameter_allow_list() {
-        assert_eq!(
-            refused_parameter(&msg(&[("user", "a"), ("application_name", "psql")])),
-            None
-        );
-        assert!(refused_parameter(&msg(&[("options", "-c role=admin")])).is_some());
-        assert!(refused_parameter(&msg(&[("role", "admin")])).is_some());
-        assert!(refused_parameter(&msg(&[("standard_conforming_strings", "off")])).is_some());
-        assert!(refused_parameter(&msg(&[("replication", "database")])).is_some());
-        assert!(refused_parameter(&msg(&[("client_encoding", "SJIS")])).is_some());
-        assert_eq!(
-            refused_parameter(&msg(&[("client_encoding", "UTF8")])),
-            None
-        );
     }
 }
