@@ -477,7 +477,12 @@ impl<'s> Walker<'s> {
             .filter_map(|c| c.table.clone())
             .collect();
         self.info.tables_read.extend(tables);
-        if self.info.tables_read.iter().any(effects::is_activity_relation) {
+        if self
+            .info
+            .tables_read
+            .iter()
+            .any(effects::is_activity_relation)
+        {
             self.info.kinds.insert("read_activity".to_owned());
         }
         self.info

@@ -1253,3 +1253,158 @@ fn cache_for_props() -> &'static AnalysisCache {
     static CACHE: std::sync::OnceLock<AnalysisCache> = std::sync::OnceLock::new();
     CACHE.get_or_init(|| AnalysisCache::new(1 << 20))
 }
+
+#[test]
+fn destructive_subcommands_count_as_their_kind() {
+    for sql in [
+        "ALTER TABLE cards DROP COLUMN cvv",
+        "ALTER TABLE cards DROP CONSTRAINT cards_pkey",
+        "ALTER TABLE cards ALTER COLUMN note DROP DEFAULT",
+        "ALTER TABLE cards ALTER COLUMN note DROP NOT NULL",
+        "ALTER TABLE cards ALTER COLUMN id DROP IDENTITY IF EXISTS",
+        "ALTER TABLE cards ALTER COLUMN note TYPE int USING 0",
+        "ALTER TABLE IF EXISTS ONLY cards ADD COLUMN x int, DROP COLUMN note",
+        "ALTER DOMAIN d DROP CONSTRAINT c",
+        "ALTER DOMAIN d DROP DEFAULT",
+        "ALTER TYPE ty DROP ATTRIBUTE a",
+        "ALTER FOREIGN TABLE ft DROP COLUMN a",
+    ] {
+        let s = one(sql);
+        assert!(s.kinds.contains("drop"), "{sql}: {:?}", s.kinds);
+        assert!(s.kinds.contains("ddl"), "{sql}");
+    }
+    let s = one("ALTER TABLE cards ALTER COLUMN note TYPE int USING 0");
+    assert!(s.kinds.contains("alter_column_type"));
+    for sql in [
+        "ALTER TABLE cards ADD COLUMN x int",
+        "ALTER TABLE cards ALTER COLUMN note SET DEFAULT 'x'",
+        "ALTER DOMAIN d SET DEFAULT 1",
+    ] {
+        assert!(!one(sql).kinds.contains("drop"), "{sql}");
+    }
+}
+
+#[test]
+fn function_forms_of_data_kinds() {
+    let s = one("SELECT lo_unlink(oid) FROM pg_largeobject_metadata");
+    assert!(
+        s.kinds.contains("delete") && s.kinds.contains("dml"),
+        "{:?}",
+        s.kinds
+    );
+    assert!(s.data_modifying);
+    let s = one("SELECT pg_catalog.lo_truncate(lo_open(1, 131072), 0)");
+    assert!(s.kinds.contains("truncate"));
+    let s = one("SELECT pg_terminate_backend(pid) FROM pg_stat_activity");
+    assert!(s.kinds.contains("signal_backend") && s.kinds.contains("read_activity"));
+    assert!(
+        one("SELECT pg_cancel_backend(1)")
+            .kinds
+            .contains("signal_backend")
+    );
+    assert!(
+        one("SELECT query FROM pg_catalog.pg_stat_activity")
+            .kinds
+            .contains("read_activity")
+    );
+    assert!(
+        one("SELECT * FROM public.pg_stat_statements")
+            .kinds
+            .contains("read_activity")
+    );
+    assert!(
+        one("SELECT * FROM pg_stat_get_activity(NULL)")
+            .kinds
+            .contains("read_activity")
+    );
+    assert!(
+        !one("SELECT * FROM public.pg_stat_activity_x")
+            .kinds
+            .contains("read_activity")
+    );
+}
+
+#[test]
+fn every_privilege_change_is_grant() {
+    for sql in [
+        "GRANT ALL ON ALL TABLES IN SCHEMA public TO PUBLIC",
+        "REVOKE SELECT ON cards FROM bob",
+        "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC",
+        "GRANT admin TO bob",
+        "REVOKE admin FROM bob",
+        "ALTER TABLE cards OWNER TO bob",
+        "ALTER SCHEMA public OWNER TO bob",
+    ] {
+        assert!(one(sql).kinds.contains("grant"), "{sql}");
+    }
+}
+
+#[test]
+fn roles_changed_and_persistent_settings() {
+    let roles = |sql: &str| one(sql).roles_changed.into_iter().collect::<Vec<_>>();
+    assert_eq!(
+        roles("ALTER ROLE CURRENT_USER PASSWORD 'x'"),
+        ["CURRENT_USER"]
+    );
+    assert_eq!(
+        roles("ALTER USER session_user VALID UNTIL 'epoch'"),
+        ["SESSION_USER"]
+    );
+    assert_eq!(roles("ALTER ROLE gate RENAME TO gate2"), ["gate"]);
+    assert_eq!(roles("ALTER ROLE \"Gate\" NOLOGIN"), ["Gate"]);
+    assert_eq!(roles("GRANT pg_read_server_files TO gate"), ["gate"]);
+    assert_eq!(roles("REVOKE admins FROM current_role"), ["CURRENT_ROLE"]);
+    assert_eq!(
+        roles("ALTER GROUP admins DROP USER gate"),
+        ["admins", "gate"]
+    );
+    assert_eq!(roles("ALTER ROLE ALL SET work_mem = '1MB'"), ["ALL"]);
+    assert_eq!(roles("DROP ROLE IF EXISTS gate, other"), ["gate", "other"]);
+    assert_eq!(roles("CREATE ROLE newr ROLE gate"), ["gate"]);
+    assert!(roles("SELECT 1").is_empty());
+    let s = one("ALTER ROLE bob SET client_encoding = 'SJIS'");
+    assert_eq!(
+        s.persistent_settings,
+        vec![("client_encoding".to_owned(), Some("SJIS".to_owned()))]
+    );
+    let s = one("ALTER DATABASE d SET standard_conforming_strings TO off");
+    assert_eq!(
+        s.persistent_settings,
+        vec![(
+            "standard_conforming_strings".to_owned(),
+            Some("off".to_owned())
+        )]
+    );
+    assert_eq!(
+        one("ALTER DATABASE d SET standard_conforming_strings TO off").set_setting,
+        None
+    );
+    let s = one("ALTER SYSTEM RESET backslash_quote");
+    assert_eq!(
+        s.persistent_settings,
+        vec![("backslash_quote".to_owned(), None)]
+    );
+}
+
+#[test]
+fn set_config_values_through_casts() {
+    let s = one("SELECT set_config('standard_conforming_strings', 'off'::text, false)");
+    assert_eq!(
+        s.config_calls,
+        vec![(
+            Some("standard_conforming_strings".to_owned()),
+            Some("off".to_owned())
+        )]
+    );
+    let s =
+        one("SELECT set_config(CAST('client_encoding' AS varchar), CAST('sjis' AS text), false)");
+    assert_eq!(
+        s.config_calls,
+        vec![(Some("client_encoding".to_owned()), Some("sjis".to_owned()))]
+    );
+    let s = one("SELECT set_config('client_encoding', 'sj' || 'is', false)");
+    assert_eq!(
+        s.config_calls,
+        vec![(Some("client_encoding".to_owned()), None)]
+    );
+}

@@ -550,9 +550,7 @@ impl Policy {
             if f.has(kind) && !self.explicitly_allowed_for_groups(connection, groups, f, kind) {
                 return Some(block(
                     rule,
-                    format!(
-                        "{what}; needs an allow rule for named groups listing \"{kind}\""
-                    ),
+                    format!("{what}; needs an allow rule for named groups listing \"{kind}\""),
                 ));
             }
         }
@@ -1708,5 +1706,114 @@ mod tests {
     fn statement_kinds_in_rules_are_case_insensitive() {
         let p = Policy::new(&[with_statements(rule("x", Action::Block), &["DROP"])]);
         assert_decision(&p.decide("c", &[], &stmt("drop")), Action::Block, Some("x"));
+    }
+
+    #[test]
+    fn the_upstream_role_is_guarded_by_name_and_by_keyword() {
+        let p = permissive();
+        for role in [
+            "CURRENT_USER",
+            "SESSION_USER",
+            "CURRENT_ROLE",
+            "ALL",
+            "gate",
+        ] {
+            let mut s = stmt("alter");
+            s.roles_changed.insert(role.into());
+            let d = p.decide_as("c", Some("gate"), &[], &s);
+            assert_decision(&d, Action::Block, Some("builtin:upstream-role"));
+        }
+        let mut s = stmt("alter");
+        s.roles_changed.insert("bob".into());
+        assert_eq!(
+            p.decide_as("c", Some("gate"), &[], &s).action,
+            Action::Allow
+        );
+        // An allow rule for named groups listing the kind lets it through; one for everyone
+        // does not.
+        let mut s = stmt("alter");
+        s.roles_changed.insert("gate".into());
+        let everyone = Policy::new(&[with_statements(
+            rule("all", Action::Allow),
+            &["alter_upstream_role"],
+        )]);
+        assert_eq!(
+            everyone
+                .decide_as("c", Some("gate"), &g(&["dba"]), &s)
+                .action,
+            Action::Block
+        );
+        let mut r = with_statements(rule("dba", Action::Allow), &["alter_upstream_role"]);
+        r.groups = Some(vec!["dba".into()]);
+        let dba = Policy::new(&[r]);
+        assert_eq!(
+            dba.decide_as("c", Some("gate"), &g(&["dba"]), &s).action,
+            Action::Allow
+        );
+        assert_eq!(
+            dba.decide_as("c", Some("gate"), &g(&["bots"]), &s).action,
+            Action::Block
+        );
+    }
+
+    #[test]
+    fn signalling_and_activity_are_guarded() {
+        let p = permissive();
+        let mut s = stmt("select");
+        s.kinds.insert("signal_backend".into());
+        assert_decision(
+            &p.decide("c", &[], &s),
+            Action::Block,
+            Some("builtin:signal-backend"),
+        );
+        let mut s = stmt("select");
+        s.kinds.insert("read_activity".into());
+        assert_decision(
+            &p.decide("c", &[], &s),
+            Action::Block,
+            Some("builtin:session-activity"),
+        );
+    }
+
+    #[test]
+    fn every_route_to_a_parser_setting_is_judged() {
+        let p = permissive();
+        let mut s = stmt("select");
+        s.config_calls
+            .push((Some("standard_conforming_strings".into()), None));
+        assert_decision(
+            &p.decide("c", &[], &s),
+            Action::Block,
+            Some("builtin:standard-conforming-strings"),
+        );
+        let mut s = stmt("select");
+        s.config_calls.push((None, Some("sjis".into())));
+        assert_decision(
+            &p.decide("c", &[], &s),
+            Action::Block,
+            Some("builtin:set-config-unknown"),
+        );
+        let mut s = stmt("select");
+        s.config_calls
+            .push((None, Some("view, foreign-table".into())));
+        assert_eq!(p.decide("c", &[], &s).action, Action::Allow);
+        let mut s = stmt("alter");
+        s.persistent_settings
+            .push(("client_encoding".into(), Some("WIN936".into())));
+        assert_decision(
+            &p.decide("c", &[], &s),
+            Action::Block,
+            Some("builtin:client-encoding"),
+        );
+        let d = p.decide("c", &[], &set("client_encoding", Some("shift_jis_2004")));
+        assert_decision(&d, Action::Block, Some("builtin:client-encoding"));
+        assert_eq!(
+            p.decide("c", &[], &set("client_encoding", None)).action,
+            Action::Allow
+        );
+        assert_eq!(
+            p.decide("c", &[], &set("names", Some("'LATIN1'"))).action,
+            Action::Allow
+        );
     }
 }

@@ -135,7 +135,12 @@ pub fn is_true_value(v: &str) -> bool {
     if v.is_empty() {
         return false;
     }
-    v == "on" || v == "1" || "true".starts_with(v.as_str()) || "yes".starts_with(v.as_str())
+    // `default` is what a SET ... TO DEFAULT may be rendered as (the server's default: on).
+    v == "on"
+        || v == "1"
+        || v == "default"
+        || "true".starts_with(v.as_str())
+        || "yes".starts_with(v.as_str())
 }
 
 /// The refusal for setting `name` (normalised) to `value` by the route `how` (`SET`,
@@ -160,9 +165,7 @@ pub fn setting_refusal(name: &str, value: SettingValue<'_>, how: &str) -> Option
             format!("{how} backslash_quote"),
         )),
         "client_encoding" | "names" => match value {
-            SettingValue::Known(v) if encoding_is_safe(v.trim().trim_matches(['\'', '"'])) => {
-                None
-            }
+            SettingValue::Known(v) if encoding_is_safe(v.trim().trim_matches(['\'', '"'])) => None,
             SettingValue::Default => None,
             v => Some(block(
                 "builtin:client-encoding",
@@ -213,7 +216,11 @@ fn accepted_by(name: &str, v: &str) -> bool {
         "standard_conforming_strings" => boolean(&v),
         "backslash_quote" => boolean(&v) || v == "safe_encoding",
         // Any name PostgreSQL might know as an encoding: judge it as one.
-        _ => !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "_-. ".contains(c)),
+        _ => {
+            !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-. ".contains(c))
+        }
     }
 }
 
@@ -223,7 +230,15 @@ mod tests {
 
     #[test]
     fn encodings_by_what_the_server_uses() {
-        for safe in ["UTF8", "utf-8", "Unicode", "LATIN1", "iso-8859-15", "EUC_JP", "WIN1252"] {
+        for safe in [
+            "UTF8",
+            "utf-8",
+            "Unicode",
+            "LATIN1",
+            "iso-8859-15",
+            "EUC_JP",
+            "WIN1252",
+        ] {
             assert!(encoding_is_safe(safe), "{safe}");
         }
         for unsafe_ in [
@@ -260,7 +275,9 @@ mod tests {
         assert!(setting_refusal("client_encoding", SettingValue::Default, "x").is_none());
         assert!(setting_refusal("standard_conforming_strings", k("of"), "x").is_some());
         assert!(setting_refusal("standard_conforming_strings", k("ON"), "x").is_none());
-        assert!(setting_refusal("standard_conforming_strings", SettingValue::Unknown, "x").is_some());
+        assert!(
+            setting_refusal("standard_conforming_strings", SettingValue::Unknown, "x").is_some()
+        );
         assert!(setting_refusal("backslash_quote", k("on"), "x").is_some());
         assert!(setting_refusal("work_mem", k("64MB"), "x").is_none());
     }

@@ -5,8 +5,8 @@
 //! records the session start; `relay` then carries messages both ways, auditing every
 //! statement before it is forwarded.
 
-pub mod policy;
 mod parameters;
+pub mod policy;
 mod relay;
 mod startup;
 

@@ -9,9 +9,7 @@
 //! switch is refused by name. What reaches the server is the judged list, one parameter per
 //! setting, never the client's `options` string.
 
-use gatehouse_core::policy::settings::{
-    SettingValue, normalize_setting_name, setting_refusal,
-};
+use gatehouse_core::policy::settings::{SettingValue, normalize_setting_name, setting_refusal};
 
 /// Settings a client may give at startup (normalised names). Anything that changes the role,
 /// the server's reading of text, or privileges is absent; so is everything not listed.
@@ -72,7 +70,9 @@ pub(crate) enum ParameterRefusal {
     NotAllowed(String),
     #[error("startup parameter \"{name}\" is refused by Gatehouse: {reason}")]
     Refused { name: String, reason: String },
-    #[error("startup parameter \"options\": switch \"{0}\" is not allowed through Gatehouse (only -c name=value)")]
+    #[error(
+        "startup parameter \"options\": switch \"{0}\" is not allowed through Gatehouse (only -c name=value)"
+    )]
     Switch(String),
     #[error("startup parameter \"options\": \"{0}\" is not name=value")]
     Malformed(String),
@@ -165,7 +165,8 @@ fn split_options(s: &str) -> Result<Vec<(String, String)>, ParameterRefusal> {
     let mut it = words.into_iter();
     while let Some(w) = it.next() {
         let setting = if w == "-c" {
-            it.next().ok_or_else(|| ParameterRefusal::Malformed(w.clone()))?
+            it.next()
+                .ok_or_else(|| ParameterRefusal::Malformed(w.clone()))?
         } else if let Some(rest) = w.strip_prefix("--") {
             rest.to_owned()
         } else if let Some(rest) = w.strip_prefix("-c") {
@@ -211,17 +212,28 @@ mod tests {
             ("PGGEQO", "on"),
         ]));
         assert_eq!(got, Err(ParameterRefusal::NotAllowed("pggeqo".into())));
-        let got = session_parameters(&p(&[("timezone", "UTC"), ("DATESTYLE", "ISO"), ("geqo", "on")]));
+        let got = session_parameters(&p(&[
+            ("timezone", "UTC"),
+            ("DATESTYLE", "ISO"),
+            ("geqo", "on"),
+        ]));
         assert_eq!(
             got,
-            Ok(p(&[("timezone", "UTC"), ("datestyle", "ISO"), ("geqo", "on")]))
+            Ok(p(&[
+                ("timezone", "UTC"),
+                ("datestyle", "ISO"),
+                ("geqo", "on")
+            ]))
         );
     }
 
     #[test]
     fn options_are_split_and_judged_per_setting() {
         assert_eq!(
-            session_parameters(&p(&[("options", "-c statement_timeout=5s --lock-timeout=1s")])),
+            session_parameters(&p(&[(
+                "options",
+                "-c statement_timeout=5s --lock-timeout=1s"
+            )])),
             Ok(p(&[("statement_timeout", "5s"), ("lock_timeout", "1s")]))
         );
         assert_eq!(

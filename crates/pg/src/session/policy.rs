@@ -150,9 +150,10 @@ impl SessionPolicy {
                 effective.extend(body.iter().cloned());
             }
         }
-        let (decision, _) = point
-            .policy
-            .decide_all_as(connection, Some(&target.user), groups, &effective);
+        let (decision, _) =
+            point
+                .policy
+                .decide_all_as(connection, Some(&target.user), groups, &effective);
         Judgement {
             decision,
             statements,

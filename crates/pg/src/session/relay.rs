@@ -1485,11 +1485,8 @@ impl Backend<'_> {
                         let state = [(name.to_owned(), value.to_owned())];
                         if let Some(problem) = super::parameters::upstream_state_refusal(&state) {
                             tracing::warn!(session = %self.info.id, %problem, "upstream session state refused");
-                            self.fatal(
-                                "42501",
-                                &format!("Gatehouse ends this session: {problem}"),
-                            )
-                            .await;
+                            self.fatal("42501", &format!("Gatehouse ends this session: {problem}"))
+                                .await;
                             return Err("upstream state refused");
                         }
                     }

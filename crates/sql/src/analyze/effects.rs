@@ -137,12 +137,14 @@ impl Walker<'_> {
                 self.roles_changed(roles);
             }
             NodeRef::AlterRoleStmt(s) => {
-                let mut roles: Vec<String> = s.role.as_ref().and_then(role_name).into_iter().collect();
+                let mut roles: Vec<String> =
+                    s.role.as_ref().and_then(role_name).into_iter().collect();
                 // ALTER GROUP g ADD/DROP USER u: u's memberships change too.
                 for o in &s.options {
                     if let Some(NodeEnum::DefElem(d)) = &o.node
                         && d.defname == "rolemembers"
-                        && let Some(NodeEnum::List(l)) = d.arg.as_deref().and_then(|a| a.node.as_ref())
+                        && let Some(NodeEnum::List(l)) =
+                            d.arg.as_deref().and_then(|a| a.node.as_ref())
                     {
                         roles.extend(role_names(&l.items));
                     }
@@ -155,7 +157,8 @@ impl Walker<'_> {
                 for o in &s.options {
                     if let Some(NodeEnum::DefElem(d)) = &o.node
                         && matches!(d.defname.as_str(), "rolemembers" | "adminmembers")
-                        && let Some(NodeEnum::List(l)) = d.arg.as_deref().and_then(|a| a.node.as_ref())
+                        && let Some(NodeEnum::List(l)) =
+                            d.arg.as_deref().and_then(|a| a.node.as_ref())
                     {
                         roles.extend(role_names(&l.items));
                     }
@@ -163,7 +166,11 @@ impl Walker<'_> {
                 self.roles_changed(roles);
             }
             NodeRef::AlterRoleSetStmt(s) => {
-                let role = s.role.as_ref().and_then(role_name).unwrap_or_else(|| "ALL".to_owned());
+                let role = s
+                    .role
+                    .as_ref()
+                    .and_then(role_name)
+                    .unwrap_or_else(|| "ALL".to_owned());
                 self.roles_changed(vec![role]);
                 self.persistent_setting(s.setstmt.as_ref());
             }
