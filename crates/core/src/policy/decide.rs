@@ -6,9 +6,14 @@
 //! - `builtin:file-access`: any call of a server-side file function (`pg_read_file`,
 //!   `pg_read_binary_file`, `pg_ls_dir`, `pg_stat_file`, `lo_import`, `lo_export`, ...), bare or
 //!   schema-qualified;
-//! - `builtin:standard-conforming-strings`: `SET standard_conforming_strings` to anything but a
-//!   true value (the gateway's own SQL reading assumes standard strings);
-//! - `builtin:backslash-quote`: any `SET backslash_quote`;
+//! - `builtin:standard-conforming-strings`, `builtin:backslash-quote`,
+//!   `builtin:client-encoding`, `builtin:set-config-unknown`: settings that change how the
+//!   server reads text, by SET, `set_config`, `ALTER ... SET` (judged in [`super::settings`],
+//!   which startup parameters use too);
+//! - `builtin:upstream-role`, `builtin:signal-backend`, `builtin:session-activity`: changing
+//!   the gateway's own upstream role, signalling backends, reading other sessions' statement
+//!   texts — unless an `allow` rule *with `groups`* lists `alter_upstream_role`,
+//!   `signal_backend` / `read_activity`;
 //! - `builtin:set-role` / `builtin:set-session-authorization`: `SET ROLE`, `RESET ROLE`,
 //!   `SET SESSION AUTHORIZATION`, unless an `allow` rule that applies to the identity and the
 //!   statement lists `set_role` / `set_session_authorization` in `statements` explicitly;

@@ -70,6 +70,8 @@ pub(crate) enum ParameterRefusal {
     NotAllowed(String),
     #[error("startup parameter \"{name}\" is refused by Gatehouse: {reason}")]
     Refused { name: String, reason: String },
+    #[error("startup parameter \"options\": setting \"{0}\" is not allowed through Gatehouse")]
+    OptionNotAllowed(String),
     #[error(
         "startup parameter \"options\": switch \"{0}\" is not allowed through Gatehouse (only -c name=value)"
     )]
@@ -100,7 +102,10 @@ pub(crate) fn session_parameters(
             }
             "options" => {
                 for (n, value) in split_options(v)? {
-                    judge(&n, &value)?;
+                    judge(&n, &value).map_err(|e| match e {
+                        ParameterRefusal::NotAllowed(n) => ParameterRefusal::OptionNotAllowed(n),
+                        other => other,
+                    })?;
                     push(&mut out, n, value);
                 }
             }
@@ -243,7 +248,7 @@ mod tests {
         assert_eq!(session_parameters(&p(&[("options", "  ")])), Ok(vec![]));
         assert_eq!(
             session_parameters(&p(&[("options", "-c role=admin")])),
-            Err(ParameterRefusal::NotAllowed("role".into()))
+            Err(ParameterRefusal::OptionNotAllowed("role".into()))
         );
         assert!(matches!(
             session_parameters(&p(&[("options", "-c client_encoding=WIN932")])),
