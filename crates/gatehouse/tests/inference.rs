@@ -48,7 +48,10 @@ fn seed_sql() -> String {
          CREATE VIEW public.plain_cards AS SELECT id, card_number FROM public.payments;
          CREATE FUNCTION public.peek(int) RETURNS text LANGUAGE sql AS
              $f$SELECT card_number FROM public.payments WHERE id = $1$f$;
-         ANALYZE public.payments;",
+         ANALYZE public.payments;
+         CREATE SCHEMA decoy;
+         CREATE TABLE decoy.payments (id int, card_number text, cvv text, card_bigint int8);
+         INSERT INTO decoy.payments VALUES (9, '0000000000000000', '000', 0);",
         rows.join(", ")
     )
 }
@@ -298,6 +301,54 @@ async fn inference_attacks_are_refused() {
         text.contains("block (rule \"builtin:masked-inference\")"),
         "{text}"
     );
+}
+
+/// The server's search_path can change where the gateway cannot follow it (set_config, RESET,
+/// a rolled-back SET, SET LOCAL, DISCARD): for a masked identity an unqualified name is judged
+/// as every relation of that name, so a decoy the gateway might believe in changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_judged_whatever_the_servers_search_path() {
+    let gw = gateway("last4");
+    let token = gw.token("bot-path", &["fraud-bots"]);
+    let attack = "SELECT id FROM payments WHERE substr(card_number, 1, 1) = '4'";
+    for switch in [
+        "SELECT set_config('search_path', 'public', false)",
+        "RESET search_path",
+        "BEGIN; SET search_path = public; ROLLBACK",
+        "DISCARD ALL",
+        "SET search_path TO DEFAULT",
+    ] {
+        let c = gw.connect(CONN, &token).await;
+        // The gateway is told the decoy (unmasked) comes first...
+        simple(&c, "SET search_path = decoy").await.unwrap();
+        // ... then the server's path moves back to public, by a route of each kind.
+        simple(&c, "BEGIN; SET search_path = decoy; COMMIT")
+            .await
+            .unwrap();
+        let _ = simple(&c, switch).await;
+        for (proto, a) in [
+            ("simple", simple(&c, attack).await),
+            ("extended", extended(&c, attack).await),
+        ] {
+            assert!(
+                matches!(&a, Err((state, msg))
+                    if state == "42501" && msg.contains("builtin:masked-inference")),
+                "{proto} after {switch}: {}",
+                text_of(&a)
+            );
+        }
+        // In one Query string too: judged against the state the server will have.
+        let a = simple(&c, &format!("SET search_path = public; {attack}")).await;
+        assert!(matches!(&a, Err((s, _)) if s == "42501"), "{}", text_of(&a));
+        let a = simple(&c, &format!("SET search_path = decoy; {attack}")).await;
+        assert!(matches!(&a, Err((s, _)) if s == "42501"), "{}", text_of(&a));
+    }
+    // A qualified name is exact: the decoy is not masked, the real table is.
+    let c = gw.connect(CONN, &token).await;
+    let a = simple(&c, "SELECT substr(card_number, 1, 4) FROM decoy.payments").await;
+    assert_eq!(a, Ok(vec![vec![Some("0000".to_owned())]]));
+    let a = simple(&c, "SELECT substr(card_number, 1, 4) FROM public.payments").await;
+    assert_eq!(text_of(&a), "[REDACTED]|[REDACTED]|[REDACTED]");
 }
 
 /// Values computed from a masked column come back masked whole: neither the last four digits

@@ -223,6 +223,14 @@ impl Catalog {
         self.by_oid.get(&oid).map(|r| (oid, r))
     }
 
+    /// Every schema holding a relation called `name`.
+    pub fn schemas_named<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + 'a {
+        self.oid_by_name
+            .get(name)
+            .into_iter()
+            .flat_map(|m| m.keys().map(String::as_str))
+    }
+
     /// The schema an unqualified table name resolves to under `search_path`.
     pub fn schema_of(&self, table: &str, search_path: &[String], user: &str) -> Option<&str> {
         self.resolve(table, search_path, user)

@@ -48,9 +48,10 @@ pub trait MaskedData {
         false
     }
 
-    /// The analysis of a view's query, when `table` is a view the adapter knows.
-    fn view(&self, _table: &TableRef) -> Option<&StatementInfo> {
-        None
+    /// The analyses of the queries of the views `table` may name (an unqualified name: every
+    /// view of that name), when the adapter knows them.
+    fn views(&self, _table: &TableRef) -> Vec<&StatementInfo> {
+        Vec::new()
     }
 }
 
@@ -191,7 +192,7 @@ fn judge_at(stmt: &StatementInfo, data: &dyn MaskedData, depth: usize) -> Option
     }
     // Views: their queries run with the statement, under the same constraints.
     for t in &stmt.tables_read {
-        if let Some(view) = data.view(t) {
+        for view in data.views(t) {
             if depth >= MAX_VIEW_DEPTH {
                 return Some(refuse(format!(
                     "reads view {}, nested deeper than the gateway follows",

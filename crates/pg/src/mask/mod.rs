@@ -247,11 +247,26 @@ impl Resolver<'_> {
         if depth > MAX_VIEW_DEPTH {
             return direct;
         }
-        let schema = match &table.schema {
-            Some(s) => Some(s.as_str()),
-            None => catalog.schema_of(&table.name, self.search_path, self.user),
+        let Some(schema) = &table.schema else {
+            // Unresolved (a masked session never guesses the server's search_path): the
+            // strongest mask of every relation of that name the catalog knows, judged by
+            // their real columns; the patterns alone for a name it does not know.
+            let mut m = None;
+            let mut known = false;
+            for s in catalog.schemas_named(&table.name) {
+                known = true;
+                let qualified = ColumnRef {
+                    table: Some(TableRef {
+                        schema: Some(s.to_owned()),
+                        name: table.name.clone(),
+                    }),
+                    column: source.column.clone(),
+                };
+                m = stronger(m, self.source_at(&qualified, depth + 1));
+            }
+            return if known { m } else { direct };
         };
-        let Some((oid, rel)) = schema.and_then(|s| catalog.relation_named(s, &table.name)) else {
+        let Some((oid, rel)) = catalog.relation_named(schema, &table.name) else {
             return direct;
         };
         // Known relation: judge by its real columns. A whole-row source reads all of them, and
@@ -443,13 +458,18 @@ impl MaskedData for Resolver<'_> {
         self.catalog.is_some_and(|c| c.is_user_function(name))
     }
 
-    fn view(&self, table: &TableRef) -> Option<&StatementInfo> {
-        let catalog = self.catalog?;
-        let schema = match &table.schema {
-            Some(s) => s.as_str(),
-            None => catalog.schema_of(&table.name, self.search_path, self.user)?,
+    fn views(&self, table: &TableRef) -> Vec<&StatementInfo> {
+        let Some(catalog) = self.catalog else {
+            return Vec::new();
         };
-        catalog.view_query(schema, &table.name)
+        match &table.schema {
+            Some(s) => catalog.view_query(s, &table.name).into_iter().collect(),
+            // Unresolved: whichever of them the server picks.
+            None => catalog
+                .schemas_named(&table.name)
+                .filter_map(|s| catalog.view_query(s, &table.name))
+                .collect(),
+        }
     }
 }
 

@@ -74,10 +74,13 @@ pub(crate) struct SessionPolicy {
     scs: Arc<AtomicBool>,
     /// Statement name → what it does (SQL `PREPARE` and protocol-level `Parse` share names).
     prepared: HashMap<String, Arc<Vec<StatementInfo>>>,
+    /// Masks apply to the session: unqualified names are left unresolved, so that each is
+    /// judged as every relation of that name (see [`Self::judge`]).
+    masked: bool,
 }
 
 impl SessionPolicy {
-    pub fn new(search_path: Option<&str>, scs: Arc<AtomicBool>) -> Self {
+    pub fn new(search_path: Option<&str>, scs: Arc<AtomicBool>, masked: bool) -> Self {
         let mut ctx = AnalysisContext::default();
         if let Some(path) = search_path {
             ctx.search_path = split_search_path(path);
@@ -86,6 +89,7 @@ impl SessionPolicy {
             ctx,
             scs,
             prepared: HashMap::new(),
+            masked,
         }
     }
 
@@ -106,10 +110,25 @@ impl SessionPolicy {
         self.ctx.standard_conforming_strings = self.scs.load(Ordering::Relaxed);
         // Parsing blocks its thread for microseconds; a very large statement goes to the
         // blocking pool so it never stalls the runtime.
-        let analysed = if sql.len() <= 16 * 1024 {
-            point.cache.analyze(sql, &self.ctx)
+        // For a masked session, which relation an unqualified name means is not guessed from
+        // the gateway's view of the search_path (transactions, RESET, set_config, functions
+        // and other sessions' DDL can all change the server's): names stay unresolved, and
+        // masking judges each as the most-masked relation of that name in any schema. Sound
+        // whatever the server's state; stricter only where same-named relations differ.
+        let unresolved;
+        let ctx = if self.masked {
+            unresolved = AnalysisContext {
+                search_path: Vec::new(),
+                ..self.ctx.clone()
+            };
+            &unresolved
         } else {
-            let (p, text, ctx) = (point.clone(), sql.to_owned(), self.ctx.clone());
+            &self.ctx
+        };
+        let analysed = if sql.len() <= 16 * 1024 {
+            point.cache.analyze(sql, ctx)
+        } else {
+            let (p, text, ctx) = (point.clone(), sql.to_owned(), ctx.clone());
             tokio::task::spawn_blocking(move || p.cache.analyze(&text, &ctx))
                 .await
                 .unwrap_or_else(|e| Err(AnalysisError::Internal(e.to_string())))
@@ -139,7 +158,11 @@ impl SessionPolicy {
         };
         // Names the analyser could not resolve without a catalog (unqualified tables under a
         // several-schema search_path, `*`): resolve them as the server will.
-        let statements = self.resolve(point, target, statements).await;
+        let statements = if self.masked {
+            statements
+        } else {
+            self.resolve(point, target, statements).await
+        };
         // `EXECUTE name` is judged as what `name` does.
         let mut effective: Vec<StatementInfo> = Vec::with_capacity(statements.len());
         for s in statements.iter() {

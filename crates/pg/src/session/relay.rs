@@ -208,7 +208,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         tx,
         statements: HashMap::new(),
         portals: HashMap::new(),
-        policy: SessionPolicy::new(search_path.as_deref(), scs.clone()),
+        policy: SessionPolicy::new(search_path.as_deref(), scs.clone(), masks.is_active()),
         reason: application_name,
         target: target.clone(),
         masks: masks.clone(),
