@@ -406,6 +406,27 @@ async fn derived_values_are_masked_whole() {
         assert_eq!(f[1..], ["[REDACTED]", "[REDACTED]"], "{out}");
     }
     assert_no_card_digits("COPY", &out);
+    // CSV and binary COPY: NULLs of derived columns are masked too.
+    let q = "SELECT id, substr(card_number, 1, 12), nullif(substr(card_number, 1, 1), '4') FROM payments ORDER BY id";
+    let out = run_psql(
+        &gw,
+        &token,
+        &format!("COPY ({q}) TO STDOUT WITH (FORMAT csv)"),
+    );
+    assert_eq!(out.lines().count(), 3, "{out}");
+    for line in out.lines() {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f[1..], ["[REDACTED]", "[REDACTED]"], "{out}");
+    }
+    let out = run_psql(
+        &gw,
+        &token,
+        &format!("COPY ({q}) TO STDOUT WITH (FORMAT binary)"),
+    );
+    // Binary text values are masked as NULL (length -1): six of them, plus the signature's
+    // 0xFF and the trailer (-1 as two bytes), and no other 0xFF byte.
+    assert_eq!(out.matches('\u{FFFD}').count(), 1 + 6 * 4 + 2, "{out:?}");
+    assert_no_card_digits("binary COPY", &out);
 }
 
 /// The server's error texts about masked data are withheld; the SQLSTATE stays.

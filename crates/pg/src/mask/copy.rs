@@ -248,6 +248,14 @@ impl CopyPlan {
         }
     }
 
+    /// Whether field `i` is computed from a masked column (masked whole, NULLs too).
+    fn derived(&self, i: usize) -> bool {
+        self.fields
+            .get(i)
+            .and_then(|f| f.mask)
+            .is_some_and(|m| m.derived)
+    }
+
     /// One field in text form (`binary` false) or binary form.
     fn field(&mut self, i: usize, v: &[u8], binary: bool, key: &TokenKey) -> Masked {
         let plan = self.fields.get(i).map(|f| (f.kind, f.mask));
@@ -295,11 +303,7 @@ impl CopyPlan {
                     memchr::memchr(delimiter, line).map_or(line_end, |n| field_start + n);
                 let v = data.get(field_start..field_end)?;
                 // A value computed from a masked column is masked NULL or not.
-                let derived = self
-                    .fields
-                    .get(i)
-                    .and_then(|f| f.mask)
-                    .is_some_and(|m| m.derived);
+                let derived = self.derived(i);
                 if v != b"\\N" || derived {
                     let v = if v == b"\\N" { &b""[..] } else { v };
                     let m = self.field(i, v, false, key);
@@ -378,7 +382,8 @@ impl CopyPlan {
                 quoted = false;
             }
             let v = data.get(content.0..content.1)?;
-            if !header && (quoted || !v.is_empty()) {
+            // An unquoted empty field is NULL: kept, unless computed from a masked column.
+            if !header && (quoted || !v.is_empty() || self.derived(i)) {
                 let rendered = match self.field(i, v, false, key) {
                     Masked::Keep => None,
                     Masked::Value(bytes) if quoted => {
@@ -458,7 +463,7 @@ impl CopyPlan {
                         .ok_or(())?
                 };
                 let v = data.get(start..end).ok_or(())?;
-                let m = if len < 0 {
+                let m = if len < 0 && !self.derived(i) {
                     Masked::Keep
                 } else {
                     self.field(i, v, true, key)
