@@ -176,6 +176,16 @@ fn assert_no_card_digits(what: &str, text: &str) {
 
 /// Statements that would let a masked identity infer hidden digits: each is refused.
 const REFUSED: &[&str] = &[
+    // Redefinitions: a renamed or moved table or column is no longer masked by name; generated
+    // columns, expression indexes, defaults and constraints compute with the raw values.
+    "ALTER TABLE payments RENAME TO p2",
+    "ALTER TABLE public.payments RENAME COLUMN card_number TO c",
+    "ALTER TABLE payments SET SCHEMA decoy",
+    "ALTER TABLE payments ADD COLUMN g text GENERATED ALWAYS AS (substr(card_number, 1, 8)) STORED",
+    "ALTER TABLE payments ALTER COLUMN cvv TYPE text USING cvv || ''",
+    "ALTER TABLE payments ADD CONSTRAINT c4 CHECK (substr(card_number, 1, 1) = '4')",
+    "CREATE INDEX ON payments (substr(card_number, 1, 1))",
+    "ALTER TABLE cards RENAME pan TO p",
     // Implicit flows: conditions, CASE, joins, counts, offsets, booleans, EXPLAIN.
     "SELECT id, CASE substr(card_number, 1, 1) WHEN '4' THEN 'a' WHEN '5' THEN 'b' ELSE 'c' END FROM payments",
     "SELECT id, CASE WHEN substr(card_number, 2, 1) = '1' THEN 'x' END FROM payments",

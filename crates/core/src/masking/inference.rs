@@ -123,6 +123,17 @@ const REFUSED_RELATIONS: &[&str] = &[
     "pg_stat_statements",
 ];
 
+/// Statement kinds that define or redefine objects (dropping is not among them: it shows
+/// nothing).
+const DEFINING_KINDS: &[&str] = &[
+    "create",
+    "alter",
+    "alter_column_type",
+    "create_trigger",
+    "create_rule",
+    "create_policy",
+];
+
 /// Views followed through views at most this deep.
 const MAX_VIEW_DEPTH: usize = 16;
 
@@ -132,6 +143,13 @@ fn matches_any(patterns: &[&str], name: &str) -> bool {
             .map(|fp| fp.matches(name))
             .unwrap_or(true)
     })
+}
+
+fn render_table(t: &TableRef) -> String {
+    match &t.schema {
+        Some(s) => format!("{s}.{}", t.name),
+        None => t.name.clone(),
+    }
 }
 
 fn render(c: &ColumnRef) -> String {
@@ -165,6 +183,25 @@ fn judge_at(stmt: &StatementInfo, data: &dyn MaskedData, depth: usize) -> Option
             "{} contains code the gateway cannot analyse, which could read masked columns",
             stmt.kind.to_uppercase()
         )));
+    }
+    // Definitions are part of what masks rely on: masks name columns, so a renamed or moved
+    // relation or column would no longer be masked, and a generated column, expression index,
+    // default, constraint, trigger, rule or policy computes with the raw values.
+    if DEFINING_KINDS.iter().any(|k| stmt.kinds.contains(*k)) {
+        let whole = |t: &TableRef| ColumnRef {
+            table: Some(t.clone()),
+            column: "*".to_owned(),
+        };
+        if let Some(t) = stmt
+            .tables_written
+            .iter()
+            .find(|t| data.mask(&whole(t)).is_some())
+        {
+            return Some(refuse(format!(
+                "changes the definition of {}, which has masked columns",
+                render_table(t)
+            )));
+        }
     }
     for f in &stmt.functions {
         if matches_any(REFUSED_FUNCTIONS, f) {
