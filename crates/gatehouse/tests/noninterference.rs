@@ -70,7 +70,7 @@ fn luhn_ok(d: &[u32]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn twin_cvv(cvv: &str) -> String {
