@@ -405,6 +405,20 @@ async fn derived_values_are_masked_whole() {
             );
         }
     }
+    // What the store kept of those results is what the client saw: masked whole.
+    gw.wait_for_record(|r| {
+        r["kind"] == "outcome"
+            && r["detail"]["results"]["rows"]
+                .to_string()
+                .contains("[REDACTED]")
+    });
+    let kept: Vec<String> = gw
+        .export()
+        .iter()
+        .filter(|r| r["kind"] == "outcome")
+        .map(|r| r["detail"]["results"].to_string())
+        .collect();
+    assert_no_card_digits("stored results", &kept.join(" "));
     // COPY of a query: the same.
     let out = run_psql(
         &gw,
