@@ -408,7 +408,27 @@ out=$(gw_psql "$FRAUD_TOKEN" "$(gw_conn fraud-bot sslmode=require)" -c "$Q1B")
 printf '%s\n' "$out"
 [[ $out != *"411111111111"* && $out != *"1111111111114"* && $out != *"5555-5555-5555-4444"* && $out != *" 123 "* ]] ||
     die "a computed column or free text leaked card data"
-note "substr()/reverse() read card_number, so their results are masked too; cvv is always redacted."
+note "substr()/reverse() compute from card_number, so their results are masked whole ([REDACTED],"
+note "never the last four of a derivative); cvv is always redacted."
+
+step "1c. fraud-bot tries inference: a condition on the hidden digits is refused before it runs"
+Q1C="SELECT id FROM payments WHERE substr(card_number, 1, 1) = '4'"
+shown "PGPASSWORD=\$FRAUD_BOT_TOKEN psql \"$(gw_conn fraud-bot sslmode=require)\" -c \"$Q1C\""
+if out=$(gw_psql "$FRAUD_TOKEN" "$(gw_conn fraud-bot sslmode=require)" -c "$Q1C" 2>&1); then
+    die "an inference query was let through: $out"
+fi
+printf '%s\n' "$out"
+[[ $out == *"builtin:masked-inference"* ]] || die "unexpected answer: $out"
+note "A masked column may be returned, compared as it is, or filtered by its last four; computing"
+note "with it anywhere else (WHERE, JOIN, CASE, ORDER BY, LIMIT...) would leak digits row by row."
+Q1D="ALTER ROLE CURRENT_USER PASSWORD 'taken-over'"
+shown "PGPASSWORD=\$FRAUD_BOT_TOKEN psql \"$(gw_conn fraud-bot sslmode=require)\" -c \"$Q1D\""
+if out=$(gw_psql "$FRAUD_TOKEN" "$(gw_conn fraud-bot sslmode=require)" -c "$Q1D" 2>&1); then
+    die "the gateway's upstream role was changed: $out"
+fi
+printf '%s\n' "$out"
+[[ $out == *"builtin:upstream-role"* ]] || die "unexpected answer: $out"
+note "Nobody can change the role the gateway logs in as (its password, name or memberships)."
 
 step "2. alice (group dba) runs a write; the database sees only the gateway's service role"
 Q3="SELECT current_user AS upstream_role, count(*) AS customers FROM customers"
