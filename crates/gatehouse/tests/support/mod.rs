@@ -548,6 +548,19 @@ impl Gateway {
         }
     }
 
+    /// Kills the process with SIGKILL (no shutdown of any kind: a crash) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the process again after [`Self::kill`] or [`Self::stop`].
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
