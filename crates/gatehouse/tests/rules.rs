@@ -48,7 +48,9 @@ fn seeded() {
         pg.create_database_with(
             STATE_DB,
             "CREATE FUNCTION public.to_sjis() RETURNS text LANGUAGE sql AS
-                 $f$SELECT set_config('client_encoding', 'SJIS', false)$f$;",
+                 $f$SELECT set_config('client_encoding', 'SJIS', false)$f$;
+             CREATE TABLE public.victims (id int);
+             INSERT INTO public.victims VALUES (1), (2);",
         );
     });
 }
@@ -283,6 +285,33 @@ async fn a_state_reached_where_the_gateway_cannot_see_ends_the_session() {
     assert!(gone, "the session went on under SJIS");
     assert!(c.is_closed() || c.simple_query("SELECT 1").await.is_err());
     gw.wait_for_record(|r| r["kind"] == "session_end");
+
+    // The same call with the smuggling statement pipelined behind it in one write: the
+    // second is analysed only after the server answered the first, and by then the session
+    // has ended.
+    let mut w = WireClient::connect(&gw, "state", &token).await;
+    let mut q1 = b"SELECT public.to_sjis()".to_vec();
+    q1.push(0);
+    let mut q2 = b"SELECT '\x95\\'; DELETE FROM public.victims; --'".to_vec();
+    q2.push(0);
+    w.send(b'Q', &q1).await;
+    w.send(b'Q', &q2).await;
+    let mut saw_fatal = false;
+    for _ in 0..20 {
+        let (tag, body) = w.read_msg().await;
+        if tag == b'E' && String::from_utf8_lossy(&body).contains("ends this session") {
+            saw_fatal = true;
+            break;
+        }
+    }
+    assert!(saw_fatal, "the session was not ended");
+    let direct = cluster().direct(STATE_DB).await;
+    let n: i64 = direct
+        .query_one("SELECT count(*) FROM public.victims", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2, "the pipelined DELETE ran under SJIS");
 
     // A default set outside the gateway: new sessions are refused, not parsed wrongly.
     // (Clients send their client_encoding at startup, which overrides a role default; the

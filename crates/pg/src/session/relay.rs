@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -194,6 +194,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
             .any(|(k, v)| k == "standard_conforming_strings" && v != "on"),
     ));
     let (tx, rx) = mpsc::unbounded_channel();
+    let ready = Arc::new(ReadyCount::default());
     let masks = Arc::new(
         shared
             .masks
@@ -214,6 +215,9 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         masks: masks.clone(),
         masking: HashMap::new(),
         cursors: None,
+        ready: ready.clone(),
+        ready_owed: 0,
+        barrier: false,
         bytes_in: metrics::counter!("gatehouse_bytes_total", "direction" => "client_to_upstream"),
         statements_total: metrics::counter!("gatehouse_statements_total"),
     };
@@ -232,6 +236,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         scs,
         masks,
         target,
+        ready,
     };
     let mut shutdown = shared.shutdown.clone();
     let reason = {
@@ -334,6 +339,13 @@ struct Frontend<'a> {
     masking: HashMap<Bytes, StmtMasking>,
     /// The strongest mask of any cursor declared in this session (FETCH results).
     cursors: Option<ColumnMask>,
+    /// ReadyForQuery messages the server has sent (counted by the backend direction).
+    ready: Arc<ReadyCount>,
+    /// ReadyForQuery messages the server owes for what was forwarded (one per Query and Sync).
+    ready_owed: u64,
+    /// The Query just classified runs code the gateway cannot see into: later messages wait
+    /// for its answer before they are analysed (see [`ReadyCount`]).
+    barrier: bool,
     // Metric handles resolved once per session, not per message.
     bytes_in: metrics::Counter,
     statements_total: metrics::Counter,
@@ -441,6 +453,13 @@ impl Frontend<'_> {
         let mut offset = 0;
         let mut actions: Vec<(usize, usize, Action)> = Vec::new();
         while offset < chunk.len() {
+            if std::mem::take(&mut self.barrier) {
+                // Forward what came before (the call itself), then wait for its answer.
+                if let Some(reason) = self.flush(&chunk, std::mem::take(&mut actions)).await {
+                    return Some(reason);
+                }
+                self.ready.reached(self.ready_owed).await;
+            }
             let len = msg_len(chunk.get(offset..).unwrap_or_default());
             let frame = Frame::from_raw(chunk.slice(offset..offset + len));
             let action = match self.classify(&frame).await {
@@ -454,6 +473,9 @@ impl Frontend<'_> {
                     );
                 }
             };
+            if matches!(frame.tag(), b'Q' | b'S') {
+                self.ready_owed += 1;
+            }
             actions.push((offset, offset + len, action));
             offset += len;
         }
@@ -625,6 +647,36 @@ impl Frontend<'_> {
 
     /// The refusal of what would let this masked session infer masked values
     /// (`builtin:masked-inference`), judged on what actually runs.
+    /// Whether the statement runs code the gateway cannot see into: DO, CALL, or a function
+    /// the catalog lists as created outside the system schemas (every call counts when the
+    /// catalog cannot be read).
+    async fn runs_unseen_code(&self, j: &Judgement) -> bool {
+        let opaque = j
+            .effective
+            .iter()
+            .any(|s| s.opaque || s.kinds.contains("call") || s.kinds.contains("do"));
+        if opaque {
+            return true;
+        }
+        if j.effective.iter().all(|s| s.functions.is_empty()) {
+            return false;
+        }
+        let catalog = self
+            .shared
+            .policy
+            .catalog
+            .get(&self.target.name, &self.target)
+            .await;
+        match catalog {
+            Some(c) => j
+                .effective
+                .iter()
+                .flat_map(|s| s.functions.iter())
+                .any(|f| c.is_user_function(f)),
+            None => true,
+        }
+    }
+
     async fn masked_inference(&self, j: &Judgement) -> Option<gatehouse_core::policy::Decision> {
         let catalog = self
             .shared
@@ -892,6 +944,7 @@ impl Frontend<'_> {
                     }
                 }
                 let masking = self.masking_for(&j).await;
+                self.barrier = self.runs_unseen_code(&j).await;
                 Action::Audit {
                     event: Some(event),
                     expect: Expect::Query,
@@ -1070,6 +1123,37 @@ struct Backend<'a> {
     scs: Arc<AtomicBool>,
     masks: Arc<SessionMasks>,
     target: Arc<UpstreamTarget>,
+    ready: Arc<ReadyCount>,
+}
+
+/// How many ReadyForQuery messages the server has sent in this session.
+///
+/// Why: a function the gateway cannot see into may change how the server reads the next
+/// statement (`set_config('client_encoding', ...)` in its body). A statement pipelined behind
+/// such a call is analysed only once the server has answered the call — by then any change of
+/// state has been reported (ParameterStatus comes before ReadyForQuery) and has ended the
+/// session if the gateway cannot follow it.
+#[derive(Default)]
+struct ReadyCount {
+    count: AtomicU64,
+    changed: tokio::sync::Notify,
+}
+
+impl ReadyCount {
+    fn bump(&self) {
+        self.count.fetch_add(1, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    async fn reached(&self, n: u64) {
+        loop {
+            let notified = self.changed.notified();
+            if self.count.load(Ordering::Acquire) >= n {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl Backend<'_> {
@@ -1541,6 +1625,7 @@ impl Backend<'_> {
                 }
                 b'Z' => {
                     // Everything up to the Query or Sync this answers is complete.
+                    self.ready.bump();
                     self.skipping = false;
                     while let Some(e) = self.queue.pop_front() {
                         match e {
