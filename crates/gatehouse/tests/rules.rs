@@ -50,7 +50,9 @@ fn seeded() {
             "CREATE FUNCTION public.to_sjis() RETURNS text LANGUAGE sql AS
                  $f$SELECT set_config('client_encoding', 'SJIS', false)$f$;
              CREATE TABLE public.victims (id int);
-             INSERT INTO public.victims VALUES (1), (2);",
+             INSERT INTO public.victims VALUES (1), (2);
+             CREATE TABLE public.loaded (id int);
+             CREATE PROCEDURE public.noop() LANGUAGE sql AS $p$SELECT 1$p$;",
         );
     });
 }
@@ -312,6 +314,46 @@ async fn a_state_reached_where_the_gateway_cannot_see_ends_the_session() {
         .unwrap()
         .get(0);
     assert_eq!(n, 2, "the pipelined DELETE ran under SJIS");
+
+    // A barrier never holds the data of a COPY FROM STDIN that follows the call in the same
+    // Query (the server waits for it before it answers).
+    let mut child = Command::new("timeout")
+        .args([
+            "30",
+            "psql",
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "CALL public.noop(); COPY public.loaded FROM STDIN",
+        ])
+        .arg(format!(
+            "host=127.0.0.1 port={} dbname=state user=agent sslmode=disable",
+            gw.pg_port
+        ))
+        .env("PGPASSWORD", &token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"7\n8\n\\.\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: i64 = direct
+        .query_one("SELECT count(*) FROM public.loaded", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
 
     // A default set outside the gateway: new sessions are refused, not parsed wrongly.
     // (Clients send their client_encoding at startup, which overrides a role default; the
