@@ -92,6 +92,7 @@ done
 TOKEN=$("$GH" token issue -c "$WORK/gatehouse.toml" --subject bench --group bench --ttl 1h)
 
 SQL="SELECT id, card_number, amount, note FROM cards"
+rss_start=$(awk '/VmRSS/ {print $2, $3}' "/proc/$GH_PID/status")
 timed() { # port password command...
   local port=$1 pw=$2; shift 2
   local best=""
@@ -101,6 +102,7 @@ timed() { # port password command...
     PGPASSWORD=$pw psql -X -q -At -h 127.0.0.1 -p "$port" -U bench "$@" >/dev/null
     t1=$(date +%s.%N)
     local t; t=$(echo "$t1 - $t0" | bc -l)
+    if [ "$port" = "$GH_PORT" ]; then awk '/VmRSS/ {printf " %s", $2}' "/proc/$GH_PID/status" >>"$WORK/rss"; fi
     if [ -z "$best" ] || [ "$(echo "$t < $best" | bc -l)" = 1 ]; then best=$t; fi
   done
   echo "$best"
@@ -109,6 +111,7 @@ timed() { # port password command...
 # What the client gets: masked, and nothing left in clear.
 sample=$(PGPASSWORD=$TOKEN psql -X -At -h 127.0.0.1 -p "$GH_PORT" -U bench bench -c "$SQL ORDER BY id LIMIT 4 OFFSET 2")
 printf "sample through the gateway:\n%s\n\n" "$sample"
+rss_first=$(awk '/VmRSS/ {print $2, $3}' "/proc/$GH_PID/status")
 leaks=$(PGPASSWORD=$TOKEN psql -X -At -h 127.0.0.1 -p "$GH_PORT" -U bench bench -c "$SQL" | grep -cE '[0-9]{13}' || true)
 [ "$leaks" = 0 ] || { echo "FAILED: $leaks rows through the gateway still hold a 13+ digit run" >&2; exit 1; }
 
@@ -126,5 +129,6 @@ for variant in "SELECT (DataRow, text)" "COPY TO STDOUT (CopyData, text)"; do
 done
 peak=$(awk '/VmHWM/ {print $2, $3}' "/proc/$GH_PID/status")
 echo
-echo "gateway peak resident memory (VmHWM): $peak"
+echo "gateway resident memory after each gatehouse run (kB):$(cat "$WORK/rss" 2>/dev/null)"
+echo "gateway peak resident memory (VmHWM): $peak (resident at start: $rss_start; after the first small query: $rss_first)"
 echo "rows of the full result still holding a 13+ digit run: $leaks (of $ROWS)"
