@@ -69,7 +69,7 @@ data_dir = "./gh-data"
 postgres = "127.0.0.1:$GH_PORT"
 admin = "127.0.0.1:$ADMIN_PORT"
 [audit]
-record_results = "masked"
+record_results = "${RECORD_RESULTS:-masked}"
 [[connection]]
 name = "bench"
 upstream = "127.0.0.1:$PGPORT"
