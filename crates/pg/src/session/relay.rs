@@ -666,12 +666,7 @@ impl Frontend<'_> {
         if j.effective.iter().all(|s| s.functions.is_empty()) {
             return false;
         }
-        let catalog = self
-            .shared
-            .policy
-            .catalog
-            .get(&self.target.name, &self.target)
-            .await;
+        let catalog = self.catalog().await;
         match catalog {
             Some(c) => j
                 .effective
@@ -682,13 +677,17 @@ impl Frontend<'_> {
         }
     }
 
-    async fn masked_inference(&self, j: &Judgement) -> Option<gatehouse_core::policy::Decision> {
-        let catalog = self
-            .shared
+    /// The upstream's catalog, as cached for the connection (`None`: it cannot be read).
+    async fn catalog(&self) -> Option<Arc<crate::catalog::Catalog>> {
+        self.shared
             .policy
             .catalog
             .get(&self.target.name, &self.target)
-            .await;
+            .await
+    }
+
+    async fn masked_inference(&self, j: &Judgement) -> Option<gatehouse_core::policy::Decision> {
+        let catalog = self.catalog().await;
         j.effective.iter().find_map(|s| {
             crate::mask::masked_inference(
                 catalog.as_deref(),
@@ -874,12 +873,7 @@ impl Frontend<'_> {
         if !self.masks.is_active() {
             return StmtMasking::default();
         }
-        let catalog = self
-            .shared
-            .policy
-            .catalog
-            .get(&self.target.name, &self.target)
-            .await;
+        let catalog = self.catalog().await;
         let resolver = Resolver {
             catalog: catalog.as_deref(),
             masks: &self.masks,
