@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use gatehouse_core::audit::{CheckpointSigner, spawn_writer};
+use gatehouse_core::audit::{CheckpointSigner, WriterOptions, spawn_writer};
 use gatehouse_core::config::parse_duration;
 use gatehouse_core::identity::Verifier;
 use gatehouse_pg::cancel::CancelRegistry;
@@ -39,11 +39,16 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     };
     let store = SqliteStore::open_with(&cfg.store.url, durability).map_err(|e| anyhow!("{e}"))?;
     let signer = CheckpointSigner::load_or_create(&cfg.data_dir).map_err(|e| anyhow!("{e}"))?;
+    let writer_opts = WriterOptions {
+        durability: cfg.audit.durability,
+        checkpoint_every: cfg.audit.checkpoint_every,
+        fail_closed: cfg.audit.fail_closed,
+        ..WriterOptions::new(store.journal_dir())
+    };
     let (auditor, writer) = spawn_writer(
         store.writer().map_err(|e| anyhow!("{e}"))?,
         signer,
-        cfg.audit.checkpoint_every,
-        cfg.audit.fail_closed,
+        writer_opts,
     )
     .map_err(|e| anyhow!("audit store: {e}"))?;
     let verifier = Verifier::from_config(&cfg).map_err(|e| anyhow!("{e}"))?;

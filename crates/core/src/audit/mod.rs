@@ -1,13 +1,15 @@
 //! The audit trail: what happened, in order, provably unaltered.
 //!
-//! Adapters build an [`AuditEvent`] and hand it to the [`Auditor`]. The auditor's writer task
-//! gives events their sequence number and chain hash and makes them durable in batches (group
-//! commit), answering each submitter only once its batch is stored. Write-ahead auditing is
-//! therefore "await the ack, then forward": if the ack is an error, the statement never
-//! reaches the database (fail closed).
+//! Adapters build an [`AuditEvent`] and hand it to the [`Auditor`], which gives it its
+//! sequence number and chain hash and writes it into the [`journal`] from the session's own
+//! task; the session waits only for durability (a shared group flush with fsync durability).
+//! Write-ahead auditing is therefore "await the ack, then forward": if the ack is an error,
+//! the statement never reaches the database (fail closed). The store (SQLite) is fed from the
+//! same records in large batches and is what readers use.
 
 mod chain;
 mod checkpoint;
+pub mod journal;
 mod record;
 mod writer;
 
@@ -17,5 +19,6 @@ pub use record::{
     AuditEvent, AuditRecord, Outcome, RecordKind, now_rfc3339, parse_rfc3339, rfc3339,
 };
 pub use writer::{
-    AuditAlert, AuditError, AuditLog, Auditor, StoreFailure, WriterDone, spawn_writer,
+    AuditAlert, AuditError, AuditLog, Auditor, StoreFailure, WriterDone, WriterOptions,
+    spawn_writer,
 };

@@ -176,13 +176,33 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
-/// The fields that are hashed, in a fixed order. `serde_json` writes struct fields in
-/// declaration order, so this is canonical without depending on map ordering features.
-#[derive(Serialize)]
-struct Canonical<'a> {
-    seq: u64,
-    prev_hash: &'a str,
-    event: &'a AuditEvent,
+/// The bytes that are hashed: `{"seq":N,"prev_hash":"H","event":E}` with `E` the event as
+/// `serde_json` writes it (struct fields in declaration order, no whitespace). The journal stores
+/// exactly these bytes, so a record read back hashes to what was written.
+pub(crate) fn canonical_bytes(seq: u64, prev_hash: &str, event_json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(event_json.len() + prev_hash.len() + 40);
+    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.extend_from_slice(b",\"prev_hash\":");
+    // The hash is hex, but escape like serde_json would in case a stored value is not.
+    let quoted = serde_json::to_vec(prev_hash).unwrap_or_default();
+    out.extend_from_slice(&quoted);
+    out.extend_from_slice(b",\"event\":");
+    out.extend_from_slice(event_json);
+    out.push(b'}');
+    out
+}
+
+/// An event's JSON as it appears inside [`canonical_bytes`]. Serializing plain strings and
+/// numbers into a Vec cannot fail; an empty fallback would still produce a hash that
+/// verification rejects, never a silent pass.
+pub(crate) fn event_json(event: &AuditEvent) -> Vec<u8> {
+    serde_json::to_vec(event).unwrap_or_default()
+}
+
+/// The SHA-256 of canonical bytes, as stored (lowercase hex).
+pub(crate) fn hash_of(canonical: &[u8]) -> String {
+    hex::encode(Sha256::digest(canonical))
 }
 
 /// The all-zero hash that the first record chains from.
@@ -241,15 +261,7 @@ impl AuditRecord {
 }
 
 fn compute_hash(seq: u64, prev_hash: &str, event: &AuditEvent) -> String {
-    let canonical = Canonical {
-        seq,
-        prev_hash,
-        event,
-    };
-    // Serializing plain strings/numbers into a Vec cannot fail; an empty fallback would
-    // still produce a hash that verification rejects, never a silent pass.
-    let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
-    hex::encode(Sha256::digest(&bytes))
+    hash_of(&canonical_bytes(seq, prev_hash, &event_json(event)))
 }
 
 #[cfg(test)]
@@ -268,6 +280,32 @@ mod tests {
         assert_ne!(a.hash, c.hash);
         assert_eq!(a.hash, a.expected_hash());
         assert_eq!(a.hash.len(), 64);
+    }
+
+    /// The canonical bytes are what serde_json writes for the struct the hash was first
+    /// defined over: stores written before the journal still verify.
+    #[test]
+    fn canonical_bytes_match_the_original_definition() {
+        #[derive(Serialize)]
+        struct Canonical<'a> {
+            seq: u64,
+            prev_hash: &'a str,
+            event: &'a AuditEvent,
+        }
+        let mut ev = AuditEvent::new(RecordKind::Outcome, "s\"1\u{7}");
+        ev.statement = Some("SELECT 'é', 4111".into());
+        ev.params = Some(vec![None, Some("x".into())]);
+        ev.duration_ms = Some(0.1 + 0.2);
+        ev.rows = Some(u64::MAX);
+        for (seq, prev) in [(1, GENESIS_HASH), (u64::MAX, "ab\"c")] {
+            let old = serde_json::to_vec(&Canonical {
+                seq,
+                prev_hash: prev,
+                event: &ev,
+            })
+            .unwrap();
+            assert_eq!(canonical_bytes(seq, prev, &event_json(&ev)), old);
+        }
     }
 
     #[test]
