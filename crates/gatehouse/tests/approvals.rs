@@ -241,7 +241,7 @@ async fn wait_record(gw: &Gateway, pred: impl Fn(&Value) -> bool) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("no matching record appeared");
+    panic!("no matching record appeared; log: {}", gw.log_text());
 }
 
 #[tokio::test]

@@ -629,13 +629,8 @@ async fn statements_are_refused_when_the_audit_store_cannot_be_written() {
     c.simple_query("INSERT INTO fc VALUES (1)").await.unwrap();
     wait_for_count(&gw, 1, |r| r["kind"] == "outcome");
 
-    // The store stops accepting records.
-    store_exec(
-        &gw,
-        &["CREATE TRIGGER fail_audit BEFORE INSERT ON audit_records \
-           BEGIN SELECT RAISE(ABORT, 'disk full'); END;"],
-    )
-    .await;
+    // The audit journal stops taking writes (a full disk).
+    gw.fail_journal(true);
 
     // Simple protocol.
     let e = c
@@ -669,8 +664,8 @@ async fn statements_are_refused_when_the_audit_store_cannot_be_written() {
         Err(e) => assert_eq!(sqlstate(&e).as_deref(), Some("58000"), "{e:?}"),
     }
 
-    // The store recovers: the same session works again, in both protocols.
-    store_exec(&gw, &["DROP TRIGGER fail_audit"]).await;
+    // The disk recovers: the same session works again, in both protocols.
+    gw.fail_journal(false);
     c.simple_query("INSERT INTO fc VALUES (4)").await.unwrap();
     assert_eq!(
         c.execute("INSERT INTO fc VALUES ($1)", &[&5i32])
@@ -855,17 +850,12 @@ async fn a_refused_execute_leaves_the_clients_prepared_statements_intact() {
     let msgs = raw.bind_execute_sync("1").await;
     assert_eq!(raw_error(&msgs), None, "{msgs:?}");
 
-    store_exec(
-        &gw,
-        &["CREATE TRIGGER fail_audit BEFORE INSERT ON audit_records \
-           BEGIN SELECT RAISE(ABORT, 'disk full'); END;"],
-    )
-    .await;
+    gw.fail_journal(true);
     let msgs = raw.bind_execute_sync("2").await;
     assert_eq!(raw_error(&msgs).as_deref(), Some("58000"), "{msgs:?}");
     let e = sess.client.execute(&named, &[&2i32]).await.unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("58000"), "{e:?}");
-    store_exec(&gw, &["DROP TRIGGER fail_audit"]).await;
+    gw.fail_journal(false);
 
     // PostgreSQL keeps the unnamed statement until the next unnamed Parse or simple Query; a
     // refusal must not destroy it behind the client's back.

@@ -88,14 +88,8 @@ async fn a_failed_audit_write_raises_metric_error_log_and_webhook() {
     let c = gw.connect("payments", &token).await;
     c.simple_query("SELECT 1").await.unwrap();
 
-    // The store stops accepting records (as in the fail-closed test of the audit suite).
-    SqliteStore::open(&gw.store_url())
-        .unwrap()
-        .execute_raw(
-            "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_records \
-             BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
-        )
-        .unwrap();
+    // The audit journal stops taking writes (as in the fail-closed test of the audit suite).
+    gw.fail_journal(true);
     let e = c.simple_query("SELECT 2").await.unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("58000"), "{e:?}");
 
@@ -105,7 +99,7 @@ async fn a_failed_audit_write_raises_metric_error_log_and_webhook() {
         body["alert"]["error"]
             .as_str()
             .unwrap()
-            .contains("disk full"),
+            .contains("no space left on device"),
         "{body}"
     );
     assert!(body["alert"]["records"].as_u64().unwrap() >= 1, "{body}");
@@ -121,17 +115,14 @@ async fn a_failed_audit_write_raises_metric_error_log_and_webhook() {
 
     // Once the store takes writes again, the failure is in the chain (for the evidence report)
     // and the chain still verifies.
-    SqliteStore::open(&gw.store_url())
-        .unwrap()
-        .execute_raw("DROP TRIGGER fail_audit")
-        .unwrap();
+    gw.fail_journal(false);
     let rec = control_failure(&gw, "audit.write_failed");
     assert!(rec["detail"]["count"].as_u64().unwrap() >= 1, "{rec}");
     assert!(
         rec["detail"]["error"]
             .as_str()
             .unwrap()
-            .contains("disk full"),
+            .contains("no space left on device"),
         "{rec}"
     );
     assert!(rec["detail"]["first_at"].is_string(), "{rec}");

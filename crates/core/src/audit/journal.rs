@@ -449,6 +449,22 @@ impl JournalWriter {
             + 1
     }
 
+    /// Empties the journal once the store holds every record (a graceful stop): the store is
+    /// then the only copy, so what readers and `audit verify` see is the store alone.
+    pub(crate) fn clear(&mut self) -> Result<(), JournalError> {
+        let path = segment_path(&self.dir, self.current_no);
+        self.current
+            .write_all_at(&END_MARKER, HEADER_LEN)
+            .and_then(|()| self.current.sync_data())
+            .map_err(io_err(&path))?;
+        self.offset = HEADER_LEN;
+        self.current_last = None;
+        for (no, _) in std::mem::take(&mut self.full) {
+            let _ = std::fs::remove_file(segment_path(&self.dir, no));
+        }
+        Ok(())
+    }
+
     pub(crate) fn wants_spare(&self) -> bool {
         self.spares.is_empty() && self.offset > self.segment_size / 4
     }

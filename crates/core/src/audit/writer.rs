@@ -413,12 +413,14 @@ pub fn spawn_writer<L: AuditLog>(
     let continues = match (&journal_head, &stored) {
         (Some(j), Some(s)) => j.0 >= s.0,
         (Some(_), None) => true,
-        (None, _) => false,
+        // An emptied journal (a graceful stop) continues where it is, from the store's head.
+        (None, _) => scan.end.is_some() && scan.torn.is_none(),
     };
-    let head = if continues {
-        journal_head.clone()
-    } else {
-        stored.clone()
+    // The head is the journal's when it holds records beyond the store, else the store's.
+    let head = match (&journal_head, &stored) {
+        (Some(j), Some(s)) if j.0 >= s.0 => Some(j.clone()),
+        (Some(j), None) => Some(j.clone()),
+        _ => stored.clone(),
     }
     .unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
     let journal = JournalWriter::open(&opts.journal_dir, opts.segment_size, &scan, !continues)
@@ -645,7 +647,12 @@ impl<L: AuditLog> Indexer<L> {
                 tracing::error!(error = %e, "final audit checkpoint failed");
             }
         }
-        self.maintain_journal();
+        if let Ok(mut st) = self.core.state.lock()
+            && st.head.0 == self.indexed
+            && let Err(e) = st.journal.clear()
+        {
+            tracing::warn!(error = %e, "audit journal: cannot empty it after the final index");
+        }
     }
 
     fn checkpoint_at(&mut self, seq: u64) -> Option<Checkpoint> {
@@ -927,8 +934,18 @@ mod tests {
             auditor.record(ev).await.unwrap();
         }
         auditor.flush().await.unwrap();
+        // A crash now leaves the journal as it is (a graceful stop empties it).
+        let journal = dir.join("journal");
+        let saved: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(&journal)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+            .collect();
         drop(auditor);
         done.wait().await;
+        for (p, bytes) in saved {
+            std::fs::write(p, bytes).unwrap();
+        }
         // The store lost its last 40 records (as if the gateway died before indexing them).
         log.records.lock().unwrap().truncate(260);
         log.checkpoints.lock().unwrap().clear();
@@ -950,10 +967,24 @@ mod tests {
         assert_eq!(seq, 301);
         drop(auditor);
         done.wait().await;
+        // After a graceful stop the journal is empty: the chain continues from the store.
+        let (auditor, done) = spawn_writer(
+            log.clone(),
+            CheckpointSigner::load(&dir).unwrap(),
+            opts(&dir, 1000, AuditDurability::Fsync),
+        )
+        .unwrap();
+        let seq = auditor
+            .record(AuditEvent::new(RecordKind::Statement, "again"))
+            .await
+            .unwrap();
+        assert_eq!(seq, 302);
+        drop(auditor);
+        done.wait().await;
         let recs = log.records.lock().unwrap().clone();
         let cps = log.checkpoints.lock().unwrap().clone();
         let signer = CheckpointSigner::load(&dir).unwrap();
-        assert_eq!(verify_chain(&signer, cps, &recs).unwrap().records, 301);
+        assert_eq!(verify_chain(&signer, cps, &recs).unwrap().records, 302);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

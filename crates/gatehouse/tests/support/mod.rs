@@ -495,6 +495,7 @@ impl Gateway {
             .arg(&self.config)
             .env("TEST_DB_PASSWORD", SVC_PASSWORD)
             .env("GATEHOUSE_LOG", "info,gatehouse_pg=debug")
+            .env("GATEHOUSE_TEST_JOURNAL_FAILPOINT", self.journal_failpoint())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
@@ -516,6 +517,22 @@ impl Gateway {
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// While this file exists, the gateway's audit journal refuses writes as a full disk
+    /// would (a failpoint of debug builds).
+    fn journal_failpoint(&self) -> PathBuf {
+        self.dir.path().join("journal-failpoint")
+    }
+
+    /// Makes the audit journal fail every write (`true`) or work again (`false`).
+    pub fn fail_journal(&self, fail: bool) {
+        let p = self.journal_failpoint();
+        if fail {
+            std::fs::write(&p, b"").expect("failpoint");
+        } else {
+            let _ = std::fs::remove_file(&p);
         }
     }
 
@@ -772,6 +789,13 @@ impl Gateway {
             PathBuf::from(format!("{}-shm", db.display())),
         ]
         .into_iter()
+        .chain(
+            std::fs::read_dir(self.data_dir().join("gatehouse.journal"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path()),
+        )
         .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
         .collect()
     }
