@@ -445,6 +445,13 @@ impl JournalWriter {
         self.full.drain(..keep_from).map(|(no, _)| no).collect()
     }
 
+    /// Whether a full segment holds only records up to `indexed`.
+    pub(crate) fn has_indexed(&self, indexed: u64) -> bool {
+        self.full
+            .first()
+            .is_some_and(|(_, last)| last.is_none_or(|l| l <= indexed))
+    }
+
     /// The number a recycled or preallocated segment takes: after every known one.
     pub(crate) fn next_spare_no(&self) -> u64 {
         self.spares

@@ -44,6 +44,11 @@ pub trait AuditLog: Send + 'static {
         records: &[AuditRecord],
         checkpoint: Option<&Checkpoint>,
     ) -> Result<(), StoreFailure>;
+    /// Makes everything appended so far survive a power loss (called before the journal
+    /// recycles segments whose records were appended; appends alone may be lazy).
+    fn sync(&mut self) -> Result<(), StoreFailure> {
+        Ok(())
+    }
 }
 
 /// A failure of the audit control itself (PCI DSS 10.7.2), published to
@@ -649,6 +654,10 @@ impl<L: AuditLog> Indexer<L> {
                 tracing::error!(error = %e, "final audit checkpoint failed");
             }
         }
+        if let Err(e) = self.log.sync() {
+            tracing::error!(error = %e, "audit store: cannot sync at shutdown; the journal keeps the records");
+            return;
+        }
         if let Ok(mut st) = self.core.state.lock()
             && st.head.0 == self.indexed
             && let Err(e) = st.journal.clear()
@@ -752,11 +761,25 @@ impl<L: AuditLog> Indexer<L> {
 
     /// Recycles segments the store now holds entirely, and prepares a spare ahead of need.
     fn maintain_journal(&mut self) {
+        let recyclable = self
+            .core
+            .state
+            .lock()
+            .is_ok_and(|st| st.journal.has_indexed(self.indexed));
+        // The store must hold the records durably before the journal forgets them.
+        if recyclable && let Err(e) = self.log.sync() {
+            tracing::warn!(error = %e, "audit store: cannot sync before recycling the journal");
+            return;
+        }
         let (dir, size, recycled) = {
             let Ok(mut st) = self.core.state.lock() else {
                 return;
             };
-            let indexed = st.journal.take_indexed(self.indexed);
+            let indexed = if recyclable {
+                st.journal.take_indexed(self.indexed)
+            } else {
+                Vec::new()
+            };
             let mut recycled = Vec::new();
             for no in indexed {
                 let to =
