@@ -524,6 +524,16 @@ mod tests {
         (buf, from + n - 1)
     }
 
+    /// A fresh 1 MiB-segment journal in `d` holding records 1..=n: the writer, the chain head
+    /// and the bytes written.
+    fn journal_of(d: &Path, n: u64) -> (JournalWriter, String, Vec<u8>) {
+        let mut w = JournalWriter::open(d, 1 << 20, &ScanOutcome::default(), true).unwrap();
+        let mut prev = GENESIS_HASH.to_owned();
+        let (buf, last) = frames(1, n, &mut prev);
+        w.append(&buf, last).unwrap();
+        (w, prev, buf)
+    }
+
     fn dir() -> PathBuf {
         let d = std::env::temp_dir().join(format!("gh-journal-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&d).unwrap();
@@ -580,10 +590,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_and_reported() {
         let d = dir();
-        let mut w = JournalWriter::open(&d, 1 << 20, &ScanOutcome::default(), true).unwrap();
-        let mut prev = GENESIS_HASH.to_owned();
-        let (buf, last) = frames(1, 5, &mut prev);
-        w.append(&buf, last).unwrap();
+        let (w, mut prev, buf) = journal_of(&d, 5);
         // A crash half-way through the next write: its header and part of its payload.
         let (next, _) = frames(6, 1, &mut prev.clone());
         let half = next.len() / 2;
@@ -610,10 +617,7 @@ mod tests {
     #[test]
     fn corrupt_or_forged_frames_end_the_valid_prefix() {
         let d = dir();
-        let mut w = JournalWriter::open(&d, 1 << 20, &ScanOutcome::default(), true).unwrap();
-        let mut prev = GENESIS_HASH.to_owned();
-        let (buf, last) = frames(1, 4, &mut prev);
-        w.append(&buf, last).unwrap();
+        journal_of(&d, 4);
         let seg = segment_path(&d, 1);
         let bytes = std::fs::read(&seg).unwrap();
         // Flip one payload byte of the third frame: the scan keeps records 1 and 2 only.
@@ -641,10 +645,7 @@ mod tests {
     fn random_damage_yields_a_prefix() {
         use rand::{Rng, SeedableRng};
         let d = dir();
-        let mut w = JournalWriter::open(&d, 1 << 20, &ScanOutcome::default(), true).unwrap();
-        let mut prev = GENESIS_HASH.to_owned();
-        let (buf, last) = frames(1, 20, &mut prev);
-        w.append(&buf, last).unwrap();
+        let (w, _, buf) = journal_of(&d, 20);
         drop(w);
         let seg = segment_path(&d, 1);
         let good = std::fs::read(&seg).unwrap();

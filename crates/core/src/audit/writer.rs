@@ -247,15 +247,9 @@ impl Core {
         if was_empty && st.indexer_idle {
             self.index_wake.notify_one();
         }
-        match self.durability {
-            AuditDurability::Fsync => {
-                if st.flusher_idle {
-                    self.flush_wake.notify_one();
-                }
-            }
-            AuditDurability::Os => {
-                st.synced = pos;
-            }
+        // Only the fsync durability has a flusher; `os` is durable once written.
+        if st.flusher_idle {
+            self.flush_wake.notify_one();
         }
         drop(st);
         metrics::counter!("gatehouse_audit_records_total").increment(n as u64);
@@ -423,13 +417,12 @@ pub fn spawn_writer<L: AuditLog>(
         // An emptied journal (a graceful stop) continues where it is, from the store's head.
         (None, _) => scan.end.is_some() && scan.torn.is_none(),
     };
-    // The head is the journal's when it holds records beyond the store, else the store's.
-    let head = match (&journal_head, &stored) {
-        (Some(j), Some(s)) if j.0 >= s.0 => Some(j.clone()),
-        (Some(j), None) => Some(j.clone()),
-        _ => stored.clone(),
-    }
-    .unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
+    // The head is the journal's where it continues with records, else the store's.
+    let head = journal_head
+        .filter(|_| continues)
+        .or_else(|| stored.clone())
+        .unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
+    let head_seq = head.0;
     let journal = JournalWriter::open(&opts.journal_dir, opts.segment_size, &scan, !continues)
         .map_err(failure)?;
     if !pending.is_empty() {
@@ -480,7 +473,7 @@ pub fn spawn_writer<L: AuditLog>(
         signer,
         checkpoint_every: opts.checkpoint_every.max(1),
         since_checkpoint: 0,
-        indexed: head_seq_of(&core),
+        indexed: head_seq,
         failures: 0,
     };
     std::thread::Builder::new()
@@ -501,10 +494,6 @@ pub fn spawn_writer<L: AuditLog>(
         report_torn_tail(&auditor, t);
     }
     Ok((auditor, WriterDone(done_rx)))
-}
-
-fn head_seq_of(core: &Core) -> u64 {
-    core.state.lock().map_or(0, |st| st.head.0)
 }
 
 fn report_torn_tail(auditor: &Auditor, t: &TornTail) {
@@ -860,6 +849,14 @@ mod tests {
         }
     }
 
+    /// The log's records verify against its checkpoints; returns how many there are.
+    fn verified(dir: &std::path::Path, log: &MemLog) -> u64 {
+        let signer = CheckpointSigner::load(dir).unwrap();
+        let recs = log.records.lock().unwrap().clone();
+        let cps = log.checkpoints.lock().unwrap().clone();
+        verify_chain(&signer, cps, &recs).unwrap().records
+    }
+
     fn opts(dir: &std::path::Path, every: u64, durability: AuditDurability) -> WriterOptions {
         WriterOptions {
             journal_dir: dir.join("journal"),
@@ -926,16 +923,9 @@ mod tests {
 
             drop(auditor);
             done.wait().await;
-            let signer = CheckpointSigner::load(&dir).unwrap();
-            let recs = log.records.lock().unwrap().clone();
-            let cps = log.checkpoints.lock().unwrap().clone();
-            assert_eq!(
-                cps.last().unwrap().seq,
-                52,
-                "final checkpoint seals the head"
-            );
-            let rep = verify_chain(&signer, cps, &recs).unwrap();
-            assert_eq!(rep.records, 52);
+            let last_checkpoint = log.checkpoints.lock().unwrap().last().map(|c| c.seq);
+            assert_eq!(last_checkpoint, Some(52), "final checkpoint seals the head");
+            assert_eq!(verified(&dir, &log), 52);
             std::fs::remove_dir_all(dir).unwrap();
         }
     }
@@ -1006,10 +996,7 @@ mod tests {
         assert_eq!(seq, 302);
         drop(auditor);
         done.wait().await;
-        let recs = log.records.lock().unwrap().clone();
-        let cps = log.checkpoints.lock().unwrap().clone();
-        let signer = CheckpointSigner::load(&dir).unwrap();
-        assert_eq!(verify_chain(&signer, cps, &recs).unwrap().records, 302);
+        assert_eq!(verified(&dir, &log), 302);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1079,9 +1066,7 @@ mod tests {
         assert_eq!(detail["event"], "audit.journal_tail_cut");
         assert_eq!(detail["offset"], end as u64);
         assert_eq!(seq, 7);
-        let signer = CheckpointSigner::load(&dir).unwrap();
-        let cps = log.checkpoints.lock().unwrap().clone();
-        assert_eq!(verify_chain(&signer, cps, &recs).unwrap().records, 7);
+        assert_eq!(verified(&dir, &log), 7);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
