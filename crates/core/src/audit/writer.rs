@@ -130,6 +130,13 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 /// Most records stored in one index transaction.
 const MAX_BATCH: usize = 8192;
 
+/// After storing a small batch the indexer waits this long for more records before the next
+/// transaction (unless a flush, a full batch or the end asks sooner). The journal already made
+/// the records durable and readers see its tail, so this only trades a few milliseconds of
+/// index lag for one store transaction and one wake-up per many statements instead of per
+/// statement.
+const INDEX_LINGER: Duration = Duration::from_millis(10);
+
 /// Records written but not yet indexed beyond which new records are refused: the store is
 /// failing or far too slow, and memory must stay bounded.
 const MAX_UNINDEXED: usize = 256 * 1024;
@@ -162,6 +169,9 @@ struct State {
     synced: u64,
     flusher_idle: bool,
     indexer_idle: bool,
+    /// The indexer waits for a batch to fill ([`INDEX_LINGER`]); wake it only for a full
+    /// batch or a flush.
+    indexer_lingering: bool,
     /// Every [`Auditor`] is gone: drain and stop.
     closed: bool,
     /// Reused frame buffer.
@@ -244,7 +254,9 @@ impl Core {
         let was_empty = st.queue.is_empty();
         st.queued_records += n;
         st.queue.extend(records.into_iter().map(IndexItem::Record));
-        if was_empty && st.indexer_idle {
+        if (was_empty && st.indexer_idle)
+            || (st.indexer_lingering && st.queued_records >= MAX_BATCH)
+        {
             self.index_wake.notify_one();
         }
         // Only the fsync durability has a flusher; `os` is durable once written.
@@ -352,7 +364,7 @@ impl Auditor {
             let mut st = self.core.lock()?;
             let was_empty = st.queue.is_empty();
             st.queue.push(IndexItem::Flush(tx));
-            if was_empty && st.indexer_idle {
+            if (was_empty && st.indexer_idle) || st.indexer_lingering {
                 self.core.index_wake.notify_one();
             }
         }
@@ -445,6 +457,7 @@ pub fn spawn_writer<L: AuditLog>(
             synced: 0,
             flusher_idle: false,
             indexer_idle: false,
+            indexer_lingering: false,
             closed: false,
             buf: Vec::new(),
         }),
@@ -616,8 +629,14 @@ impl<L: AuditLog> Indexer<L> {
             if items.is_empty() && closing {
                 break;
             }
+            let small = items.len() < MAX_BATCH / 2;
             match self.store(items, tick) {
-                Ok(()) => self.failures = 0,
+                Ok(()) => {
+                    self.failures = 0;
+                    if small && !closing {
+                        self.linger();
+                    }
+                }
                 Err(left) => {
                     retry = left;
                     self.failures += 1;
@@ -667,6 +686,29 @@ impl<L: AuditLog> Indexer<L> {
             .flatten()
             .filter(|h| h.0 == seq)
             .map(|h| h.1)
+    }
+
+    /// Waits up to [`INDEX_LINGER`] for the next batch to fill.
+    fn linger(&self) {
+        let Ok(mut st) = self.core.state.lock() else {
+            return;
+        };
+        let until = Instant::now() + INDEX_LINGER;
+        st.indexer_lingering = true;
+        loop {
+            let flush_waiting = st.queue.iter().any(|i| matches!(i, IndexItem::Flush(_)));
+            if st.closed || flush_waiting || st.queued_records >= MAX_BATCH {
+                break;
+            }
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            st = match self.core.index_wake.wait_timeout(st, left) {
+                Ok((g, _)) => g,
+                Err(_) => return,
+            };
+        }
+        st.indexer_lingering = false;
     }
 
     /// Stores one batch; on failure returns the items to retry (flush waiters are answered
