@@ -585,6 +585,39 @@ pub struct Connection {
     /// Distinct approvers a grant needs (at least 1). One denial suffices.
     #[serde(default = "default_grant_min_approvals")]
     pub grant_min_approvals: u32,
+    /// Whether upstream connections are kept and reused across client sessions (reset with
+    /// `DISCARD ALL` in between): `session` (default) or `none` (one login per client).
+    #[serde(default)]
+    pub pool: PoolMode,
+    /// Most upstream connections open at once for this connection (pooled or in use).
+    #[serde(default = "default_max_upstream")]
+    pub max_upstream: u32,
+    /// An unused pooled upstream connection is closed after this long, e.g. "5m".
+    #[serde(default = "default_pool_idle_timeout")]
+    pub pool_idle_timeout: String,
+    /// How long a client waits for an upstream connection when `max_upstream` are in use
+    /// before it is refused (`53300`), e.g. "30s".
+    #[serde(default = "default_pool_wait_timeout")]
+    pub pool_wait_timeout: String,
+}
+
+/// See [`Connection::pool`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    #[default]
+    Session,
+    None,
+}
+
+fn default_max_upstream() -> u32 {
+    100
+}
+fn default_pool_idle_timeout() -> String {
+    "5m".into()
+}
+fn default_pool_wait_timeout() -> String {
+    "30s".into()
 }
 
 fn default_grant_max_duration() -> String {
@@ -621,6 +654,8 @@ impl fmt::Debug for Connection {
             .field("upstream_tls", &self.upstream_tls)
             .field("allow_groups", &self.allow_groups)
             .field("grant_approvers", &self.grant_approvers)
+            .field("pool", &self.pool)
+            .field("max_upstream", &self.max_upstream)
             .finish_non_exhaustive()
     }
 }
@@ -864,6 +899,20 @@ impl Config {
                     format!("{key}.grant_max_duration"),
                     format!("{:?} is not a duration such as 8h", c.grant_max_duration),
                 ));
+            }
+            if c.max_upstream == 0 {
+                return Err(invalid(format!("{key}.max_upstream"), "must be at least 1"));
+            }
+            for (field, value) in [
+                ("pool_idle_timeout", &c.pool_idle_timeout),
+                ("pool_wait_timeout", &c.pool_wait_timeout),
+            ] {
+                if parse_duration(value).is_none_or(|d| d.is_zero()) {
+                    return Err(invalid(
+                        format!("{key}.{field}"),
+                        format!("{value:?} is not a duration such as 30s"),
+                    ));
+                }
             }
             if c.grant_min_approvals == 0 {
                 return Err(invalid(

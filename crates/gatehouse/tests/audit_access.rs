@@ -265,6 +265,18 @@ async fn a_drop_box_that_cannot_be_chained_raises_an_alert() {
     let gw = Gateway::start();
     ok(&gw.cli(&["sessions", "list"]));
     wait_for_cli_reads(&gw, 1);
+    // The gateway saves its position right after the records are durable: wait for that
+    // write, or it would repair the damage below.
+    let offset_file = gw.data_dir().join("audit-access.offset");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(&offset_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .is_none_or(|n| n == 0)
+    {
+        assert!(std::time::Instant::now() < deadline, "no offset saved");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     // The saved position is damaged: the gateway will not guess where to resume.
     std::fs::write(gw.data_dir().join("audit-access.offset"), "not a number").unwrap();
     ok(&gw.cli(&["audit", "verify"]));

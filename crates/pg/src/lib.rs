@@ -11,6 +11,7 @@ pub mod codec;
 mod mask;
 pub use mask::{describe_output_masks, masked_inference};
 pub mod messages;
+pub mod pool;
 pub mod server;
 pub mod session;
 mod stream;

@@ -49,6 +49,8 @@ pub enum UpstreamError {
     Server { sqlstate: String, message: String },
     #[error("upstream closed the connection during startup")]
     Closed,
+    #[error("all {max} upstream connections (max_upstream) stayed busy for {waited:?}")]
+    PoolExhausted { max: u32, waited: Duration },
 }
 
 /// One configured upstream, ready to connect to.
@@ -61,6 +63,8 @@ pub struct UpstreamTarget {
     password: Option<Secret>,
     pub tls: UpstreamTls,
     tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// Server connections kept between sessions (`pool`, `max_upstream`).
+    pub pool: crate::pool::UpstreamPool,
 }
 
 impl std::fmt::Debug for UpstreamTarget {
@@ -71,6 +75,7 @@ impl std::fmt::Debug for UpstreamTarget {
             .field("database", &self.database)
             .field("user", &self.user)
             .field("tls", &self.tls)
+            .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +135,7 @@ impl UpstreamTarget {
             password,
             tls: conn.upstream_tls,
             tls_config,
+            pool: crate::pool::UpstreamPool::new(conn),
         })
     }
 
@@ -188,6 +194,9 @@ impl UpstreamTarget {
             params: Vec::new(),
             key: None,
             tls,
+            startup: crate::pool::startup_key(params),
+            permit: None,
+            reused: false,
         };
         let mut out = BytesMut::new();
         let mut startup: Vec<(&str, &str)> =
@@ -311,6 +320,12 @@ pub struct Upstream {
     pub params: Vec<(String, String)>,
     pub key: Option<(i32, Bytes)>,
     pub tls: bool,
+    /// The startup parameters it was opened with (sorted): the pool's key.
+    pub(crate) startup: Vec<(String, String)>,
+    /// Its place among the connection's `max_upstream` (none: a gateway-own connection).
+    pub(crate) permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// It served an earlier session (and was reset since).
+    pub reused: bool,
 }
 
 impl Upstream {
@@ -352,7 +367,7 @@ impl Upstream {
         }
     }
 
-    async fn next(&mut self) -> Result<Frame, UpstreamError> {
+    pub(crate) async fn next(&mut self) -> Result<Frame, UpstreamError> {
         loop {
             if let Some(f) = self.reader.next_frame(&mut self.buf)? {
                 return Ok(f);

@@ -218,6 +218,9 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         ready: ready.clone(),
         ready_owed: 0,
         barrier: false,
+        poolable: target.pool.reuses(),
+        unsynced: false,
+        released: false,
         bytes_in: metrics::counter!("gatehouse_bytes_total", "direction" => "client_to_upstream"),
         statements_total: metrics::counter!("gatehouse_statements_total"),
     };
@@ -235,21 +238,30 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         bytes_out: metrics::counter!("gatehouse_bytes_total", "direction" => "upstream_to_client"),
         scs,
         masks,
-        target,
+        target: target.clone(),
         ready,
+        status: b'I',
     };
     let mut shutdown = shared.shutdown.clone();
+    // The server connection's write half, when the client ended cleanly and the session may
+    // hand the connection on; and whether every answer owed was read.
+    let mut released: Option<BoxWrite> = None;
+    let mut drained = false;
     let reason = {
         let front = front.run();
         let backend = back.run();
         tokio::pin!(front, backend);
         tokio::select! {
-            r = &mut front => {
+            (r, write) = &mut front => {
+                released = write;
                 // The client is done; let responses already on their way be accounted for.
-                let _ = tokio::time::timeout(DRAIN_GRACE, &mut backend).await;
+                drained = matches!(
+                    tokio::time::timeout(DRAIN_GRACE, &mut backend).await,
+                    Ok(DRAINED)
+                );
                 r
             }
-            r = &mut backend => r,
+            r = &mut backend => if r == DRAINED { "client disconnected" } else { r },
             () = async {
                 if shutdown.wait_for(|stop| *stop).await.is_err() {
                     // No shutdown signal can come any more: never fire.
@@ -279,10 +291,24 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         .await;
     }
     back.abandon_pending().await;
+    if let Some(write) = released
+        && drained
+        && back.status == b'I'
+        && back.buf.is_empty()
+    {
+        // No cancel can be looked up for this session once its server connection moves on.
+        drop(_cancel);
+        upstream.read = back.read;
+        upstream.buf = back.buf;
+        upstream.write = Some(write);
+        target.release(upstream);
+    }
     reason
 }
 
 const SHUTDOWN: &str = "gateway shutdown";
+/// The backend direction's end when the client has gone and every answer owed was read.
+const DRAINED: &str = "drained";
 const GRANT_EXPIRED: &str = "grant expired";
 const GRANT_REVOKED: &str = "grant revoked";
 
@@ -346,6 +372,13 @@ struct Frontend<'a> {
     /// The Query just classified runs code the gateway cannot see into: later messages wait
     /// for its answer before they are analysed (see [`ReadyCount`]).
     barrier: bool,
+    /// Nothing this session ran may leave server state that `DISCARD ALL` cannot undo, so
+    /// its server connection may serve another session (see [`crate::pool`]).
+    poolable: bool,
+    /// Extended-protocol messages were forwarded since the last Sync.
+    unsynced: bool,
+    /// The client's Terminate was kept from the server: the connection goes back to the pool.
+    released: bool,
     // Metric handles resolved once per session, not per message.
     bytes_in: metrics::Counter,
     statements_total: metrics::Counter,
@@ -388,7 +421,16 @@ enum Action {
 }
 
 impl Frontend<'_> {
-    async fn run(mut self) -> &'static str {
+    /// Relays until the session ends; returns why, and the server connection's write half
+    /// when the Terminate was kept from the server for the pool.
+    async fn run(mut self) -> (&'static str, Option<BoxWrite>) {
+        let reason = self.relay().await;
+        // `self` (and with it the expectation channel) is dropped here: the backend sees
+        // the client side end.
+        (reason, self.released.then_some(self.write))
+    }
+
+    async fn relay(&mut self) -> &'static str {
         let reader = FrameReader::new(Side::Frontend, self.shared.max_message_bytes);
         loop {
             // Find the run of complete messages at the front of the buffer.
@@ -476,6 +518,11 @@ impl Frontend<'_> {
             if matches!(frame.tag(), b'Q' | b'S') {
                 self.ready_owed += 1;
             }
+            match frame.tag() {
+                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => self.unsynced = true,
+                b'S' => self.unsynced = false,
+                _ => {}
+            }
             actions.push((offset, offset + len, action));
             offset += len;
         }
@@ -526,7 +573,14 @@ impl Frontend<'_> {
                 }
                 Action::Terminate => {
                     terminate = true;
-                    None
+                    let answered = self.ready.count.load(Ordering::Acquire) >= self.ready_owed;
+                    if self.poolable && answered && !self.unsynced {
+                        // Kept from the server: the connection is reset and pooled.
+                        self.released = true;
+                        Some(Bytes::new())
+                    } else {
+                        None
+                    }
                 }
                 Action::Audit {
                     expect,
@@ -609,7 +663,9 @@ impl Frontend<'_> {
             return Some("upstream connection error");
         }
         if terminate {
-            let _ = self.write.shutdown().await;
+            if !self.released {
+                let _ = self.write.shutdown().await;
+            }
             return Some("client terminated");
         }
         None
@@ -944,6 +1000,9 @@ impl Frontend<'_> {
                 }
                 let masking = self.masking_for(&j).await;
                 self.barrier = self.runs_unseen_code(&j).await;
+                if self.barrier || loads_code(&j) {
+                    self.poolable = false;
+                }
                 Action::Audit {
                     event: Some(event),
                     expect: Expect::Query,
@@ -983,6 +1042,9 @@ impl Frontend<'_> {
                     &j,
                     Some(&String::from_utf8_lossy(&p.name)),
                 );
+                if self.poolable && (loads_code(&j) || self.runs_unseen_code(&j).await) {
+                    self.poolable = false;
+                }
                 let text: Arc<str> = mask_pans(&String::from_utf8_lossy(&p.query)).into();
                 let masking = self.masking_for(&j).await;
                 self.masking.insert(p.name.clone(), masking);
@@ -1082,6 +1144,11 @@ impl Frontend<'_> {
     }
 }
 
+/// `LOAD`: a library stays loaded in the server process whatever resets the session.
+fn loads_code(j: &Judgement) -> bool {
+    j.effective.iter().any(|s| s.kinds.contains("load"))
+}
+
 /// A bind parameter as written to the audit record: text values masked, binary values never
 /// stored (their type is unknown here, so they could hide a card number).
 fn param_for_audit(p: &Param) -> Option<String> {
@@ -1123,6 +1190,8 @@ struct Backend<'a> {
     masks: Arc<SessionMasks>,
     target: Arc<UpstreamTarget>,
     ready: Arc<ReadyCount>,
+    /// The transaction status of the server's last ReadyForQuery.
+    status: u8,
 }
 
 /// How many ReadyForQuery messages the server has sent in this session.
@@ -1186,6 +1255,9 @@ impl Backend<'_> {
                 if let Err(reason) = self.handle_chunk(chunk).await {
                     return reason;
                 }
+            }
+            if !client_open && self.queue.is_empty() && self.buf.is_empty() {
+                return DRAINED;
             }
             tokio::select! {
                 r = self.read.read_buf(&mut self.buf) => match r {
@@ -1624,6 +1696,8 @@ impl Backend<'_> {
                 }
                 b'Z' => {
                     // Everything up to the Query or Sync this answers is complete.
+                    // Status byte after the length; a short message reads as not idle.
+                    self.status = chunk.get(offset + 5).copied().unwrap_or(b'?');
                     self.ready.bump();
                     self.skipping = false;
                     while let Some(e) = self.queue.pop_front() {

@@ -281,26 +281,39 @@ async fn establish_inner(
         started: Instant::now(),
     };
 
-    let upstream = match target.login(&passthrough, Duration::from_secs(10)).await {
+    let upstream = match target.checkout(&passthrough, Duration::from_secs(10)).await {
         Ok(u) => u,
         Err(e) => {
-            tracing::warn!(connection = %connection, error = %e, "upstream login failed");
+            let exhausted = matches!(e, crate::upstream::UpstreamError::PoolExhausted { .. });
+            let (sqlstate, reason, client_msg) = if exhausted {
+                tracing::warn!(connection = %connection, error = %e, "no upstream connection free");
+                (
+                    "53300",
+                    "pool_exhausted",
+                    format!(
+                        "Gatehouse has no free upstream connection for \"{connection}\": {e}; \
+                         try again later"
+                    ),
+                )
+            } else {
+                tracing::warn!(connection = %connection, error = %e, "upstream login failed");
+                (
+                    "08001",
+                    "upstream_unavailable",
+                    format!("Gatehouse could not connect to the upstream of \"{connection}\""),
+                )
+            };
             let mut ev = info.event(RecordKind::LoginFailed);
-            ev.sqlstate = Some("08001".to_owned());
+            ev.sqlstate = Some(sqlstate.to_owned());
             ev.outcome = Some(gatehouse_core::audit::Outcome::Error);
             ev = ev.with_detail(serde_json::json!({
-                "reason": "upstream_unavailable",
+                "reason": reason,
                 "error": e.to_string(),
                 "client_user": msg.get("user"),
                 "application_name": msg.get("application_name"),
             }));
             let _ = shared.auditor.record(ev).await;
-            return fatal(
-                &mut write,
-                "08001",
-                &format!("Gatehouse could not connect to the upstream of \"{connection}\""),
-            )
-            .await;
+            return fatal(&mut write, sqlstate, &client_msg).await;
         }
     };
 
@@ -356,6 +369,8 @@ async fn establish_inner(
         "client_user": msg.get("user"),
         "protocol": format!("{}.{}", msg.major, msg.minor),
         "upstream_tls": upstream.tls,
+        "upstream_reused": upstream.reused,
+        "upstream_pid": upstream.key.as_ref().map(|k| k.0),
     });
     if let (Some(g), Some(obj)) = (&grant, detail.as_object_mut()) {
         obj.insert("grant".to_owned(), serde_json::Value::String(g.id.clone()));
