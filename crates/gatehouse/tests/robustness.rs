@@ -1858,3 +1858,28 @@ async fn upstream_backend_killed_mid_query_is_reported_and_recorded() {
     assert_healthy(&good).await;
     assert_accepts_new_clients(&gw, &token).await;
 }
+
+/// The gateway bounds glibc's malloc arenas (memory stays flat while large results stream):
+/// it runs with `MALLOC_ARENA_MAX=2`, under its own pid, unless the environment set it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test]
+async fn the_gateway_runs_with_bounded_malloc_arenas() {
+    let gw = Gateway::start();
+    let pid = gw.pid().expect("running");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    assert!(
+        vars.contains(&&b"MALLOC_ARENA_MAX=2"[..]),
+        "the gateway's environment lacks MALLOC_ARENA_MAX=2"
+    );
+    // Same process, same arguments: it serves.
+    let token = gw.token("alice", &["dba"]);
+    let c = gw.connect("payments", &token).await;
+    assert_eq!(
+        c.query_one("SELECT 1::int4", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+}

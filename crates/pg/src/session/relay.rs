@@ -241,6 +241,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         target: target.clone(),
         ready,
         status: b'I',
+        scratch: BytesMut::new(),
     };
     let mut shutdown = shared.shutdown.clone();
     // The server connection's write half, when the client ended cleanly and the session may
@@ -1192,6 +1193,8 @@ struct Backend<'a> {
     ready: Arc<ReadyCount>,
     /// The transaction status of the server's last ReadyForQuery.
     status: u8,
+    /// Where rewritten runs of messages are joined before they are written.
+    scratch: BytesMut,
 }
 
 /// How many ReadyForQuery messages the server has sent in this session.
@@ -1741,7 +1744,7 @@ impl Backend<'_> {
                 out.push(chunk.slice(s..run_end));
             }
         }
-        let written = write_parts(&mut self.write, out)
+        let written = write_joined(&mut self.write, out, &mut self.scratch)
             .await
             .map_err(|_| "client connection error");
         // Statements that ran are recorded even if the client can no longer be told.
@@ -1835,20 +1838,37 @@ impl Backend<'_> {
 /// masking costs one write, not one per row. The flush matters with TLS: bytes left in the
 /// TLS layer's buffer would otherwise wait for the next write, which may never come.
 async fn write_parts(write: &mut BoxWrite, parts: Vec<Bytes>) -> std::io::Result<()> {
+    write_joined(write, parts, &mut BytesMut::new()).await
+}
+
+/// Writes the parts as one write, joined in `scratch` (reused across calls, so a stream of
+/// rewritten rows costs no allocation per chunk; given back when it grew past
+/// [`SCRATCH_KEEP`]).
+async fn write_joined(
+    write: &mut BoxWrite,
+    parts: Vec<Bytes>,
+    scratch: &mut BytesMut,
+) -> std::io::Result<()> {
     match parts.as_slice() {
         [] => {}
         [one] => write.write_all(one).await?,
         many => {
-            let total = many.iter().map(Bytes::len).sum();
-            let mut joined = BytesMut::with_capacity(total);
+            scratch.clear();
             for p in many {
-                joined.extend_from_slice(p);
+                scratch.extend_from_slice(p);
             }
-            write.write_all(&joined).await?;
+            let written = write.write_all(scratch).await;
+            if scratch.capacity() > SCRATCH_KEEP {
+                *scratch = BytesMut::new();
+            }
+            written?;
         }
     }
     write.flush().await
 }
+
+/// Largest join buffer a session keeps between writes.
+const SCRATCH_KEEP: usize = 256 * 1024;
 
 /// The statement whose results are arriving: the head of the queue when it is a Query or an
 /// Execute. A free function so that callers can borrow other fields of the backend alongside.
