@@ -234,7 +234,11 @@ fn generated_statements_answer_alike_whatever_the_hidden_digits() {
         0usize..14,
     );
     let mut runner = TestRunner::new(Config {
-        cases: 300,
+        // More cases on demand: NONINTERFERENCE_CASES=5000 cargo test --test noninterference
+        cases: std::env::var("NONINTERFERENCE_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300),
         failure_persistence: None,
         ..Config::default()
     });

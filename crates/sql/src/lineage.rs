@@ -103,6 +103,7 @@ impl Sources {
 
 /// Rounds of the fixpoint iteration for one `WITH RECURSIVE` before its result is widened
 /// (every column gets every source seen): ordinary recursive CTEs settle in two or three.
+mod totality;
 mod uses;
 
 const FIXPOINT_ROUNDS: u32 = 8;
@@ -1714,10 +1715,14 @@ impl<'s> Lineage<'s> {
             | NodeRef::WindowDef(_)
             | NodeRef::TypeName(_) => {}
             // Operators, casts, row and array constructors, COALESCE, GREATEST...: a value
-            // computed from those of the children.
+            // computed from those of the children, which fails on some of them unless the
+            // operation is known to be total.
             _ => {
                 let mut inner = Sources::new();
                 for_each_child(node, &mut |c| self.expr_into(c, &mut inner));
+                if let Some(label) = fallible_operation(node) {
+                    self.fallible(label, &inner);
+                }
                 out.extend(inner.derive());
             }
         }
@@ -1737,6 +1742,28 @@ impl<'s> Lineage<'s> {
                 }
             }
         }
+    }
+}
+
+/// The operation of an expression node (of the catch-all arm of [`Lineage::expr_into`]) that
+/// can fail on some values of its operands, named for the refusal; `None` when it answers
+/// every value (see [`totality`]).
+fn fallible_operation(node: NodeRef<'_>) -> Option<String> {
+    use pb::AExprKind as K;
+    match node {
+        NodeRef::TypeCast(t) => (!totality::cast(t.type_name.as_ref()))
+            .then(|| format!("a cast to {}", totality::type_label(t.type_name.as_ref()))),
+        NodeRef::AExpr(e) => match K::try_from(e.kind) {
+            Ok(K::AexprNullif) => None,
+            Ok(K::AexprOp) if totality::operator(&e.name) => None,
+            _ => Some(format!("operator {}", strings(&e.name).join("."))),
+        },
+        NodeRef::CoalesceExpr(_)
+        | NodeRef::MinMaxExpr(_)
+        | NodeRef::RowExpr(_)
+        | NodeRef::AArrayExpr(_)
+        | NodeRef::NamedArgExpr(_) => None,
+        _ => Some("an expression not known to answer every value".to_owned()),
     }
 }
 

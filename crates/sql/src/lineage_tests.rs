@@ -860,3 +860,46 @@ fn copy_header_option() {
         assert_eq!(copy(sql).header, header, "{sql}");
     }
 }
+
+/// The columns recorded as reaching an operation that can fail on some values.
+fn fallible(sql: &str) -> Vec<String> {
+    one(sql)
+        .uses
+        .fallible
+        .iter()
+        .flat_map(|(_, cols)| cols.iter().map(|c| c.column.clone()))
+        .collect()
+}
+
+#[test]
+fn operations_that_can_fail_on_a_value_are_recorded() {
+    for sql in [
+        "SELECT card::int FROM t",
+        "SELECT CAST(card AS numeric) FROM t",
+        "SELECT card::text[] FROM t",
+        "SELECT n / 10 FROM t",
+        "SELECT -n FROM t",
+        "SELECT chr(n) FROM t",
+        "SELECT format('%s', card) FROM t",
+        "SELECT substr('abc', 1, n) FROM t",
+        "SELECT regexp_replace('x', card, '') FROM t",
+        "SELECT json_build_object(card, 1) FROM t",
+        "SELECT myschema.lower(card) FROM t",
+        "SELECT lower(s => card) FROM t",
+        "SELECT (SELECT card::int FROM t)",
+        "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY card) FROM t",
+    ] {
+        assert!(!fallible(sql).is_empty(), "{sql}: not recorded as fallible");
+    }
+    for sql in [
+        "SELECT card::text, card::varchar(4), CAST(card AS char(3)) FROM t",
+        "SELECT card || 'x', substr(card, 2, 3), lpad(card, 20, '0'), md5(card) FROM t",
+        "SELECT nullif(card, '1'), coalesce(card, ''), greatest(card, '5') FROM t",
+        "SELECT regexp_replace(card, '[0-4]', '', 'g'), split_part(card, '1', 2) FROM t",
+        "SELECT json_build_object('k', card), row_to_json(t), count(card), max(n) FROM t",
+        "SELECT pg_catalog.upper(card), length(card)::text FROM t",
+        "SELECT 1 / 0, n, (2 + 3)::int FROM t",
+    ] {
+        assert_eq!(fallible(sql), Vec::<String>::new(), "{sql}");
+    }
+}

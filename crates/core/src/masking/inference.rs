@@ -8,8 +8,12 @@
 //! [`RULE`]:
 //!
 //! * **returned** — the value itself goes to a result column and is masked there (`last4`,
-//!   `token`, `redact`); a value *computed* from it (a substring, an encoding, arithmetic) is
-//!   masked whole, so returning derivatives reveals nothing;
+//!   `token`, `redact`); a value *computed* from it (a substring, an encoding, a hash) is
+//!   masked whole, so returning derivatives reveals nothing — provided every operation on the
+//!   way answers every value: a cast to a number, arithmetic or a function that fails on some
+//!   values (`fallible`) turns the statement's success into a bit of the value, so it is
+//!   refused (only operations known to be total are allowed: text casts, `||`, `substr`,
+//!   `md5`, `length`...);
 //! * **compared as it is** — `c = $1`, `c IN (...)` (at most one client-chosen value set per
 //!   statement: a one-bit answer per row), `a.c = b.c`, GROUP BY / ORDER BY / DISTINCT /
 //!   PARTITION BY of the plain column, provided every column compared is masked too (comparing
@@ -254,6 +258,15 @@ fn judge_uses(u: &ColumnUses, data: &dyn MaskedData) -> Option<Decision> {
             render(c)
         )));
     }
+    for (operation, sources) in &u.fallible {
+        if let Some(c) = sources.iter().find(|c| data.mask(c).is_some()) {
+            return Some(refuse(format!(
+                "passes masked column {} through {operation}, which fails on some values: \
+                 whether the statement fails would tell a bit of the value",
+                render(c)
+            )));
+        }
+    }
     for (target, sources) in &u.stored {
         // A position not known (`*`) may be any column of the target, masked or not.
         let target_mask = (target.column != "*").then(|| data.mask(target)).flatten();
@@ -454,6 +467,16 @@ mod tests {
             ..ColumnUses::default()
         });
         assert!(judge(&parked, &Masks).is_some());
+        let fails = with(ColumnUses {
+            fallible: vec![("a cast to int4".into(), set(std::slice::from_ref(&card)))],
+            ..ColumnUses::default()
+        });
+        assert!(judge(&fails, &Masks).is_some());
+        let plain_fails = with(ColumnUses {
+            fallible: vec![("a cast to int4".into(), set(&[col("payments", "id")]))],
+            ..ColumnUses::default()
+        });
+        assert!(judge(&plain_fails, &Masks).is_none());
         let pure = with(ColumnUses {
             calls: vec![("substr".into(), set(std::slice::from_ref(&card)))],
             ..ColumnUses::default()

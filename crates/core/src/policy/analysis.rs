@@ -116,6 +116,12 @@ pub struct ColumnUses {
     /// AS, SELECT INTO): the target (`*`: a position not known, or a new table) and the
     /// columns whose values flow into it.
     pub stored: Vec<(ColumnRef, BTreeSet<ColumnRef>)>,
+    /// Operations that can fail on some values of an operand (a cast to a type other than
+    /// text, arithmetic, a function not known to answer every value), with the columns whose
+    /// values reach that operand: whether the statement fails tells a bit of the value, even
+    /// when the result itself is masked whole. The label names the operation (`cast to
+    /// numeric`, `operator /`, `function chr`).
+    pub fallible: Vec<(String, BTreeSet<ColumnRef>)>,
     /// Functions called with column values in their arguments (name as written, lower
     /// case), with those columns: a function may park a value where a later query reads it
     /// (`set_config`, `setval`, advisory locks, large objects, notifications).

@@ -14,7 +14,7 @@ use gatehouse_core::policy::{ColumnRef, Compared, TableRef};
 use pg_query::protobuf as pb;
 use pg_query::{NodeEnum, NodeRef};
 
-use super::{Col, Lineage, Sources, is_count};
+use super::{Col, Lineage, Sources, is_count, totality};
 use crate::analyze::{boxed_ref, node_ref, strings};
 use crate::children::for_each_child;
 
@@ -59,6 +59,18 @@ impl Lineage<'_> {
     pub(super) fn computed(&mut self, f: &Sources) {
         self.charge(f.len());
         self.uses.computed.extend(f.all().cloned());
+    }
+
+    /// Values of `f` reach an operand of `operation` on which it can fail: a bit of them.
+    pub(super) fn fallible(&mut self, operation: String, f: &Sources) {
+        if f.no_columns() {
+            return;
+        }
+        let entry = (operation, f.all_set());
+        if !self.uses.fallible.contains(&entry) {
+            self.charge(entry.1.len());
+            self.uses.fallible.push(entry);
+        }
     }
 
     pub(super) fn compute_children(&mut self, node: NodeRef<'_>) {
@@ -359,8 +371,29 @@ impl Lineage<'_> {
             }
             // Otherwise an ordinary call of `right`.
         }
+        let total = totality::function(&f.funcname);
+        let label = || format!("function {}", strings(&f.funcname).join("."));
         let mut args = Sources::new();
-        self.call_args(f, &mut args);
+        for (i, a) in f.args.iter().enumerate() {
+            let s = self.expr_node(a);
+            // A named argument's position is not its place in the list.
+            let named = matches!(a.node, Some(NodeEnum::NamedArgExpr(_)));
+            if named || !total.argument(i) {
+                self.fallible(label(), &s);
+            }
+            args.extend(s);
+        }
+        if f.agg_within_group {
+            // The ordering column of `WITHIN GROUP` is the aggregated value.
+            for o in &f.agg_order {
+                if let Some(NodeEnum::SortBy(sb)) = &o.node {
+                    let mut s = Sources::new();
+                    self.opt_expr_into(&sb.node, &mut s);
+                    self.fallible(label(), &s);
+                    args.extend(s);
+                }
+            }
+        }
         if f.agg_distinct {
             self.compared_value(&args, false, f.location);
         }
