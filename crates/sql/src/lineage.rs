@@ -101,11 +101,11 @@ impl Sources {
     }
 }
 
-/// Rounds of the fixpoint iteration for one `WITH RECURSIVE` before its result is widened
-/// (every column gets every source seen): ordinary recursive CTEs settle in two or three.
 mod totality;
 mod uses;
 
+/// Rounds of the fixpoint iteration for one `WITH RECURSIVE` before its result is widened
+/// (every column gets every source seen): ordinary recursive CTEs settle in two or three.
 const FIXPOINT_ROUNDS: u32 = 8;
 
 /// Evaluations of recursive CTE bodies per statement, over all nesting levels: nested
@@ -1720,9 +1720,7 @@ impl<'s> Lineage<'s> {
             _ => {
                 let mut inner = Sources::new();
                 for_each_child(node, &mut |c| self.expr_into(c, &mut inner));
-                if let Some(label) = fallible_operation(node) {
-                    self.fallible(label, &inner);
-                }
+                self.fallible(|| fallible_operation(node), &inner);
                 out.extend(inner.derive());
             }
         }
@@ -1732,13 +1730,27 @@ impl<'s> Lineage<'s> {
     /// The arguments of a call (and the ordering column of `WITHIN GROUP`, which is the
     /// aggregated value); not its FILTER, window or the ORDER BY of an ordinary aggregate.
     fn call_args(&mut self, f: &pb::FuncCall, out: &mut Sources) {
-        for a in &f.args {
-            self.expr_node_into(a, out);
+        self.each_call_arg(f, |_, _, _, s| out.extend(s));
+    }
+
+    /// The sources of each argument of a call, with its position (`None` for the ordering
+    /// column of `WITHIN GROUP`) and whether it is named (`f(x => v)`).
+    fn each_call_arg(
+        &mut self,
+        f: &pb::FuncCall,
+        mut each: impl FnMut(&mut Self, Option<usize>, bool, Sources),
+    ) {
+        for (i, a) in f.args.iter().enumerate() {
+            let s = self.expr_node(a);
+            let named = matches!(a.node, Some(NodeEnum::NamedArgExpr(_)));
+            each(self, Some(i), named, s);
         }
         if f.agg_within_group {
             for o in &f.agg_order {
                 if let Some(NodeEnum::SortBy(sb)) = &o.node {
-                    self.opt_expr_into(&sb.node, out);
+                    let mut s = Sources::new();
+                    self.opt_expr_into(&sb.node, &mut s);
+                    each(self, None, false, s);
                 }
             }
         }

@@ -62,10 +62,14 @@ impl Lineage<'_> {
     }
 
     /// Values of `f` reach an operand of `operation` on which it can fail: a bit of them.
-    pub(super) fn fallible(&mut self, operation: String, f: &Sources) {
+    /// `operation` names it, or says it is total (`None`); asked only when columns flow.
+    pub(super) fn fallible(&mut self, operation: impl FnOnce() -> Option<String>, f: &Sources) {
         if f.no_columns() {
             return;
         }
+        let Some(operation) = operation() else {
+            return;
+        };
         let entry = (operation, f.all_set());
         if !self.uses.fallible.contains(&entry) {
             self.charge(entry.1.len());
@@ -372,28 +376,18 @@ impl Lineage<'_> {
             // Otherwise an ordinary call of `right`.
         }
         let total = totality::function(&f.funcname);
-        let label = || format!("function {}", strings(&f.funcname).join("."));
         let mut args = Sources::new();
-        for (i, a) in f.args.iter().enumerate() {
-            let s = self.expr_node(a);
-            // A named argument's position is not its place in the list.
-            let named = matches!(a.node, Some(NodeEnum::NamedArgExpr(_)));
-            if named || !total.argument(i) {
-                self.fallible(label(), &s);
+        self.each_call_arg(f, |this, position, named, s| {
+            // A named argument's position is not its place in the list; the ordering column
+            // of `WITHIN GROUP` (no position) is the aggregated value.
+            if named || !position.is_some_and(|i| total.argument(i)) {
+                this.fallible(
+                    || Some(format!("function {}", strings(&f.funcname).join("."))),
+                    &s,
+                );
             }
             args.extend(s);
-        }
-        if f.agg_within_group {
-            // The ordering column of `WITHIN GROUP` is the aggregated value.
-            for o in &f.agg_order {
-                if let Some(NodeEnum::SortBy(sb)) = &o.node {
-                    let mut s = Sources::new();
-                    self.opt_expr_into(&sb.node, &mut s);
-                    self.fallible(label(), &s);
-                    args.extend(s);
-                }
-            }
-        }
+        });
         if f.agg_distinct {
             self.compared_value(&args, false, f.location);
         }
