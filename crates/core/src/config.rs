@@ -1,4 +1,4 @@
-//! The configuration file: the contract keys of `PRODUCT.md`, parsed strictly.
+//! The configuration file: the keys of the README's configuration reference, parsed strictly.
 //!
 //! Unknown keys are rejected (`deny_unknown_fields`) so that a typo in a security setting is an
 //! error at `gatehouse check` time instead of a silently ignored control. Relative paths are

@@ -24,6 +24,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use crate::audit::detail::DetailEvent;
 use crate::audit::{AuditEvent, Outcome, RecordKind};
 use crate::config::{Connection, parse_duration};
 use crate::identity::Principal;
@@ -537,7 +538,7 @@ impl GrantBook {
 /// `gatehouse sessions show <grant id>` finds a grant's history.
 pub fn audit_event(
     grant: &AccessGrant,
-    event: &str,
+    event: DetailEvent,
     actor: Option<&Principal>,
     reason: Option<&str>,
 ) -> AuditEvent {
@@ -549,9 +550,9 @@ pub fn audit_event(
     }
     ev.connection = Some(grant.connection.clone());
     ev.outcome = match event {
-        "approved" => Some(Outcome::Ok),
-        "denied" | "revoked" => Some(Outcome::Denied),
-        "expired" => Some(Outcome::Expired),
+        DetailEvent::Approved => Some(Outcome::Ok),
+        DetailEvent::Denied | DetailEvent::Revoked => Some(Outcome::Denied),
+        DetailEvent::Expired => Some(Outcome::Expired),
         _ => None,
     };
     ev.with_detail(serde_json::json!({
@@ -819,7 +820,7 @@ mod tests {
         let g = b
             .request(&bob, "payments", "1h", "x")
             .unwrap_or_else(|e| panic!("{e}"));
-        let ev = audit_event(&g, "requested", Some(&bob), None);
+        let ev = audit_event(&g, DetailEvent::Requested, Some(&bob), None);
         assert_eq!(ev.kind, RecordKind::Grant);
         assert_eq!(ev.session_id, g.id);
         assert_eq!(ev.subject.as_deref(), Some("bob"));
@@ -827,7 +828,10 @@ mod tests {
             serde_json::from_str(ev.detail.as_deref().unwrap_or("{}")).unwrap_or_default();
         assert_eq!(detail["event"], "requested");
         assert_eq!(detail["grant_id"], g.id.as_str());
-        assert_eq!(audit_event(&g, "expired", None, None).subject, None);
+        assert_eq!(
+            audit_event(&g, DetailEvent::Expired, None, None).subject,
+            None
+        );
     }
 
     #[test]

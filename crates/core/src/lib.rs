@@ -14,3 +14,4 @@ pub mod identity;
 pub mod masking;
 pub mod pan;
 pub mod policy;
+pub mod session;

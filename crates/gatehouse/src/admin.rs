@@ -13,6 +13,7 @@ use axum::routing::get;
 use axum::routing::post;
 use axum::{Json, Router};
 use gatehouse_core::approvals::{ApprovalBook, DecideError, DecideOutcome, ListFilter};
+use gatehouse_core::audit::detail::{ApprovalDecided, Detail, DetailEvent};
 use gatehouse_core::audit::{AuditEvent, Auditor, RecordKind};
 use gatehouse_core::identity::{Principal, Verifier};
 use gatehouse_store::SqliteStore;
@@ -166,9 +167,9 @@ async fn decide(
             // The decision (or one approval of several needed) is evidence: chained with
             // everything else.
             let event = match (&outcome, approve) {
-                (DecideOutcome::Counted { .. }, _) => "approval_counted",
-                (DecideOutcome::Decided, true) => "approved",
-                (DecideOutcome::Decided, false) => "denied",
+                (DecideOutcome::Counted { .. }, _) => DetailEvent::ApprovalCounted,
+                (DecideOutcome::Decided, true) => DetailEvent::Approved,
+                (DecideOutcome::Decided, false) => DetailEvent::Denied,
             };
             let mut ev = AuditEvent::new(RecordKind::Approval, req.session_id.clone());
             ev.subject = Some(p.subject.clone());
@@ -181,14 +182,17 @@ async fn decide(
             } else {
                 gatehouse_core::audit::Outcome::Denied
             });
-            let ev = ev.with_detail(serde_json::json!({
-                "event": event,
-                "approval_id": req.id,
-                "requester": req.requester,
-                "reason": reason,
-                "approvals": req.votes.len(),
-                "min_approvals": req.min_approvals,
-            }));
+            let ev = ev.with_detail(
+                ApprovalDecided {
+                    event,
+                    approval_id: req.id.clone(),
+                    requester: req.requester.clone(),
+                    reason: reason.clone(),
+                    approvals: req.votes.len(),
+                    min_approvals: req.min_approvals,
+                }
+                .to_value(),
+            );
             if let Err(e) = s.auditor.record(ev).await {
                 tracing::error!(error = %e, "approval decision could not be audited");
             }
@@ -341,13 +345,13 @@ fn grant_visible(s: &AdminState, p: &Principal, g: &AccessGrant) -> bool {
 async fn grant_audit(
     s: &AdminState,
     g: &AccessGrant,
-    event: &str,
+    event: DetailEvent,
     actor: &Principal,
     reason: Option<&str>,
 ) {
     let ev = gatehouse_core::grants::audit_event(g, event, Some(actor), reason);
     if let Err(e) = s.auditor.record(ev).await {
-        tracing::error!(error = %e, grant = %g.id, event, "grant event could not be audited");
+        tracing::error!(error = %e, grant = %g.id, event = event.as_str(), "grant event could not be audited");
     }
 }
 
@@ -382,7 +386,7 @@ async fn grant_request(
         .request(&p, &body.connection, &body.duration, &body.reason)
     {
         Ok(g) => {
-            grant_audit(&s, &g, "requested", &p, Some(&g.reason)).await;
+            grant_audit(&s, &g, DetailEvent::Requested, &p, Some(&g.reason)).await;
             (StatusCode::CREATED, Json(g)).into_response()
         }
         Err(e) => grant_error(&e),
@@ -453,7 +457,7 @@ async fn grant_action(
         let admin = p.in_any(&s.admin_groups);
         return match s.grants.revoke(&id, &p, admin, reason.clone()) {
             Ok(g) => {
-                grant_audit(&s, &g, "revoked", &p, reason.as_deref()).await;
+                grant_audit(&s, &g, DetailEvent::Revoked, &p, reason.as_deref()).await;
                 Json(g).into_response()
             }
             Err(e) => grant_error(&e),
@@ -463,9 +467,9 @@ async fn grant_action(
     match s.grants.decide(&id, &p, approve, reason.clone()) {
         Ok((g, decision)) => {
             let event = match (&decision, approve) {
-                (GrantDecision::Counted { .. }, _) => "approval_counted",
-                (GrantDecision::Decided, true) => "approved",
-                (GrantDecision::Decided, false) => "denied",
+                (GrantDecision::Counted { .. }, _) => DetailEvent::ApprovalCounted,
+                (GrantDecision::Decided, true) => DetailEvent::Approved,
+                (GrantDecision::Decided, false) => DetailEvent::Denied,
             };
             grant_audit(&s, &g, event, &p, reason.as_deref()).await;
             match decision {

@@ -1,4 +1,5 @@
-//! `gatehouse`: the identity-aware data-path gateway. See `PRODUCT.md` for the contract.
+//! `gatehouse`: the identity-aware data-path gateway. The CLI, config keys and admin API it
+//! offers are the contract documented in the README (configuration, CLI and admin API sections).
 #![forbid(unsafe_code)]
 
 mod admin;

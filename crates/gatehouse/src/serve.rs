@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use gatehouse_core::audit::detail::{ApprovalEnded, Detail, DetailEvent};
 use gatehouse_core::audit::{CheckpointSigner, WriterOptions, spawn_writer};
 use gatehouse_core::config::parse_duration;
 use gatehouse_core::identity::Verifier;
+use gatehouse_core::session::Gate;
 use gatehouse_pg::cancel::CancelRegistry;
 use gatehouse_pg::session::Shared;
 use gatehouse_pg::upstream::UpstreamTarget;
@@ -86,25 +88,30 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     let alert_records = crate::alert_records::spawn(auditor.clone(), stop_rx.clone());
     // SIEM sinks tail the store (the store is their spool; see sinks.rs).
     crate::sinks::spawn(&cfg, &store, &auditor)?;
-    let shared = Arc::new(Shared {
+    let policy = Arc::new(policy_point(&cfg));
+    let gate = Arc::new(Gate {
         verifier: verifier.clone(),
         auditor: auditor.clone(),
-        tls: Some(tls),
-        tls_required: cfg.tls.require,
-        upstreams,
         allow_groups,
-        cancel: CancelRegistry::default(),
-        startup_timeout,
-        max_message_bytes: cfg.listen.max_message_bytes,
+        rules: policy.policy.clone(),
+        masks: Arc::new(mask_set(&cfg)?),
+        approvals: approvals.clone(),
+        grants: grants.clone(),
         record_results: cfg.audit.record_results,
         result_cap_bytes: cfg.audit.result_cap_bytes,
         redacted_columns: redacted_columns(&cfg),
-        masks: Arc::new(mask_set(&cfg)?),
-        policy: Arc::new(policy_point(&cfg)),
-        approvals: approvals.clone(),
-        grants: grants.clone(),
         admin_url: format!("http://{}", cfg.listen.admin),
         shutdown: stop_rx.clone(),
+    });
+    let shared = Arc::new(Shared {
+        gate,
+        tls: Some(tls),
+        tls_required: cfg.tls.require,
+        upstreams,
+        cancel: CancelRegistry::default(),
+        startup_timeout,
+        max_message_bytes: cfg.listen.max_message_bytes,
+        policy,
     });
 
     let pg_listener = TcpListener::bind(&cfg.listen.postgres)
@@ -197,7 +204,7 @@ async fn grant_sweeper(
             }
         };
         for g in grants.sweep() {
-            let ev = gatehouse_core::grants::audit_event(&g, "expired", None, None);
+            let ev = gatehouse_core::grants::audit_event(&g, DetailEvent::Expired, None, None);
             if let Err(e) = auditor.record(ev).await {
                 tracing::error!(error = %e, grant = %g.id, "grant expiry could not be audited");
             }
@@ -216,7 +223,7 @@ pub fn policy_point(
     cfg: &gatehouse_core::config::Config,
 ) -> gatehouse_pg::session::policy::PolicyPoint {
     gatehouse_pg::session::policy::PolicyPoint {
-        policy: gatehouse_core::policy::Policy::new(&cfg.rules),
+        policy: Arc::new(gatehouse_core::policy::Policy::new(&cfg.rules)),
         cache: gatehouse_sql::AnalysisCache::new(ANALYSIS_CACHE_BYTES),
         catalog: gatehouse_pg::catalog::CatalogCache::default(),
         on_parse_error: cfg
@@ -302,11 +309,18 @@ async fn abandon_unfinished_approvals(
         ev.connection = requested.connection.clone();
         ev.rule = requested.rule.clone();
         ev.outcome = Some(Outcome::Error);
-        let ev = ev.with_detail(serde_json::json!({
-            "event": "abandoned",
-            "approval_id": id,
-            "why": "the gateway restarted while the statement was held; its client was disconnected",
-        }));
+        let ev = ev.with_detail(
+            ApprovalEnded {
+                event: DetailEvent::Abandoned,
+                approval_id: id.clone(),
+                why: Some(
+                    "the gateway restarted while the statement was held; its client was \
+                     disconnected"
+                        .to_owned(),
+                ),
+            }
+            .to_value(),
+        );
         if let Err(e) = auditor.record(ev).await {
             tracing::error!(error = %e, approval_id = %id, "cannot record an abandoned approval request");
         } else {

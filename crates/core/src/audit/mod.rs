@@ -9,6 +9,7 @@
 
 mod chain;
 mod checkpoint;
+pub mod detail;
 pub mod journal;
 mod record;
 mod writer;

@@ -366,6 +366,12 @@ impl Auditor {
     /// Records `event` without waiting for durability (outcomes and session ends, which
     /// follow the fact). Order relative to this handle's other events is kept.
     pub async fn record_later(&self, event: AuditEvent) {
+        self.record_unwaited(event);
+    }
+
+    /// [`Auditor::record_later`] for code that cannot await (a session handle's `Drop`):
+    /// the record is chained and written into the journal before this returns.
+    pub fn record_unwaited(&self, event: AuditEvent) {
         if let Err(e) = self.core.append(vec![event], false) {
             tracing::error!(error = %e, "an audit event was lost");
         }

@@ -19,7 +19,8 @@ use crate::upstream::UpstreamTarget;
 /// Shared by all sessions: the compiled rules, the analysis cache and the upstream catalogs.
 #[derive(Debug)]
 pub struct PolicyPoint {
-    pub policy: Policy,
+    /// The rules; shared with the [`gatehouse_core::session::Gate`] (approvals read them).
+    pub policy: Arc<Policy>,
     pub cache: AnalysisCache,
     pub catalog: CatalogCache,
     /// `on_parse_error` per connection name.

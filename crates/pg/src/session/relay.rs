@@ -21,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use gatehouse_core::audit::{AuditEvent, Outcome, RecordKind};
 use gatehouse_core::config::RecordResults;
 use gatehouse_core::pan::mask_pans;
+use gatehouse_core::session::{EndReason, HoldRequest, Session, Verdict};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -169,23 +170,23 @@ struct Capture {
     truncated: bool,
 }
 
-pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str {
+pub(crate) async fn run(shared: &Arc<Shared>, est: Established) {
     let Established {
-        info,
+        session,
         client_read,
         client_write,
         client_buf,
         mut upstream,
         search_path,
         application_name,
-        grant,
         _cancel,
     } = est;
+    let info = session.info().clone();
     let Some(upstream_write) = upstream.write.take() else {
-        return "upstream not connected";
+        return session.end(EndReason::Protocol("upstream not connected"));
     };
     let Some(target) = shared.upstreams.get(&info.connection).cloned() else {
-        return "unknown connection";
+        return session.end(EndReason::Protocol("unknown connection"));
     };
     let scs = Arc::new(AtomicBool::new(
         !upstream
@@ -197,11 +198,13 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
     let ready = Arc::new(ReadyCount::default());
     let masks = Arc::new(
         shared
+            .gate
             .masks
             .for_session(&info.connection, &info.principal.groups),
     );
     let front = Frontend {
         shared: shared.clone(),
+        session: &session,
         info: &info,
         read: client_read,
         buf: client_buf,
@@ -243,12 +246,11 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         status: b'I',
         scratch: BytesMut::new(),
     };
-    let mut shutdown = shared.shutdown.clone();
     // The server connection's write half, when the client ended cleanly and the session may
     // hand the connection on; and whether every answer owed was read.
     let mut released: Option<BoxWrite> = None;
     let mut drained = false;
-    let reason = {
+    let reason: EndReason = {
         let front = front.run();
         let backend = back.run();
         tokio::pin!(front, backend);
@@ -260,36 +262,19 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
                     tokio::time::timeout(DRAIN_GRACE, &mut backend).await,
                     Ok(DRAINED)
                 );
-                r
+                r.into()
             }
-            r = &mut backend => if r == DRAINED { "client disconnected" } else { r },
-            () = async {
-                if shutdown.wait_for(|stop| *stop).await.is_err() {
-                    // No shutdown signal can come any more: never fire.
-                    std::future::pending::<()>().await;
-                }
-            } => SHUTDOWN,
-            r = grant_ended(grant.clone()) => r,
+            r = &mut backend => if r == DRAINED {
+                EndReason::ClientDisconnected
+            } else {
+                r.into()
+            },
+            r = session.ending() => r,
         }
     };
-    if reason == SHUTDOWN {
+    if let Some(why) = session.ending_message(reason) {
         // Tell the client why, as PostgreSQL does on a fast shutdown.
-        back.fatal(
-            "57P01",
-            "terminating connection because Gatehouse is shutting down",
-        )
-        .await;
-    } else if let (GRANT_EXPIRED | GRANT_REVOKED, Some(g)) = (reason, &grant) {
-        let how = if reason == GRANT_REVOKED {
-            "was revoked"
-        } else {
-            "expired"
-        };
-        back.fatal(
-            "57P01",
-            &format!("terminating connection because access grant {} {how}", g.id),
-        )
-        .await;
+        back.fatal("57P01", &why).await;
     }
     back.abandon_pending().await;
     if let Some(write) = released
@@ -304,48 +289,19 @@ pub(crate) async fn run(shared: &Arc<Shared>, est: Established) -> &'static str 
         upstream.write = Some(write);
         target.release(upstream);
     }
-    reason
+    session.end(reason);
 }
 
-const SHUTDOWN: &str = "gateway shutdown";
 /// The backend direction's end when the client has gone and every answer owed was read.
 const DRAINED: &str = "drained";
-const GRANT_EXPIRED: &str = "grant expired";
-const GRANT_REVOKED: &str = "grant revoked";
-
-/// Resolves when the access grant that admitted the session ends (never without one).
-async fn grant_ended(grant: Option<gatehouse_core::grants::Admission>) -> &'static str {
-    use gatehouse_core::grants::GrantStatus;
-    let Some(mut g) = grant else {
-        return std::future::pending().await;
-    };
-    let deadline = tokio::time::Instant::now() + g.remaining();
-    let ended = async {
-        g.status
-            .wait_for(|s| *s != GrantStatus::Active)
-            .await
-            .map(|s| *s)
-    };
-    let status = tokio::select! {
-        () = tokio::time::sleep_until(deadline) => return GRANT_EXPIRED,
-        s = ended => s,
-    };
-    match status {
-        Ok(GrantStatus::Revoked) => GRANT_REVOKED,
-        Ok(_) => GRANT_EXPIRED,
-        Err(_) => {
-            // The book forgot the grant: its time still bounds the session.
-            tokio::time::sleep_until(deadline).await;
-            GRANT_EXPIRED
-        }
-    }
-}
 
 /// How long the backend direction may keep draining after the client side has ended.
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct Frontend<'a> {
     shared: Arc<Shared>,
+    /// The core's session: approvals are held through it.
+    session: &'a Session,
     info: &'a SessionInfo,
     read: BoxRead,
     buf: BytesMut,
@@ -479,7 +435,7 @@ impl Frontend<'_> {
         ev.outcome = Some(Outcome::Error);
         ev.sqlstate = Some(sqlstate.to_owned());
         let ev = ev.with_detail(serde_json::json!({ "protocol_error": msg }));
-        self.shared.auditor.record_later(ev).await;
+        self.shared.gate.auditor.record_later(ev).await;
         let _ = self.tx.send(Expect::Fatal(backend::error_response(
             Severity::Fatal,
             sqlstate,
@@ -547,11 +503,11 @@ impl Frontend<'_> {
         let mut audit_failed = false;
         if !events.is_empty() {
             self.statements_total.increment(events.len() as u64);
-            match self.shared.auditor.record_many(events).await {
+            match self.shared.gate.auditor.record_many(events).await {
                 Ok(s) => seqs = Some(s),
                 Err(e) => {
                     tracing::error!(session = %self.info.id, error = %e, "write-ahead audit failed");
-                    audit_failed = self.shared.auditor.fail_closed();
+                    audit_failed = self.shared.gate.auditor.fail_closed();
                 }
             }
         }
@@ -626,7 +582,7 @@ impl Frontend<'_> {
                     ext,
                 } => {
                     let outcome = event.outcome.unwrap_or(Outcome::Blocked);
-                    let seq = self.shared.auditor.record(event).await.ok();
+                    let seq = self.shared.gate.auditor.record(event).await.ok();
                     match ext {
                         // A refused Parse: nothing runs, the statement record says so.
                         Some(kind) => {
@@ -784,143 +740,57 @@ impl Frontend<'_> {
     /// and waits for the decision or the timeout. `Ok` with an allowing judgement when
     /// approved; `Err` with the client's error otherwise.
     async fn hold(&mut self, mut j: Judgement, event: &AuditEvent) -> Result<Judgement, Bytes> {
-        use gatehouse_core::approvals::{ApprovalRequest, ApprovalStatus};
-        let rule_name = j.decision.rule.clone().unwrap_or_default();
-        let rule = self.shared.policy.policy.rule(&rule_name);
-        let approvers = rule.map(|r| r.approvers.clone()).unwrap_or_default();
-        let timeout = rule
-            .and_then(|r| r.timeout_duration())
-            .unwrap_or(std::time::Duration::from_secs(300));
-        let id = uuid::Uuid::new_v4().to_string();
-        let request = ApprovalRequest {
-            id: id.clone(),
-            status: ApprovalStatus::Pending,
-            requester: self.info.principal.subject.clone(),
-            requester_groups: self.info.principal.groups.clone(),
-            client_addr: self.info.client_addr.clone(),
-            connection: self.info.connection.clone(),
-            session_id: self.info.id.clone(),
+        let session = self.session;
+        let request = HoldRequest {
+            rule: j.decision.rule.clone().unwrap_or_default(),
             statement: event.statement.clone().unwrap_or_default(),
-            rule: rule_name.clone(),
-            approvers: approvers.clone(),
             reason: self.reason.clone(),
-            created_at: String::new(),
-            expires_at: String::new(),
-            decided_by: None,
-            decision_reason: None,
-            decided_at: None,
-            min_approvals: rule.and_then(|r| r.min_approvals).unwrap_or(1),
-            votes: Vec::new(),
         };
-        let mut status = self.shared.approvals.open(request, timeout);
-        let mut rec = self.info.event(RecordKind::Approval);
-        rec.statement = event.statement.clone();
-        rec.rule = Some(rule_name.clone());
-        rec.detail = Some(
-            serde_json::json!({
-                "event": "requested",
-                "approval_id": id,
-                "approvers": approvers,
-                "reason": self.reason,
-                "min_approvals": rule.and_then(|r| r.min_approvals).unwrap_or(1),
-            })
-            .to_string(),
-        );
-        if let Err(e) = self.shared.auditor.record(rec).await
-            && self.shared.auditor.fail_closed()
-        {
-            self.shared.approvals.close(&id, ApprovalStatus::Abandoned);
-            tracing::error!(error = %e, "approval request could not be audited");
-            return Err(backend::error_response(
-                Severity::Error,
-                "58000",
-                "statement refused: Gatehouse could not record the approval request",
-                None,
-            ));
-        }
-        let _ = self.tx.send(Expect::Notice(backend::notice_response(&format!(
-            "statement held for approval {id} (rule \"{rule_name}\"; approvers: {}); decide with \
-             `gatehouse approvals approve {id}` or POST {}/api/approvals/{id}/approve; expires in {}s",
-            approvers.join(", "),
-            self.shared.admin_url,
-            timeout.as_secs()
-        ))));
+        let mut hold = match session.hold(request).await {
+            Ok(h) => h,
+            Err(e) => {
+                return Err(backend::error_response(
+                    Severity::Error,
+                    "58000",
+                    &e.to_string(),
+                    None,
+                ));
+            }
+        };
+        let _ = self
+            .tx
+            .send(Expect::Notice(backend::notice_response(&hold.notice())));
         // Wait for the decision or the deadline, watching the client meanwhile: what it sends
         // is buffered (it runs after the held statement, in order), and if it goes away the
         // request is abandoned rather than left for an approver to run into the void.
-        let deadline = tokio::time::Instant::now() + timeout;
-        let final_status = loop {
+        let verdict = loop {
             let room = self.buf.len() < HOLD_BUFFER_LIMIT;
             tokio::select! {
-                r = status.wait_for(|s| *s != ApprovalStatus::Pending) => {
-                    break r.map(|s| *s).unwrap_or(ApprovalStatus::Expired);
-                }
-                () = tokio::time::sleep_until(deadline) => break ApprovalStatus::Expired,
+                v = hold.verdict() => break v,
                 n = self.read.read_buf(&mut self.buf), if room => match n {
-                    Ok(0) | Err(_) => break ApprovalStatus::Abandoned,
+                    Ok(0) | Err(_) => break hold.abandon(),
                     Ok(n) => self.bytes_in.increment(n as u64),
                 },
             }
         };
-        if final_status == ApprovalStatus::Abandoned {
-            self.shared.approvals.close(&id, ApprovalStatus::Abandoned);
-            let mut rec = self.info.event(RecordKind::Approval);
-            rec.rule = Some(rule_name.clone());
-            rec.outcome = Some(Outcome::Error);
-            rec.detail = Some(
-                serde_json::json!({ "event": "abandoned", "approval_id": id, "why": "the client disconnected while held" })
-                    .to_string(),
-            );
-            self.shared.auditor.record_later(rec).await;
-            return Err(backend::error_response(
-                Severity::Error,
-                "57014",
-                &format!("approval abandoned: the client disconnected (rule \"{rule_name}\")"),
-                None,
-            ));
-        }
-        let request = match final_status {
-            ApprovalStatus::Expired => {
-                let r = self.shared.approvals.close(&id, ApprovalStatus::Expired);
-                let mut rec = self.info.event(RecordKind::Approval);
-                rec.rule = Some(rule_name.clone());
-                rec.outcome = Some(Outcome::Expired);
-                rec.detail =
-                    Some(serde_json::json!({ "event": "expired", "approval_id": id }).to_string());
-                self.shared.auditor.record_later(rec).await;
-                r
-            }
-            _ => self.shared.approvals.get(&id),
-        };
-        match final_status {
-            ApprovalStatus::Approved => {
+        match verdict.refusal_message(&request_rule(&j)) {
+            None => {
                 j.decision.action = gatehouse_core::policy::Action::Allow;
                 Ok(j)
             }
-            ApprovalStatus::Denied => {
-                let by = request
-                    .as_ref()
-                    .and_then(|r| r.decided_by.clone())
-                    .unwrap_or_default();
-                let why = request
-                    .and_then(|r| r.decision_reason)
-                    .unwrap_or_else(|| "no reason given".to_owned());
+            Some(msg) => {
+                let sqlstate = if verdict == Verdict::Abandoned {
+                    "57014"
+                } else {
+                    "42501"
+                };
                 Err(backend::error_response(
                     Severity::Error,
-                    "42501",
-                    &format!("approval denied by {by}: {why} (rule \"{rule_name}\")"),
+                    sqlstate,
+                    &msg,
                     None,
                 ))
             }
-            _ => Err(backend::error_response(
-                Severity::Error,
-                "42501",
-                &format!(
-                    "approval timed out after {}s (rule \"{rule_name}\")",
-                    timeout.as_secs()
-                ),
-                None,
-            )),
         }
     }
 
@@ -1146,6 +1016,11 @@ impl Frontend<'_> {
 }
 
 /// `LOAD`: a library stays loaded in the server process whatever resets the session.
+/// The name of the rule that decided `j` (empty for none).
+fn request_rule(j: &Judgement) -> String {
+    j.decision.rule.clone().unwrap_or_default()
+}
+
 fn loads_code(j: &Judgement) -> bool {
     j.effective.iter().any(|s| s.kinds.contains("load"))
 }
@@ -1457,8 +1332,8 @@ impl Backend<'_> {
             let _ = write_parts(&mut self.write, vec![bytes.clone()]).await;
             return Err("protocol error");
         }
-        let record = self.shared.record_results;
-        let cap = self.shared.result_cap_bytes;
+        let record = self.shared.gate.record_results;
+        let cap = self.shared.gate.result_cap_bytes;
         let shared = self.shared.clone();
         let mut out: Vec<Bytes> = Vec::new();
         let mut run_start: Option<usize> = None;
@@ -1496,7 +1371,12 @@ impl Backend<'_> {
                             let bytes = replace
                                 .clone()
                                 .unwrap_or_else(|| chunk.slice(offset..offset + len));
-                            capture_row(st, &Frame::from_raw(bytes), cap, &shared.redacted_columns);
+                            capture_row(
+                                st,
+                                &Frame::from_raw(bytes),
+                                cap,
+                                &shared.gate.redacted_columns,
+                            );
                         }
                     }
                     if malformed {
@@ -1829,7 +1709,7 @@ impl Backend<'_> {
             );
         }
         let ev = ev.with_detail(serde_json::Value::Object(detail));
-        self.shared.auditor.record_later(ev).await;
+        self.shared.gate.auditor.record_later(ev).await;
     }
 }
 

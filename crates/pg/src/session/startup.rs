@@ -2,20 +2,20 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use gatehouse_core::audit::{AuditEvent, RecordKind};
-use gatehouse_core::identity::Principal;
+use gatehouse_core::audit::detail::SessionStarted;
+use gatehouse_core::session::{LoginAttempt, LoginRefusal, Session};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{SessionInfo, Shared};
+use super::Shared;
 use crate::cancel::{CancelGuard, CancelTarget};
 use crate::codec::{CodecError, FrameReader, Side};
 use crate::messages::backend::{self, Severity};
 use crate::messages::frontend;
-use crate::messages::startup::{StartupMessage, StartupPacket, parse_startup, startup_len};
+use crate::messages::startup::{StartupPacket, parse_startup, startup_len};
 use crate::stream::{BoxRead, BoxWrite, split_any, split_tcp};
 use crate::upstream::Upstream;
 
@@ -23,7 +23,8 @@ use super::parameters::{session_parameters, upstream_state_refusal};
 
 /// A logged-in session, ready to relay.
 pub(crate) struct Established {
-    pub info: SessionInfo,
+    /// The admitted session (its records go through it; dropping it records its end).
+    pub session: Session,
     pub client_read: BoxRead,
     pub client_write: BoxWrite,
     /// Client bytes already read past the startup.
@@ -33,9 +34,6 @@ pub(crate) struct Established {
     pub search_path: Option<String>,
     /// The client's `application_name` (an agent's justification for approvals).
     pub application_name: Option<String>,
-    /// The access grant that admitted the session (the identity is not in `allow_groups`):
-    /// the session ends when the grant expires or is revoked.
-    pub grant: Option<gatehouse_core::grants::Admission>,
     pub _cancel: CancelGuard,
 }
 
@@ -140,21 +138,30 @@ async fn establish_inner(
         )
         .await;
     }
+    let attempt = LoginAttempt {
+        peer: peer.to_string(),
+        connection: Some(
+            msg.get("database")
+                .or_else(|| msg.get("user"))
+                .unwrap_or("")
+                .to_owned(),
+        ),
+        client_user: msg.get("user").map(str::to_owned),
+        application_name: msg.get("application_name").map(str::to_owned),
+    };
+    let gate = &shared.gate;
     if shared.tls_required && !tls {
-        let _ = audit_login_failed(shared, peer, &msg, ("tls_required", "28000"), None).await;
-        return fatal(
-            &mut write,
-            "28000",
-            "Gatehouse requires TLS (tls.require = true): connect with sslmode=require",
-        )
-        .await;
+        let r = gate
+            .refuse(&attempt, None, LoginRefusal::TlsRequired, sqlstate_of)
+            .await;
+        return refuse(&mut write, &r).await;
     }
     let passthrough = match session_parameters(&msg.params) {
         Ok(p) => p,
         Err(problem) => {
-            let _ =
-                audit_login_failed(shared, peer, &msg, ("parameter_refused", "42501"), None).await;
-            return fatal(&mut write, "42501", &problem.to_string()).await;
+            let refusal = LoginRefusal::Parameter(problem.to_string());
+            let r = gate.refuse(&attempt, None, refusal, sqlstate_of).await;
+            return refuse(&mut write, &r).await;
         }
     };
     // Protocol 3.2 or `_pq_.` extensions: answer with what we speak (3.0, no extensions).
@@ -207,79 +214,22 @@ async fn establish_inner(
         }
     };
     let token = String::from_utf8_lossy(&token).into_owned();
-    let principal = match shared.verifier.verify(token.trim()).await {
-        Ok(p) => p,
-        Err(e) => {
-            metrics::counter!("gatehouse_auth_failures_total", "reason" => e.reason_code())
-                .increment(1);
-            let _ = audit_login_failed(shared, peer, &msg, (e.reason_code(), "28P01"), None).await;
-            return fatal(&mut write, "28P01", &format!("authentication failed: {e}")).await;
-        }
-    };
+    let admitted = gate.admit(&attempt, token.trim(), sqlstate_of).await;
     drop(token);
-
-    let connection = msg
-        .get("database")
-        .or_else(|| msg.get("user"))
-        .unwrap_or("")
-        .to_owned();
-    let (Some(target), Some(allowed)) = (
-        shared.upstreams.get(&connection),
-        shared.allow_groups.get(&connection),
-    ) else {
-        let _ = audit_login_failed(
-            shared,
-            peer,
-            &msg,
-            ("unknown_connection", "3D000"),
-            Some(&principal),
-        )
-        .await;
-        return fatal(
-            &mut write,
-            "3D000",
-            &format!("database \"{connection}\" does not exist (no such Gatehouse connection)"),
-        )
-        .await;
+    let admitted = match admitted {
+        Ok(a) => a,
+        Err(r) => return refuse(&mut write, &r).await,
     };
-    let in_allow_groups = allowed
-        .iter()
-        .any(|g| g == "*" || principal.groups.iter().any(|h| h == g));
-    // Not in allow_groups: an active access grant for this identity admits it all the same.
-    let grant = if in_allow_groups {
-        None
-    } else {
-        shared.grants.admits(&principal, &connection)
+    let connection = admitted.connection.clone();
+    let Some(target) = shared.upstreams.get(&connection) else {
+        // A connection the gate knows but this adapter does not serve.
+        let refusal = LoginRefusal::UnknownConnection(connection);
+        let r = gate
+            .refuse(&attempt, Some(&admitted.principal), refusal, sqlstate_of)
+            .await;
+        return refuse(&mut write, &r).await;
     };
-    if !in_allow_groups && grant.is_none() {
-        metrics::counter!("gatehouse_auth_failures_total", "reason" => "group_not_allowed")
-            .increment(1);
-        let _ = audit_login_failed(
-            shared,
-            peer,
-            &msg,
-            ("group_not_allowed", "28000"),
-            Some(&principal),
-        )
-        .await;
-        return fatal(
-            &mut write,
-            "28000",
-            &format!(
-                "identity \"{}\" is not in any group allowed to use connection \"{connection}\"",
-                principal.subject
-            ),
-        )
-        .await;
-    }
-
-    let info = SessionInfo {
-        id: uuid::Uuid::now_v7().to_string(),
-        principal,
-        client_addr: peer.to_string(),
-        connection: connection.clone(),
-        started: Instant::now(),
-    };
+    let mut session = Session::new(gate.clone(), admitted, peer.to_string());
 
     let upstream = match target.checkout(&passthrough, Duration::from_secs(10)).await {
         Ok(u) => u,
@@ -303,16 +253,9 @@ async fn establish_inner(
                     format!("Gatehouse could not connect to the upstream of \"{connection}\""),
                 )
             };
-            let mut ev = info.event(RecordKind::LoginFailed);
-            ev.sqlstate = Some(sqlstate.to_owned());
-            ev.outcome = Some(gatehouse_core::audit::Outcome::Error);
-            ev = ev.with_detail(serde_json::json!({
-                "reason": reason,
-                "error": e.to_string(),
-                "client_user": msg.get("user"),
-                "application_name": msg.get("application_name"),
-            }));
-            let _ = shared.auditor.record(ev).await;
+            session
+                .fail(&attempt, reason, sqlstate, e.to_string())
+                .await;
             return fatal(&mut write, sqlstate, &client_msg).await;
         }
     };
@@ -321,15 +264,9 @@ async fn establish_inner(
     // default set outside the gateway could say otherwise).
     if let Some(problem) = upstream_state_refusal(&upstream.params) {
         tracing::warn!(connection = %connection, %problem, "upstream session state refused");
-        let mut ev = info.event(RecordKind::LoginFailed);
-        ev.sqlstate = Some("42501".to_owned());
-        ev.outcome = Some(gatehouse_core::audit::Outcome::Error);
-        ev = ev.with_detail(serde_json::json!({
-            "reason": "upstream_state_refused",
-            "error": problem,
-            "client_user": msg.get("user"),
-        }));
-        let _ = shared.auditor.record(ev).await;
+        session
+            .fail(&attempt, "upstream_state_refused", "42501", problem.clone())
+            .await;
         return fatal(
             &mut write,
             "42501",
@@ -338,48 +275,26 @@ async fn establish_inner(
         .await;
     }
 
-    // A session admitted by a grant records the use first (fail closed like the start).
-    if let Some(g) = &grant {
-        let mut ev = info.event(RecordKind::Grant);
-        ev.outcome = Some(gatehouse_core::audit::Outcome::Ok);
-        let ev = ev.with_detail(serde_json::json!({
-            "event": "used",
-            "grant_id": g.id,
-            "requester": info.principal.subject,
-            "expires_at": g.expires_at_rfc3339(),
-        }));
-        if let Err(e) = shared.auditor.record(ev).await
-            && shared.auditor.fail_closed()
-        {
-            tracing::error!(error = %e, "grant use could not be audited; refusing session");
-            return fatal(
-                &mut write,
-                "58000",
-                "Gatehouse cannot record this session (audit store unavailable); refusing to proceed",
-            )
-            .await;
-        }
-    }
-
     // The session is recorded before the client may send anything (fail closed).
-    let mut ev = info.event(RecordKind::SessionStart);
-    let mut detail = serde_json::json!({
-        "tls": tls,
-        "application_name": msg.get("application_name"),
-        "client_user": msg.get("user"),
-        "protocol": format!("{}.{}", msg.major, msg.minor),
-        "upstream_tls": upstream.tls,
-        "upstream_reused": upstream.reused,
-        "upstream_pid": upstream.key.as_ref().map(|k| k.0),
-    });
-    if let (Some(g), Some(obj)) = (&grant, detail.as_object_mut()) {
-        obj.insert("grant".to_owned(), serde_json::Value::String(g.id.clone()));
-    }
-    ev = ev.with_detail(detail);
-    if let Err(e) = shared.auditor.record(ev).await
-        && shared.auditor.fail_closed()
-    {
-        tracing::error!(error = %e, "session start could not be audited; refusing session");
+    let mut adapter = serde_json::Map::new();
+    adapter.insert(
+        "protocol".into(),
+        format!("{}.{}", msg.major, msg.minor).into(),
+    );
+    adapter.insert("upstream_tls".into(), upstream.tls.into());
+    adapter.insert("upstream_reused".into(), upstream.reused.into());
+    adapter.insert(
+        "upstream_pid".into(),
+        upstream.key.as_ref().map(|k| k.0).into(),
+    );
+    let started = SessionStarted {
+        tls,
+        application_name: attempt.application_name.clone(),
+        client_user: attempt.client_user.clone(),
+        grant: None,
+        adapter,
+    };
+    if session.start(started).await.is_err() {
         return fatal(
             &mut write,
             "58000",
@@ -387,7 +302,6 @@ async fn establish_inner(
         )
         .await;
     }
-    metrics::counter!("gatehouse_sessions_total").increment(1);
 
     let (upstream_pid, upstream_secret) = upstream
         .key
@@ -409,7 +323,7 @@ async fn establish_inner(
     write.flush().await?;
 
     Ok(Some(Established {
-        info,
+        session,
         client_read: read,
         client_write: write,
         client_buf: buf,
@@ -418,35 +332,36 @@ async fn establish_inner(
             .iter()
             .find(|(k, _)| k == "search_path")
             .map(|(_, v)| v.clone()),
-        application_name: msg.get("application_name").map(str::to_owned),
-        grant,
+        application_name: attempt.application_name,
         _cancel: guard,
     }))
 }
 
-async fn audit_login_failed(
-    shared: &Shared,
-    peer: SocketAddr,
-    msg: &StartupMessage,
-    (reason, sqlstate): (&str, &str),
-    principal: Option<&Principal>,
-) -> Result<u64, gatehouse_core::audit::AuditError> {
-    let mut ev = AuditEvent::new(RecordKind::LoginFailed, uuid::Uuid::now_v7().to_string());
-    ev.sqlstate = Some(sqlstate.to_owned());
-    ev.client_addr = Some(peer.to_string());
-    ev.connection = msg.get("database").map(str::to_owned);
-    if let Some(p) = principal {
-        ev.subject = Some(p.subject.clone());
-        ev.groups = p.groups.clone();
-        ev.issuer = Some(p.issuer.clone());
+/// The SQLSTATE a refused login is answered (and recorded) with.
+fn sqlstate_of(r: &LoginRefusal) -> &'static str {
+    match r {
+        LoginRefusal::TlsRequired | LoginRefusal::GroupNotAllowed { .. } => "28000",
+        LoginRefusal::Parameter(_) => "42501",
+        LoginRefusal::Authentication(_) => "28P01",
+        LoginRefusal::UnknownConnection(_) => "3D000",
     }
-    ev.outcome = Some(gatehouse_core::audit::Outcome::Denied);
-    let ev = ev.with_detail(serde_json::json!({
-        "reason": reason,
-        "client_user": msg.get("user"),
-        "application_name": msg.get("application_name"),
-    }));
-    shared.auditor.record(ev).await
+}
+
+/// Answers a refused login in PostgreSQL's words.
+async fn refuse<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    r: &LoginRefusal,
+) -> Result<Option<Established>, StartupError> {
+    let msg = match r {
+        LoginRefusal::TlsRequired => {
+            "Gatehouse requires TLS (tls.require = true): connect with sslmode=require".to_owned()
+        }
+        LoginRefusal::UnknownConnection(c) => {
+            format!("database \"{c}\" does not exist (no such Gatehouse connection)")
+        }
+        other => other.to_string(),
+    };
+    fatal(w, sqlstate_of(r), &msg).await
 }
 
 async fn handle_cancel(shared: &Shared, pid: i32, secret: &Bytes) {
