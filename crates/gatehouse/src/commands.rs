@@ -38,6 +38,13 @@ pub fn check(path: &Path) -> Result<ExitCode> {
             cfg.audit.retention_days
         );
     }
+    for (key, addr) in cfg.listen.unserved() {
+        eprintln!(
+            "warning: listen.{key} = {addr:?}: the {} adapter is not in this version yet; \
+             nothing will listen there",
+            protocol_name(key)
+        );
+    }
     println!(
         "ok: {} ({} connection(s), {} OIDC issuer(s), local issuer {})",
         path.display(),
@@ -50,6 +57,16 @@ pub fn check(path: &Path) -> Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// How the README names the protocol of a `[listen]` key.
+pub fn protocol_name(listen_key: &str) -> &'static str {
+    match listen_key {
+        "mysql" => "MySQL/MariaDB",
+        "ssh" => "SSH",
+        "http" => "HTTP",
+        _ => "PostgreSQL",
+    }
 }
 
 /// `gatehouse explain`: the analysis and decision for each statement, nothing executed. The

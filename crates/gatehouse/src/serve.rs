@@ -120,6 +120,12 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     let admin_listener = TcpListener::bind(&cfg.listen.admin)
         .await
         .with_context(|| format!("listen.admin: cannot listen on {}", cfg.listen.admin))?;
+    for (key, addr) in cfg.listen.unserved() {
+        tracing::warn!(
+            "listen.{key} = {addr:?}: the {} adapter is not in this version yet; nothing listens there",
+            crate::commands::protocol_name(key)
+        );
+    }
     tracing::info!(
         postgres = %cfg.listen.postgres,
         admin = %cfg.listen.admin,

@@ -468,3 +468,40 @@ async fn names_resolve_through_the_upstream_catalog() {
     assert!(text.contains("public.payments.card_number"), "{text}");
     assert!(text.contains("public.payments.amount"), "{text}");
 }
+
+/// The listeners and connection kinds of protocols to come are part of the configuration
+/// already: `check` accepts the listeners with a clear warning and refuses a connection it
+/// cannot serve, naming the key.
+#[test]
+fn check_reports_protocols_this_version_does_not_serve() {
+    let gw = Gateway::start();
+    let base = std::fs::read_to_string(&gw.config).unwrap();
+    assert!(base.contains("[listen]\n"), "{base}");
+    let check = |text: String| {
+        let cfg = gw.dir.path().join("protocols.toml");
+        std::fs::write(&cfg, text).unwrap();
+        std::process::Command::new(bin())
+            .args(["check", "-c"])
+            .arg(&cfg)
+            .env("TEST_DB_PASSWORD", SVC_PASSWORD)
+            .output()
+            .unwrap()
+    };
+    let out = check(base.replacen("[listen]\n", "[listen]\nmysql = \"127.0.0.1:13306\"\n", 1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("listen.mysql = \"127.0.0.1:13306\": the MySQL/MariaDB adapter is not in this version yet"),
+        "{err}"
+    );
+    let out = check(format!(
+        "{base}\n[[connection]]\nname = \"web-1\"\nkind = \"ssh\"\nupstream = \"127.0.0.1:22\"\n\
+         user = \"deploy\"\nprivate_key_file = \"id\"\nhost_key = \"SHA256:abc\"\nallow_groups = [\"ops\"]\n"
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("kind") && err.contains("not served by this version yet"),
+        "{err}"
+    );
+}

@@ -9,7 +9,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod codec;
 mod mask;
-pub use mask::{describe_output_masks, masked_inference};
+pub use mask::{describe_output_masks, fuzzing as mask_fuzzing, masked_inference};
 pub mod messages;
 pub mod pool;
 pub mod server;

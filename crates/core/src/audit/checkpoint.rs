@@ -17,7 +17,7 @@ pub struct Checkpoint {
     pub seq: u64,
     pub hash: String,
     pub time: String,
-    /// Hex Ed25519 signature over [`Checkpoint::message`].
+    /// Hex Ed25519 signature over the checkpoint's message (its seq, hash and time).
     pub signature: String,
     /// Hex of the first 8 bytes of SHA-256 of the public key that signed it.
     pub key_id: String,

@@ -552,3 +552,30 @@ pub fn describe_output_masks(
     }
     out
 }
+
+/// Entry points for the fuzz targets (`fuzz/fuzz_targets/mask_server_messages.rs`): the
+/// rewriters of server messages that carry text, on arbitrary bytes. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use gatehouse_core::masking::{MaskStyle, TokenKey};
+
+    /// What one rewriter made of a message: `Err` for a malformed one (the relay then ends
+    /// the session), `Ok(None)` for "forward unchanged", `Ok(Some(bytes))` for the rewrite.
+    pub type Rewritten = Result<Option<Vec<u8>>, ()>;
+
+    /// Runs the error/notice masker (`style` picks the mask style), the withholding rewrite
+    /// and the notification masker over `msg` (a whole message: tag, length, body).
+    pub fn rewrite_text_messages(msg: &[u8], style: u8) -> [Rewritten; 3] {
+        let key = TokenKey::from_bytes([7; 32]);
+        let style = match style % 3 {
+            0 => MaskStyle::Last4,
+            1 => MaskStyle::Redact,
+            _ => MaskStyle::Token,
+        };
+        [
+            super::message::error_or_notice(msg, style, &key).map(|o| o.map(|(m, _)| m)),
+            super::message::withhold(msg).map(Some),
+            super::message::notification(msg, style, &key).map(|o| o.map(|(m, _)| m)),
+        ]
+    }
+}

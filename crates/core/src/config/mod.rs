@@ -12,6 +12,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod connection;
+pub use connection::{
+    Connection, ConnectionKind, InjectedHeader, ParseErrorAction, PoolMode, UpstreamTls,
+};
+
 /// Why a configuration was rejected: the key and the problem, never a secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -73,6 +78,13 @@ fn default_data_dir() -> PathBuf {
 pub struct Listen {
     #[serde(default = "default_pg_listen")]
     pub postgres: String,
+    /// MySQL/MariaDB clients (absent: no listener). Part of the contract; not served by this
+    /// version yet ([`Listen::unserved`]).
+    pub mysql: Option<String>,
+    /// SSH clients (absent: no listener). Not served by this version yet.
+    pub ssh: Option<String>,
+    /// HTTP API clients (absent: no listener). Not served by this version yet.
+    pub http: Option<String>,
     #[serde(default = "default_admin_listen")]
     pub admin: String,
     /// Most client connections served at once; further ones wait in the accept queue.
@@ -84,6 +96,21 @@ pub struct Listen {
     /// Largest client message accepted (Query, Parse, Bind, CopyData).
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+}
+
+impl Listen {
+    /// The `[listen]` keys set for protocols this version does not serve yet, with their
+    /// addresses: nothing listens there (`gatehouse check` and `serve` say so).
+    pub fn unserved(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("mysql", self.mysql.as_deref()),
+            ("ssh", self.ssh.as_deref()),
+            ("http", self.http.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
 }
 
 fn default_max_connections() -> usize {
@@ -107,6 +134,9 @@ impl Default for Listen {
     fn default() -> Self {
         Self {
             postgres: default_pg_listen(),
+            mysql: None,
+            ssh: None,
+            http: None,
             admin: default_admin_listen(),
             max_connections: default_max_connections(),
             startup_timeout: default_startup_timeout(),
@@ -545,121 +575,6 @@ fn validate_sinks(sinks: &[AuditSink]) -> Result<(), ConfigError> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpstreamTls {
-    Disable,
-    Prefer,
-    Require,
-    VerifyFull,
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Connection {
-    pub name: String,
-    #[serde(default = "default_kind")]
-    pub kind: String,
-    pub upstream: String,
-    pub database: String,
-    pub user: String,
-    pub password_env: Option<String>,
-    pub password_file: Option<PathBuf>,
-    #[serde(default = "default_upstream_tls")]
-    pub upstream_tls: UpstreamTls,
-    /// CA bundle for `upstream_tls = "verify-full"`.
-    pub upstream_ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub allow_groups: Vec<String>,
-    /// What to do with a statement PostgreSQL's parser rejects: `block` (default) or `forward`
-    /// (let the server reject it too).
-    #[serde(default)]
-    pub on_parse_error: ParseErrorAction,
-    /// Groups that may approve time-bound access grants to this connection (see
-    /// [`crate::grants`]); empty: grants to it are refused.
-    #[serde(default)]
-    pub grant_approvers: Vec<String>,
-    /// Longest grant that may be requested, e.g. "8h".
-    #[serde(default = "default_grant_max_duration")]
-    pub grant_max_duration: String,
-    /// Distinct approvers a grant needs (at least 1). One denial suffices.
-    #[serde(default = "default_grant_min_approvals")]
-    pub grant_min_approvals: u32,
-    /// Whether upstream connections are kept and reused across client sessions (reset with
-    /// `DISCARD ALL` in between): `session` (default) or `none` (one login per client).
-    #[serde(default)]
-    pub pool: PoolMode,
-    /// Most upstream connections open at once for this connection (pooled or in use).
-    #[serde(default = "default_max_upstream")]
-    pub max_upstream: u32,
-    /// An unused pooled upstream connection is closed after this long, e.g. "5m".
-    #[serde(default = "default_pool_idle_timeout")]
-    pub pool_idle_timeout: String,
-    /// How long a client waits for an upstream connection when `max_upstream` are in use
-    /// before it is refused (`53300`), e.g. "30s".
-    #[serde(default = "default_pool_wait_timeout")]
-    pub pool_wait_timeout: String,
-}
-
-/// See [`Connection::pool`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PoolMode {
-    #[default]
-    Session,
-    None,
-}
-
-fn default_max_upstream() -> u32 {
-    100
-}
-fn default_pool_idle_timeout() -> String {
-    "5m".into()
-}
-fn default_pool_wait_timeout() -> String {
-    "30s".into()
-}
-
-fn default_grant_max_duration() -> String {
-    "8h".into()
-}
-fn default_grant_min_approvals() -> u32 {
-    1
-}
-
-/// See [`Connection::on_parse_error`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ParseErrorAction {
-    #[default]
-    Block,
-    Forward,
-}
-
-fn default_kind() -> String {
-    "postgres".into()
-}
-fn default_upstream_tls() -> UpstreamTls {
-    UpstreamTls::Prefer
-}
-
-impl fmt::Debug for Connection {
-    // Written by hand so that a future secret field can never slip into Debug output.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection")
-            .field("name", &self.name)
-            .field("upstream", &self.upstream)
-            .field("database", &self.database)
-            .field("user", &self.user)
-            .field("upstream_tls", &self.upstream_tls)
-            .field("allow_groups", &self.allow_groups)
-            .field("grant_approvers", &self.grant_approvers)
-            .field("pool", &self.pool)
-            .field("max_upstream", &self.max_upstream)
-            .finish_non_exhaustive()
-    }
-}
-
 /// A secret read from the environment or a file; `Debug` never prints it.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -676,39 +591,6 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
-    }
-}
-
-impl Connection {
-    /// Reads the upstream password from `password_env` or `password_file`.
-    pub fn password(&self) -> Result<Option<Secret>, ConfigError> {
-        let key = format!("connection[{}]", self.name);
-        if let Some(var) = &self.password_env {
-            return match std::env::var(var) {
-                Ok(v) => Ok(Some(Secret(v))),
-                Err(_) => Err(invalid(
-                    format!("{key}.password_env"),
-                    format!("environment variable {var} is not set"),
-                )),
-            };
-        }
-        if let Some(path) = &self.password_file {
-            return match std::fs::read_to_string(path) {
-                Ok(v) => Ok(Some(Secret(v.trim_end_matches(['\n', '\r']).to_owned()))),
-                Err(e) => Err(invalid(
-                    format!("{key}.password_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                )),
-            };
-        }
-        Ok(None)
-    }
-
-    /// Whether an identity with these groups may use this connection.
-    pub fn admits(&self, groups: &[String]) -> bool {
-        self.allow_groups
-            .iter()
-            .any(|g| g == "*" || groups.iter().any(|h| h == g))
     }
 }
 
@@ -771,6 +653,10 @@ impl Config {
         for c in &mut self.connections {
             fix(&mut c.password_file);
             fix(&mut c.upstream_ca_file);
+            fix(&mut c.private_key_file);
+            for h in &mut c.headers {
+                fix(&mut h.value_file);
+            }
         }
         for sink in &mut self.audit.sinks {
             fix(&mut sink.ca_file);
@@ -797,6 +683,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         parse_addr("listen.postgres", &self.listen.postgres)?;
         parse_addr("listen.admin", &self.listen.admin)?;
+        for (k, v) in self.listen.unserved() {
+            parse_addr(&format!("listen.{k}"), v)?;
+        }
         if parse_duration(&self.listen.startup_timeout).is_none_or(|d| d.is_zero()) {
             return Err(invalid(
                 "listen.startup_timeout",
@@ -870,62 +759,7 @@ impl Config {
                     format!("duplicate connection name {:?}", c.name),
                 ));
             }
-            if c.kind != "postgres" {
-                return Err(invalid(
-                    format!("{key}.kind"),
-                    format!("unsupported kind {:?} (supported: postgres)", c.kind),
-                ));
-            }
-            if !c.upstream.contains(':') {
-                return Err(invalid(
-                    format!("{key}.upstream"),
-                    format!("{:?} is not host:port", c.upstream),
-                ));
-            }
-            if c.password_env.is_some() && c.password_file.is_some() {
-                return Err(invalid(
-                    format!("{key}.password_env"),
-                    "set password_env or password_file, not both",
-                ));
-            }
-            if c.allow_groups.is_empty() {
-                return Err(invalid(
-                    format!("{key}.allow_groups"),
-                    "is empty: nobody could use this connection",
-                ));
-            }
-            if parse_duration(&c.grant_max_duration).is_none_or(|d| d.is_zero()) {
-                return Err(invalid(
-                    format!("{key}.grant_max_duration"),
-                    format!("{:?} is not a duration such as 8h", c.grant_max_duration),
-                ));
-            }
-            if c.max_upstream == 0 {
-                return Err(invalid(format!("{key}.max_upstream"), "must be at least 1"));
-            }
-            for (field, value) in [
-                ("pool_idle_timeout", &c.pool_idle_timeout),
-                ("pool_wait_timeout", &c.pool_wait_timeout),
-            ] {
-                if parse_duration(value).is_none_or(|d| d.is_zero()) {
-                    return Err(invalid(
-                        format!("{key}.{field}"),
-                        format!("{value:?} is not a duration such as 30s"),
-                    ));
-                }
-            }
-            if c.grant_min_approvals == 0 {
-                return Err(invalid(
-                    format!("{key}.grant_min_approvals"),
-                    "must be at least 1",
-                ));
-            }
-            if c.grant_approvers.iter().any(|g| g.is_empty() || g == "*") {
-                return Err(invalid(
-                    format!("{key}.grant_approvers"),
-                    "name the approver groups (empty names and \"*\" are not allowed)",
-                ));
-            }
+            c.validate(&key)?;
         }
         let connection_names: Vec<&str> =
             self.connections.iter().map(|c| c.name.as_str()).collect();
