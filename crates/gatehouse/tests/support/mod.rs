@@ -33,11 +33,26 @@ pub const CARDS: &[&str] = &[
     "6011111111111117",
 ];
 
+/// A loopback port nobody listens on, taken from below the kernel's ephemeral range.
+///
+/// Ports from `bind(…:0)` come from the ephemeral range, which the kernel also hands to
+/// outgoing connections: between the test picking one and the gateway binding it, a client
+/// socket can take it ("Address already in use"). Below 32768 only listeners live, so a port
+/// that binds now stays ours; a per-process counter keeps the threads of one test binary apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOW} and {}", LOW + SPAN)
 }
 
 fn is_root() -> bool {
