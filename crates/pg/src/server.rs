@@ -1,9 +1,10 @@
-//! The accept loop: a connection limit, one task per client, graceful shutdown.
+//! The PostgreSQL listener: the core's accept loop serving each client with this adapter.
 
 use std::sync::Arc;
 
+use gatehouse_core::session::AcceptLoop;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::session::{Shared, serve_client};
 
@@ -30,37 +31,12 @@ impl Gateway {
     }
 
     /// Accepts until `shutdown` turns true, then waits for open sessions to end.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let limit = Arc::new(Semaphore::new(self.config.max_connections.max(1)));
-        let mut tasks = tokio::task::JoinSet::new();
-        loop {
-            let permit = tokio::select! {
-                p = limit.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                _ = shutdown.changed() => break,
-            };
-            let (tcp, peer) = tokio::select! {
-                r = self.listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = shutdown.changed() => break,
-            };
-            let shared = self.shared.clone();
-            tasks.spawn(async move {
-                serve_client(shared, tcp, peer).await;
-                drop(permit);
-            });
-            // Reap finished tasks so the set does not grow without bound.
-            while tasks.try_join_next().is_some() {}
-        }
-        drop(self.listener);
-        while tasks.join_next().await.is_some() {}
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let shared = self.shared;
+        AcceptLoop::new(self.listener, self.config.max_connections)
+            .run(shutdown, move |tcp, peer| {
+                serve_client(shared.clone(), tcp, peer)
+            })
+            .await;
     }
 }

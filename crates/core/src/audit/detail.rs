@@ -186,6 +186,44 @@ pub struct SessionEnded {
 }
 impl Detail for SessionEnded {}
 
+/// `outcome` record of a statement (command, request).
+#[derive(Debug, Clone, Serialize)]
+pub struct StatementOutcomeDetail {
+    pub result_rows: u64,
+    pub result_bytes: u64,
+    /// It never ran (an earlier statement of its batch failed).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub session_ended_before_completion: bool,
+    /// Values masked per column and reason (`MaskCounts::to_json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masked: Option<serde_json::Value>,
+    /// The identity saw results in clear under these exemptions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unmasked_for: Option<UnmaskedFor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results: Option<CapturedResults>,
+}
+impl Detail for StatementOutcomeDetail {}
+
+/// Who saw results unmasked, and by which `[[mask]]` rules' exemptions (1-based).
+#[derive(Debug, Clone, Serialize)]
+pub struct UnmaskedFor {
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub rules: Vec<usize>,
+}
+
+/// Result rows kept in the record, card numbers masked.
+#[derive(Debug, Clone, Serialize)]
+pub struct CapturedResults {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Option<String>>>,
+    pub truncated: bool,
+    pub masked: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +297,41 @@ mod tests {
         .to_value()
         .to_string();
         assert_eq!(typed, r#"{"approval_id":"a2","event":"expired"}"#);
+
+        let typed = StatementOutcomeDetail {
+            result_rows: 2,
+            result_bytes: 40,
+            skipped: false,
+            session_ended_before_completion: true,
+            masked: Some(serde_json::json!({"card_number": {"column": 2}})),
+            unmasked_for: Some(UnmaskedFor {
+                subject: "ann".into(),
+                groups: vec!["auditors".into()],
+                rules: vec![1],
+            }),
+            results: Some(CapturedResults {
+                columns: vec!["card_number".into()],
+                rows: vec![vec![Some("************1111".into())], vec![None]],
+                truncated: false,
+                masked: true,
+            }),
+        }
+        .to_value()
+        .to_string();
+        let before = serde_json::json!({
+            "result_rows": 2,
+            "result_bytes": 40,
+            "session_ended_before_completion": true,
+            "masked": {"card_number": {"column": 2}},
+            "unmasked_for": {"subject": "ann", "groups": ["auditors"], "rules": [1]},
+            "results": {
+                "columns": ["card_number"],
+                "rows": [["************1111"], [null]],
+                "truncated": false,
+                "masked": true,
+            },
+        })
+        .to_string();
+        assert_eq!(typed, before);
     }
 }

@@ -10,6 +10,7 @@
 //! This module is protocol-agnostic: the PostgreSQL adapter resolves result columns to table
 //! columns and asks [`SessionMasks`] what to do; a MySQL or HTTP adapter would ask the same.
 
+pub mod counts;
 pub mod detector;
 pub mod inference;
 pub mod style;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 use crate::policy::pattern::ColumnPattern;
 use crate::policy::{ColumnRef, TableRef};
+pub use counts::{MaskCounts, MaskReason, ReasonCounts};
 pub use style::{MaskStyle, REDACTED, TokenKey};
 
 /// One `[[mask]]` table of the configuration.
@@ -305,7 +307,30 @@ impl SessionMasks {
 }
 
 /// Masks every card number in `text` in `style`; `None` when there is none.
+///
+/// The result holds no card number by construction, not only none of those found: what a
+/// style leaves visible (`last4`'s four digits) can join the digits next to the masked span
+/// into a new Luhn-valid run (`4111 1111 1111 4008 0000 0000 0004` shows
+/// `**** **** **** 4008 0000 0000 0004`, itself a card number). The output is scanned again
+/// and what is found redacted, until nothing is; past [`MAX_MASK_PASSES`] the whole text is.
 pub fn mask_pans_with(style: MaskStyle, key: &TokenKey, text: &[u8]) -> Option<(Vec<u8>, u64)> {
+    let (mut out, count) = mask_pass(style, key, text)?;
+    for _ in 0..MAX_MASK_PASSES {
+        match mask_pass(MaskStyle::Redact, key, &out) {
+            None => return Some((out, count)),
+            Some((again, _)) => out = again,
+        }
+    }
+    Some((REDACTED.to_vec(), count))
+}
+
+/// Rescans of a masked text before [`mask_pans_with`] gives up and redacts all of it. A
+/// redacting pass leaves no digits next to what it replaced, so one rescan finds everything;
+/// the bound is a backstop against a detector change breaking that.
+const MAX_MASK_PASSES: usize = 4;
+
+/// One scan of `text`, each card number found masked in `style`.
+fn mask_pass(style: MaskStyle, key: &TokenKey, text: &[u8]) -> Option<(Vec<u8>, u64)> {
     if !detector::has_digit(text) {
         return None;
     }
@@ -415,5 +440,43 @@ mod tests {
         );
         assert_eq!(n, 1);
         assert!(mask_pans_with(MaskStyle::Last4, &key, b"no card 12345").is_none());
+    }
+
+    /// What a style leaves visible never forms a new card number with its neighbours.
+    #[test]
+    fn masked_text_holds_no_card_number_even_where_last4_meets_other_digits() {
+        let key = TokenKey::from_bytes([1; 32]);
+        let count = |t: &[u8]| {
+            let mut n = 0;
+            detector::find_pans(t, |_| n += 1);
+            n
+        };
+        // After masking the first card, its last four and the next twelve digits
+        // (4008 0000 0000 0004) are a card number too.
+        let text = b"x 4111 1111 1111 4008 0000 0000 0004 y";
+        assert_eq!(
+            count(b"4008 0000 0000 0004"),
+            1,
+            "the joined run is a card number"
+        );
+        for style in [MaskStyle::Last4, MaskStyle::Redact, MaskStyle::Token] {
+            let (out, n) = mask_pans_with(style, &key, text).unwrap_or_default();
+            assert_eq!(
+                count(&out),
+                0,
+                "{style:?}: {}",
+                String::from_utf8_lossy(&out)
+            );
+            assert!(n >= 1);
+            assert!(out.starts_with(b"x ") && out.ends_with(b" y"), "{style:?}");
+        }
+        // Card after card, each one's last four next to the following card's digits.
+        let mut long = Vec::new();
+        for _ in 0..64 {
+            long.extend_from_slice(b"4111 1111 1111 4008 ");
+        }
+        long.extend_from_slice(b"0000 0000 0004");
+        let (out, _) = mask_pans_with(MaskStyle::Last4, &key, &long).unwrap_or_default();
+        assert_eq!(count(&out), 0, "{}", String::from_utf8_lossy(&out));
     }
 }

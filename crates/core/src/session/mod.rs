@@ -11,23 +11,28 @@
 //!    adapter only maps the [`LoginRefusal`] to its protocol's error.
 //! 2. [`Session::start`] once its upstream is ready (the `grant used` and `session_start`
 //!    records, fail closed); then for each statement, command or request: judge it (policy,
-//!    not here), [`Session::hold`] it when a rule wants approval, record it and its outcome
-//!    with [`Session::event`]; watch [`Session::ending`] for the gateway's shutdown and the
+//!    not here), [`Session::hold`] it when a rule wants approval, record it with
+//!    [`SessionInfo::statement_record`] and its end with [`SessionInfo::outcome_record`]
+//!    (mask counts, captured results); watch [`Session::ending`] for the gateway's shutdown and the
 //!    grant's end.
 //! 3. [`Session::end`] with an [`EndReason`]. A session dropped without it (a panic, a
 //!    cancelled task) still records its end, so no session is left open in the evidence.
 
+mod accept;
 mod admission;
 mod ending;
 mod gate;
 mod handle;
 mod hold;
+mod outcome;
 
+pub use accept::AcceptLoop;
 pub use admission::{Admitted, LoginAttempt, LoginRefusal};
 pub use ending::EndReason;
 pub use gate::Gate;
 pub use handle::{Session, SessionInfo, StartError};
 pub use hold::{DEFAULT_HOLD_TIMEOUT, Hold, HoldError, HoldRequest, Verdict};
+pub use outcome::{CapturedValue, OutcomeCodes, ResultCapture, StatementEnd, StatementOutcome};
 
 #[cfg(test)]
 mod tests;

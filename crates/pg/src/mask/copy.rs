@@ -10,7 +10,9 @@
 use gatehouse_core::masking::{MaskStyle, TokenKey, mask_pans_with};
 
 use super::value::{self, Masked, ValueKind};
-use super::{FieldPlan, Reason};
+use gatehouse_core::masking::{MaskReason, ReasonCounts};
+
+use super::FieldPlan;
 
 /// The layout of the COPY data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +36,7 @@ pub(crate) struct CopyPlan {
     /// detector applies to the rest).
     pub fields: Vec<FieldPlan>,
     pub detect: Option<MaskStyle>,
-    pub counts: Vec<[u64; 3]>,
+    pub counts: Vec<ReasonCounts>,
     /// A header line (CSV/text HEADER) not seen yet: it holds names, not data.
     pub header_pending: bool,
     /// The binary signature and header not seen yet.
@@ -98,7 +100,7 @@ impl CopySpec {
         }
         CopyPlan {
             format,
-            counts: vec![[0; 3]; fields.len()],
+            counts: vec![ReasonCounts::default(); fields.len()],
             fields,
             detect,
             header_pending: self.header && !binary,
@@ -112,8 +114,7 @@ impl CopyPlan {
     /// Adds this COPY's counts to `into`.
     pub(crate) fn drain_counts(&mut self, into: &mut super::MaskCounts) {
         for (f, c) in self.fields.iter().zip(self.counts.iter_mut()) {
-            into.add(&f.name, *c);
-            *c = [0; 3];
+            into.add(&f.name, std::mem::take(c));
         }
     }
 }
@@ -229,22 +230,18 @@ impl CopyPlan {
             Err(()) => mask_pans_with(MaskStyle::Last4, key, data)
                 .filter(|(m, _)| m.len() == data.len())
                 .map(|(m, n)| {
-                    self.count(usize::MAX, Reason::Pan, n);
+                    self.count(usize::MAX, MaskReason::Pan, n);
                     m
                 }),
         }
     }
 
-    fn count(&mut self, i: usize, reason: Reason, n: u64) {
+    fn count(&mut self, i: usize, reason: MaskReason, n: u64) {
         let len = self.counts.len();
         // Values of unknown columns are counted against the last slot (named "copy").
         let i = if i < len { i } else { len.saturating_sub(1) };
-        if let Some(slot) = self
-            .counts
-            .get_mut(i)
-            .and_then(|c| c.get_mut(reason as usize))
-        {
-            *slot += n;
+        if let Some(c) = self.counts.get_mut(i) {
+            c.add(reason, n);
         }
     }
 
@@ -263,9 +260,9 @@ impl CopyPlan {
         if let Some(mask) = mask {
             let out = value::mask_sensitive(kind, binary, mask, key, v);
             let reason = if mask.verification_code {
-                Reason::VerificationCode
+                MaskReason::VerificationCode
             } else {
-                Reason::Column
+                MaskReason::Column
             };
             if out != Masked::Keep {
                 self.count(i, reason, 1);
@@ -280,7 +277,7 @@ impl CopyPlan {
         }
         let mut n = 0;
         let out = value::detect(kind, binary, style, key, v, &mut n);
-        self.count(i, Reason::Pan, n);
+        self.count(i, MaskReason::Pan, n);
         out
     }
 
@@ -517,7 +514,7 @@ mod tests {
             .collect();
         CopyPlan {
             format,
-            counts: vec![[0; 3]; fields.len()],
+            counts: vec![ReasonCounts::default(); fields.len()],
             fields,
             detect: Some(MaskStyle::Last4),
             header_pending: false,
@@ -561,9 +558,14 @@ mod tests {
         );
         assert_eq!(p.finish(&key()), Some(b"4\t".to_vec()));
         assert_eq!(p.finish(&key()), None);
-        assert_eq!(p.counts[1][0], 2, "card_number masked in rows 1 and 3");
         assert_eq!(
-            p.counts[3][2], 2,
+            p.counts[1].get(MaskReason::Column),
+            2,
+            "card_number masked in rows 1 and 3"
+        );
+        assert_eq!(
+            p.counts[3].get(MaskReason::Pan),
+            2,
             "a card number found in the notes of rows 1 and 3"
         );
     }

@@ -7,7 +7,9 @@
 use gatehouse_core::masking::{MaskStyle, TokenKey, mask_pans_with};
 
 use super::value::{self, Masked};
-use super::{Reason, ResultPlan};
+use gatehouse_core::masking::MaskReason;
+
+use super::ResultPlan;
 
 fn i32_at(buf: &[u8], at: usize) -> Option<i32> {
     Some(i32::from_be_bytes(buf.get(at..at + 4)?.try_into().ok()?))
@@ -90,16 +92,15 @@ fn mask_field(plan: &mut ResultPlan, i: usize, v: &[u8], key: &TokenKey) -> Mask
     };
     if let Some(mask) = field.mask {
         let reason = if mask.verification_code {
-            Reason::VerificationCode
+            MaskReason::VerificationCode
         } else {
-            Reason::Column
+            MaskReason::Column
         };
         let out = value::mask_sensitive(field.kind, field.binary, mask, key, v);
         if out != Masked::Keep
             && let Some(c) = plan.counts.get_mut(i)
-            && let Some(slot) = c.get_mut(reason as usize)
         {
-            *slot += 1;
+            c.add(reason, 1);
         }
         return out;
     }
@@ -111,10 +112,8 @@ fn mask_field(plan: &mut ResultPlan, i: usize, v: &[u8], key: &TokenKey) -> Mask
     }
     let mut found = 0;
     let out = value::detect(field.kind, field.binary, style, key, v, &mut found);
-    if let Some(c) = plan.counts.get_mut(i)
-        && let Some(slot) = c.get_mut(Reason::Pan as usize)
-    {
-        *slot += found;
+    if let Some(c) = plan.counts.get_mut(i) {
+        c.add(MaskReason::Pan, found);
     }
     out
 }
@@ -303,7 +302,7 @@ mod tests {
                 })
                 .collect(),
             detect,
-            counts: vec![[0; 3]; masks.len()],
+            counts: vec![gatehouse_core::masking::ReasonCounts::default(); masks.len()],
         }
     }
 
@@ -352,7 +351,12 @@ mod tests {
                 Some(b"x")
             ])
         );
-        assert_eq!(p.counts, vec![[1, 0, 0], [0; 3], [0, 0, 1], [0; 3]]);
+        let counts: Vec<[u64; 2]> = p
+            .counts
+            .iter()
+            .map(|c| [c.get(MaskReason::Column), c.get(MaskReason::Pan)])
+            .collect();
+        assert_eq!(counts, vec![[1, 0], [0, 0], [0, 1], [0, 0]]);
         let clean = row(&[Some(b"12"), Some(b"abc")]);
         let mut p = plan(&[None, None], Some(MaskStyle::Last4));
         assert_eq!(data_row(&clean, &mut p, &key), Ok(None));

@@ -15,66 +15,13 @@ pub(crate) mod copy;
 pub(crate) mod message;
 pub(crate) mod value;
 
-use std::collections::BTreeMap;
-
 use gatehouse_core::masking::inference::MaskedData;
-use gatehouse_core::masking::{ColumnMask, MaskStyle, SessionMasks};
+use gatehouse_core::masking::{ColumnMask, MaskCounts, MaskStyle, ReasonCounts, SessionMasks};
 use gatehouse_core::policy::{ColumnRef, OutputColumn, StatementInfo, TableRef};
 
 use crate::catalog::Catalog;
 use crate::codec::{BodyReader, CodecError};
 pub(crate) use value::ValueKind;
-
-/// Why a value was masked, counted per result column for the evidence (PCI DSS 3.4.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reason {
-    /// A column rule, directly or through lineage.
-    Column = 0,
-    /// A card verification code (always redacted).
-    VerificationCode = 1,
-    /// The content detector found a card number.
-    Pan = 2,
-}
-
-const REASON_NAMES: [&str; 3] = ["column", "verification_code", "pan"];
-
-/// Values masked, per result column and reason.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct MaskCounts(BTreeMap<String, [u64; 3]>);
-
-impl MaskCounts {
-    pub(crate) fn add(&mut self, column: &str, counts: [u64; 3]) {
-        if counts.iter().all(|c| *c == 0) {
-            return;
-        }
-        let slot = match self.0.get_mut(column) {
-            Some(s) => s,
-            None => self.0.entry(column.to_owned()).or_default(),
-        };
-        for (s, c) in slot.iter_mut().zip(counts) {
-            *s += c;
-        }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// `{"card_number": {"column": 3}, "note": {"pan": 2}}`.
-    pub(crate) fn to_json(&self) -> serde_json::Value {
-        let mut out = serde_json::Map::new();
-        for (column, counts) in &self.0 {
-            let mut m = serde_json::Map::new();
-            for (name, c) in REASON_NAMES.iter().zip(counts) {
-                if *c > 0 {
-                    m.insert((*name).to_owned(), (*c).into());
-                }
-            }
-            out.insert(column.clone(), m.into());
-        }
-        out.into()
-    }
-}
 
 /// One column of a RowDescription.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +74,7 @@ pub(crate) struct ResultPlan {
     pub fields: Vec<FieldPlan>,
     /// The content detector's style, when it runs.
     pub detect: Option<MaskStyle>,
-    pub counts: Vec<[u64; 3]>,
+    pub counts: Vec<ReasonCounts>,
 }
 
 impl ResultPlan {
@@ -139,8 +86,7 @@ impl ResultPlan {
     /// Adds this result's counts to `into`.
     pub(crate) fn drain_counts(&mut self, into: &mut MaskCounts) {
         for (f, c) in self.fields.iter().zip(self.counts.iter_mut()) {
-            into.add(&f.name, *c);
-            *c = [0; 3];
+            into.add(&f.name, std::mem::take(c));
         }
     }
 }
@@ -442,7 +388,7 @@ impl Resolver<'_> {
             })
             .collect::<Vec<_>>();
         ResultPlan {
-            counts: vec![[0; 3]; plans.len()],
+            counts: vec![ReasonCounts::default(); plans.len()],
             fields: plans,
             detect: self.masks.pan_style(),
         }

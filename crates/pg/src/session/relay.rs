@@ -21,7 +21,10 @@ use bytes::{Bytes, BytesMut};
 use gatehouse_core::audit::{AuditEvent, Outcome, RecordKind};
 use gatehouse_core::config::RecordResults;
 use gatehouse_core::pan::mask_pans;
-use gatehouse_core::session::{EndReason, HoldRequest, Session, Verdict};
+use gatehouse_core::session::{
+    CapturedValue, EndReason, HoldRequest, OutcomeCodes, ResultCapture, Session, StatementEnd,
+    StatementOutcome, Verdict,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -30,14 +33,23 @@ use super::startup::Established;
 use super::{SessionInfo, Shared};
 use crate::codec::{CodecError, Frame, FrameReader, Side};
 use crate::mask::copy::{CopyOut, CopyPlan, CopySpec};
-use crate::mask::{LineageMask, MaskCounts, Resolver, ResultPlan, message};
+use crate::mask::{LineageMask, Resolver, ResultPlan, message};
 use crate::messages::backend::{self, Severity};
 use crate::messages::frontend::{self, Param};
 use crate::stream::{BoxRead, BoxWrite};
 use crate::upstream::UpstreamTarget;
-use gatehouse_core::masking::{ColumnMask, SessionMasks, inference};
+use gatehouse_core::masking::{
+    ColumnMask, MaskCounts, MaskReason, ReasonCounts, SessionMasks, inference,
+};
 
 /// SQL the server rejects at parse time without executing anything (replaces a Query).
+/// The SQLSTATEs of what the gateway decides: `insufficient_privilege` for a refusal,
+/// `system_error` when the gateway could not carry a statement out.
+const SQLSTATES: OutcomeCodes = OutcomeCodes {
+    refused: "42501",
+    gateway_error: "58000",
+};
+
 const REFUSAL_SQL: &str = "GATEHOUSE REFUSED THIS STATEMENT";
 /// A portal that never exists: executing it fails without touching the client's prepared
 /// statements or portals (replaces an Execute).
@@ -60,8 +72,8 @@ struct Stmt {
     refused_outcome: Option<Outcome>,
     rows: u64,
     result_rows: u64,
-    error: Option<String>,
-    results: Option<Capture>,
+    end: StatementEnd,
+    results: Option<ResultCapture>,
     result_bytes: u64,
     /// Result format codes from the Bind (empty: all text, as in the simple protocol).
     result_formats: Arc<[i16]>,
@@ -94,7 +106,7 @@ impl Stmt {
             refused_outcome: None,
             rows: 0,
             result_rows: 0,
-            error: None,
+            end: StatementEnd::Completed,
             results: None,
             result_bytes: 0,
             result_formats: Arc::from([]),
@@ -159,15 +171,6 @@ enum ExtKind {
     /// The gateway's own Describe of the portal an Execute runs: its RowDescription (or
     /// NoData) gives the result's columns and formats, and is not forwarded.
     MaskDescribe,
-}
-
-/// Result values captured for the record (`audit.record_results = "masked"`).
-#[derive(Debug, Default)]
-struct Capture {
-    columns: Vec<String>,
-    rows: Vec<Vec<Option<String>>>,
-    bytes: usize,
-    truncated: bool,
 }
 
 pub(crate) async fn run(shared: &Arc<Shared>, est: Established) {
@@ -646,13 +649,10 @@ impl Frontend<'_> {
         {
             j.decision = refusal;
         }
-        let mut event = self.info.event(RecordKind::Statement);
-        event.statement = Some(mask_pans(&text).into_owned());
-        event.rule = j.decision.rule.clone();
-        event.detail = Some(j.detail().to_string());
+        let event = self
+            .info
+            .statement_record(&text, &j.decision, &j.detail(), &SQLSTATES);
         if !j.allowed() {
-            event.outcome = Some(Outcome::Blocked);
-            event.sqlstate = Some("42501".to_owned());
             metrics::counter!("gatehouse_statements_refused_total").increment(1);
         }
         (j, event)
@@ -1190,7 +1190,7 @@ impl Backend<'_> {
             return Ok(None);
         };
         if let Some(st) = self.current() {
-            st.masked.add(label, [0, 0, n]);
+            st.masked.add(label, ReasonCounts::of(MaskReason::Pan, n));
         }
         Ok(Some(Bytes::from(masked)))
     }
@@ -1270,7 +1270,7 @@ impl Backend<'_> {
     }
 
     fn skip(&mut self, mut st: Stmt) {
-        st.error.get_or_insert_with(|| "skipped".to_owned());
+        st.end.set(StatementEnd::Skipped);
         self.done.push(st);
     }
 
@@ -1300,7 +1300,7 @@ impl Backend<'_> {
                     }
                     // A refused Parse ahead of it: the statement was blocked, not failed.
                     let code = if replace.is_some() { "42501" } else { sqlstate };
-                    st.error.get_or_insert_with(|| code.to_owned());
+                    st.end.set(StatementEnd::Failed(code.to_owned()));
                     self.done.push(st);
                 }
                 Some(Expect::Execute(st)) | Some(Expect::Query(st)) => self.skip(st),
@@ -1565,7 +1565,7 @@ impl Backend<'_> {
                             if let Some(rep) = st.replace_error.take() {
                                 replace = Some(rep);
                             } else {
-                                st.error.get_or_insert_with(|| fields.sqlstate.clone());
+                                st.end.set(StatementEnd::Failed(fields.sqlstate.clone()));
                             }
                         }
                         Some(Expect::Execute(_)) | Some(Expect::Ext(..)) => {
@@ -1644,7 +1644,7 @@ impl Backend<'_> {
         }
         while let Some(e) = self.queue.pop_front() {
             if let Expect::Query(mut st) | Expect::Execute(mut st) = e {
-                st.error.get_or_insert_with(|| "session_ended".to_owned());
+                st.end.set(StatementEnd::SessionEnded);
                 self.record_outcome(st).await;
             }
         }
@@ -1652,63 +1652,18 @@ impl Backend<'_> {
 
     async fn record_outcome(&self, mut st: Stmt) {
         st.close_result();
-        let mut ev = self.info.event(RecordKind::Outcome);
-        ev.statement_seq = st.seq;
-        ev.duration_ms = Some(st.started.elapsed().as_secs_f64() * 1000.0);
-        let outcome = match (&st.refused_outcome, &st.error) {
-            (Some(o), _) => *o,
-            (None, Some(_)) => Outcome::Error,
-            (None, None) => Outcome::Ok,
+        let outcome = StatementOutcome {
+            seq: st.seq,
+            duration: st.started.elapsed(),
+            refused: st.refused_outcome,
+            end: st.end,
+            rows: st.rows,
+            result_rows: st.result_rows,
+            result_bytes: st.result_bytes,
+            masked: st.masked,
+            results: st.results,
         };
-        ev.outcome = Some(outcome);
-        ev.sqlstate = match outcome {
-            Outcome::Ok => None,
-            Outcome::Blocked | Outcome::Denied | Outcome::Expired => Some("42501".to_owned()),
-            Outcome::Error => match &st.error {
-                Some(s) if s != "skipped" && s != "session_ended" => Some(s.clone()),
-                _ if st.refused_outcome.is_some() => Some("58000".to_owned()),
-                _ => None,
-            },
-        };
-        ev.rows = Some(st.rows.max(st.result_rows));
-        let mut detail = serde_json::Map::new();
-        detail.insert("result_rows".into(), st.result_rows.into());
-        detail.insert("result_bytes".into(), st.result_bytes.into());
-        match st.error.as_deref() {
-            Some("skipped") => {
-                detail.insert("skipped".into(), true.into());
-            }
-            Some("session_ended") => {
-                detail.insert("session_ended_before_completion".into(), true.into());
-            }
-            _ => {}
-        }
-        if !st.masked.is_empty() {
-            detail.insert("masked".into(), st.masked.to_json());
-        }
-        let exemptions = self.masks.exemptions();
-        if !exemptions.is_empty() && (st.result_rows > 0 || st.result_bytes > 0) {
-            detail.insert(
-                "unmasked_for".into(),
-                serde_json::json!({
-                    "subject": self.info.principal.subject,
-                    "groups": self.info.principal.groups,
-                    "rules": exemptions.iter().map(|e| e.rule).collect::<Vec<_>>(),
-                }),
-            );
-        }
-        if let Some(c) = st.results {
-            detail.insert(
-                "results".into(),
-                serde_json::json!({
-                    "columns": c.columns,
-                    "rows": c.rows,
-                    "truncated": c.truncated,
-                    "masked": true,
-                }),
-            );
-        }
-        let ev = ev.with_detail(serde_json::Value::Object(detail));
+        let ev = self.info.outcome_record(outcome, &self.masks, &SQLSTATES);
         self.shared.gate.auditor.record_later(ev).await;
     }
 }
@@ -1783,40 +1738,21 @@ fn copy_data(data: &[u8]) -> Bytes {
 /// Adds one DataRow's values to the record: text PAN-masked, binary and sensitive columns
 /// withheld, within the cap. (Column-lineage masking replaces the name match later.)
 fn capture_row(st: &mut Stmt, frame: &Frame, cap: usize, redacted: &[String]) {
-    if st.results.as_ref().is_some_and(|c| c.truncated) {
+    if st.results.as_ref().is_some_and(ResultCapture::is_full) {
         return;
     }
     let Ok(values) = backend::data_row_values(frame) else {
         return;
     };
-    // Binary values are not decoded here (their type is not tracked yet), so they are never
-    // stored: their bytes could encode a card number that text masking cannot see.
-    let row: Vec<Option<String>> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            v.as_ref().map(|b| {
-                let name = st.columns.get(i).map(|c| c.to_ascii_lowercase());
-                if name.is_some_and(|n| redacted.contains(&n)) {
-                    "[redacted]".to_owned()
-                } else if st.binary_column(i) {
-                    format!("<binary {} bytes>", b.len())
-                } else {
-                    mask_pans(&String::from_utf8_lossy(b)).into_owned()
-                }
-            })
-        })
-        .collect();
-    let size: usize = row.iter().map(|v| v.as_ref().map_or(4, String::len)).sum();
+    let binary: Vec<bool> = (0..values.len()).map(|i| st.binary_column(i)).collect();
     let columns = &st.columns;
-    let c = st.results.get_or_insert_with(|| Capture {
-        columns: columns.clone(),
-        ..Capture::default()
+    let capture = st
+        .results
+        .get_or_insert_with(|| ResultCapture::new(columns.clone()));
+    let row = values.iter().zip(binary).map(|(v, binary)| match v {
+        None => CapturedValue::Null,
+        Some(b) if binary => CapturedValue::Binary(b.len()),
+        Some(b) => CapturedValue::Text(b),
     });
-    if c.bytes + size > cap {
-        c.truncated = true;
-        return;
-    }
-    c.bytes += size;
-    c.rows.push(row);
+    capture.push_row(row, redacted, cap);
 }
