@@ -6,7 +6,7 @@
 //! statements, cursors, the encoding), and every statement of a session is attributed to one
 //! identity. A server connection changes hands only between sessions.
 //!
-//! Invariants (each one is tested in `tests/pooling.rs`):
+//! Invariants (each one is tested in `crates/gatehouse/tests/it/pooling.rs`):
 //! - a connection comes back only after the client ended cleanly (Terminate) with nothing in
 //!   flight and the server idle outside a transaction, and only if no statement of the
 //!   session may have left state that `DISCARD ALL` cannot undo (`LOAD`, code the gateway

@@ -231,7 +231,7 @@ impl Connection {
         let key = format!("connection[{}]", self.name);
         if let Some(var) = &self.password_env {
             return match std::env::var(var) {
-                Ok(v) => Ok(Some(Secret(v))),
+                Ok(v) => Ok(Some(Secret::new(v))),
                 Err(_) => Err(invalid(
                     format!("{key}.password_env"),
                     format!("environment variable {var} is not set"),
@@ -240,7 +240,9 @@ impl Connection {
         }
         if let Some(path) = &self.password_file {
             return match std::fs::read_to_string(path) {
-                Ok(v) => Ok(Some(Secret(v.trim_end_matches(['\n', '\r']).to_owned()))),
+                Ok(v) => Ok(Some(Secret::new(
+                    v.trim_end_matches(['\n', '\r']).to_owned(),
+                ))),
                 Err(e) => Err(invalid(
                     format!("{key}.password_file"),
                     format!("cannot read {}: {e}", path.display()),

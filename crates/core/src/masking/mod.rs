@@ -312,25 +312,39 @@ impl SessionMasks {
 /// style leaves visible (`last4`'s four digits) can join the digits next to the masked span
 /// into a new Luhn-valid run (`4111 1111 1111 4008 0000 0000 0004` shows
 /// `**** **** **** 4008 0000 0000 0004`, itself a card number). The output is scanned again
-/// and what is found redacted, until nothing is; past [`MAX_MASK_PASSES`] the whole text is.
+/// and every digit of what is found starred, until nothing is; past [`MAX_MASK_PASSES`] every
+/// digit of the text is. Both keep `last4`'s promise that the output has the input's length
+/// (COPY data is masked in place).
 pub fn mask_pans_with(style: MaskStyle, key: &TokenKey, text: &[u8]) -> Option<(Vec<u8>, u64)> {
-    let (mut out, count) = mask_pass(style, key, text)?;
+    let (mut out, count) = mask_pass(text, |span, buf| {
+        style::mask_pan_span(style, key, span, buf)
+    })?;
     for _ in 0..MAX_MASK_PASSES {
-        match mask_pass(MaskStyle::Redact, key, &out) {
+        match mask_pass(&out, star_digits) {
             None => return Some((out, count)),
             Some((again, _)) => out = again,
         }
     }
-    Some((REDACTED.to_vec(), count))
+    let mut all = Vec::with_capacity(out.len());
+    star_digits(&out, &mut all);
+    Some((all, count))
 }
 
-/// Rescans of a masked text before [`mask_pans_with`] gives up and redacts all of it. A
-/// redacting pass leaves no digits next to what it replaced, so one rescan finds everything;
-/// the bound is a backstop against a detector change breaking that.
+/// Rescans of a masked text before [`mask_pans_with`] stars every digit in it. A starring
+/// pass leaves no digit where it masked, so one rescan finds everything; the bound is a
+/// backstop against a detector change breaking that.
 const MAX_MASK_PASSES: usize = 4;
 
-/// One scan of `text`, each card number found masked in `style`.
-fn mask_pass(style: MaskStyle, key: &TokenKey, text: &[u8]) -> Option<(Vec<u8>, u64)> {
+/// Appends `span` with every ASCII digit replaced by `*`.
+fn star_digits(span: &[u8], out: &mut Vec<u8>) {
+    out.extend(
+        span.iter()
+            .map(|b| if b.is_ascii_digit() { b'*' } else { *b }),
+    );
+}
+
+/// One scan of `text`, each card number found replaced by what `mask` appends.
+fn mask_pass(text: &[u8], mut mask: impl FnMut(&[u8], &mut Vec<u8>)) -> Option<(Vec<u8>, u64)> {
     if !detector::has_digit(text) {
         return None;
     }
@@ -340,12 +354,7 @@ fn mask_pass(style: MaskStyle, key: &TokenKey, text: &[u8]) -> Option<(Vec<u8>, 
     detector::find_pans(text, |m| {
         let buf = out.get_or_insert_with(|| Vec::with_capacity(text.len() + 16));
         buf.extend_from_slice(text.get(copied..m.start).unwrap_or_default());
-        style::mask_pan_span(
-            style,
-            key,
-            text.get(m.start..m.end).unwrap_or_default(),
-            buf,
-        );
+        mask(text.get(m.start..m.end).unwrap_or_default(), buf);
         copied = m.end;
         count += 1;
     });
@@ -469,6 +478,9 @@ mod tests {
             );
             assert!(n >= 1);
             assert!(out.starts_with(b"x ") && out.ends_with(b" y"), "{style:?}");
+            if style == MaskStyle::Last4 {
+                assert_eq!(out.len(), text.len(), "last4 keeps the length");
+            }
         }
         // Card after card, each one's last four next to the following card's digits.
         let mut long = Vec::new();

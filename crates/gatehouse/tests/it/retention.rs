@@ -1,15 +1,12 @@
 //! Retention (`audit.retention_days`): old records are purged through a signed checkpoint that
 //! stays as the anchor of the first kept record, the purge is itself recorded, the chain still
 //! verifies, and tampering with the first kept record or removing the anchor is detected.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
-mod support;
 
 use std::time::Duration;
 
+use crate::support::*;
 use gatehouse_store::SqliteStore;
 use serde_json::Value;
-use support::*;
 
 fn verify(gw: &Gateway) -> (bool, String) {
     let out = gw.cli(&["audit", "verify"]);

@@ -9,14 +9,11 @@
 //! behind a refused statement.
 
 // Test code: panicking on the unexpected is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
-mod support;
 
 use std::process::Command;
 use std::sync::OnceLock;
 
-use support::*;
+use crate::support::*;
 use tokio_postgres::Client;
 
 const DB: &str = "rules_hold";
@@ -488,9 +485,9 @@ async fn other_sessions_can_be_neither_signalled_nor_read() {
     assert_eq!(scalar(&alice, "SELECT 7").await, "7");
     // Her own cancel request still works (the client's way to stop its own work).
     let cancel = alice.cancel_token();
-    let slow = alice.simple_query("SELECT pg_sleep(30)");
+    let slow = alice.simple_query("SELECT pg_sleep(30) AS alice_own_cancel");
     let (r, _) = tokio::join!(slow, async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        cluster().wait_until_running("alice_own_cancel").await;
         cancel.cancel_query(tokio_postgres::NoTls).await
     });
     assert_eq!(sqlstate(&r.unwrap_err()).as_deref(), Some("57014"));

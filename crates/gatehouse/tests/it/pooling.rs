@@ -4,13 +4,9 @@
 //! within its bounds (`max_upstream`, the wait and idle timeouts). Cancel requests still reach
 //! the right server process.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 use tokio_postgres::SimpleQueryMessage;
 
 /// A gateway whose `payments` connection points at a fresh database `db`; `extra` is

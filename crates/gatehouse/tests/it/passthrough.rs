@@ -1,11 +1,9 @@
 //! Standard clients work unchanged through the gateway: simple and extended protocol,
 //! binary results, pipelining, transactions, COPY both ways, LISTEN/NOTIFY, cancel.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt, TryStreamExt, future};
-use support::*;
 use tokio_postgres::SimpleQueryMessage;
 
 #[tokio::test]
@@ -195,8 +193,11 @@ async fn cancel_reaches_the_right_backend() {
     let other = gw.connect("payments", &token).await;
     let cancel = c.cancel_token();
     let started = std::time::Instant::now();
-    let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await });
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let sleeper = tokio::spawn(async move {
+        c.simple_query("SELECT pg_sleep(30) AS passthrough_cancel")
+            .await
+    });
+    cluster().wait_until_running("passthrough_cancel").await;
     cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
     let res = sleeper.await.unwrap();
     let e = res.unwrap_err();

@@ -8,19 +8,16 @@
 //! checked for the seeded card numbers.
 
 // Test code: panicking on the unexpected is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
-mod support;
 
 use std::error::Error;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
 use serde_json::{Value, json};
-use support::*;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{AsyncMessage, Client, SimpleQueryMessage};
 
@@ -553,31 +550,6 @@ fn numeric(r: &Raw) -> Option<String> {
 fn outcome_for(gw: &Gateway, sql: &str) -> Value {
     let st = gw.wait_for_record(|r| r["kind"] == "statement" && r["statement"] == sql);
     gw.wait_for_record(|r| r["kind"] == "outcome" && r["statement_seq"] == st["seq"])
-}
-
-/// A libpq tool against the gateway with the token as password; asserts exit 0.
-fn run_tool(tool: &str, args: &[&str], token: &str) -> String {
-    let out: Output = Command::new(tool)
-        .args(args)
-        .env("PGPASSWORD", token)
-        .env_remove("PGHOST")
-        .env_remove("PGPORT")
-        .env_remove("PGDATABASE")
-        .env_remove("PGUSER")
-        .env_remove("PGSERVICE")
-        .env_remove("PGOPTIONS")
-        .env_remove("PGSSLMODE")
-        .env("PGCONNECT_TIMEOUT", "20")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} exited with {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Parses a binary COPY stream into rows of fields.
@@ -1515,7 +1487,7 @@ async fn psql_and_pg_dump_show_masked_values_and_the_dump_restores() {
     let token = gw.token("dumper", &["dba"]);
     let conninfo = format!("host=127.0.0.1 port={} dbname={CONN} user=x", gw.pg_port);
 
-    let out = run_tool(
+    let out = libpq_tool(
         "psql",
         &[
             "-X",
@@ -1543,7 +1515,7 @@ async fn psql_and_pg_dump_show_masked_values_and_the_dump_restores() {
     }));
     assert_eq!(out.lines().collect::<Vec<_>>(), expected, "psql output");
 
-    let dump = run_tool("pg_dump", &["--no-password", "-d", &conninfo], &token);
+    let dump = libpq_tool("pg_dump", &["--no-password", "-d", &conninfo], &token);
     assert_no_pan("pg_dump output", dump.as_bytes());
     for needle in [
         "CREATE TABLE public.payments",
@@ -1954,7 +1926,7 @@ fn large_masked_results_stream_over_tls() {
         gw.pg_port
     );
     for round in 0..4 {
-        let out = run_tool(
+        let out = libpq_tool(
             "timeout",
             &[
                 "60",

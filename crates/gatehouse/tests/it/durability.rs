@@ -6,16 +6,13 @@
 //!   record),
 
 // Test code: panicking on the unexpected is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 const DB: &str = "durability";
 const KILLS: usize = 20;

@@ -1,13 +1,9 @@
 //! Just-in-time approvals: a statement held at the gateway until an approver decides.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
-mod support;
 
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
-use tokio_postgres::SimpleQueryMessage;
 
 const RULES: &str = r#"
 [[rule]]
@@ -23,41 +19,15 @@ timeout = "3s"
 
 const HELD: &str = "SELECT card_number FROM payments ORDER BY id";
 
-/// Waits for the one pending request and returns it.
-async fn pending(gw: &Gateway, token: &str) -> Value {
-    for _ in 0..100 {
-        let (status, list) = api(
-            gw,
-            "GET",
-            "/api/approvals?status=pending",
-            Some(token),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{list}");
-        if let Some(r) = list.as_array().and_then(|a| a.first()) {
-            return r.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no pending approval request appeared");
-}
-
-fn rows(msgs: &[SimpleQueryMessage]) -> usize {
-    msgs.iter()
-        .filter(|m| matches!(m, SimpleQueryMessage::Row(_)))
-        .count()
-}
-
 #[tokio::test]
 async fn a_held_statement_completes_after_approval() {
     let gw = Gateway::builder().extra(RULES).start();
     let bot = gw.token("fraud-bot", &["fraud-bots"]);
     let alice = gw.token("alice", &["security"]);
     let c = gw.connect("payments", &bot).await;
-    let held = tokio::spawn(async move { c.simple_query(HELD).await.map(|m| rows(&m)) });
+    let held = tokio::spawn(async move { c.simple_query(HELD).await.map(|m| row_count(&m)) });
 
-    let req = pending(&gw, &alice).await;
+    let req = pending_approval(&gw, &alice).await;
     for field in [
         "id",
         "status",
@@ -132,9 +102,9 @@ async fn deny_through_the_cli_and_timeout_give_clear_errors() {
     let c = gw.connect("payments", &bot).await;
     let held = tokio::spawn(async move {
         let r = c.simple_query(HELD).await;
-        (r.map(|m| rows(&m)), c)
+        (r.map(|m| row_count(&m)), c)
     });
-    let req = pending(&gw, &alice).await;
+    let req = pending_approval(&gw, &alice).await;
     let id = req["id"].as_str().unwrap().to_owned();
     let out = std::process::Command::new(bin())
         .args(["approvals", "deny", &id, "--reason", "not today", "-c"])
@@ -208,7 +178,7 @@ async fn extended_protocol_waits_in_order() {
             .await
             .map(|r| r.get::<_, i32>(0))
     });
-    let req = pending(&gw, &alice).await;
+    let req = pending_approval(&gw, &alice).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         !second.is_finished(),
@@ -255,8 +225,8 @@ async fn a_quorum_of_two_distinct_approvers_and_list_filters() {
     c.simple_query("SET gatehouse.reason = 'chargeback case 7'")
         .await
         .unwrap();
-    let held = tokio::spawn(async move { c.simple_query(HELD).await.map(|m| rows(&m)) });
-    let req = pending(&gw, &alice).await;
+    let held = tokio::spawn(async move { c.simple_query(HELD).await.map(|m| row_count(&m)) });
+    let req = pending_approval(&gw, &alice).await;
     assert_eq!(req["reason"], "chargeback case 7", "{req}");
     assert_eq!(req["min_approvals"], 2, "{req}");
     let id = req["id"].as_str().unwrap().to_owned();
@@ -338,7 +308,7 @@ async fn a_client_that_leaves_abandons_its_request_and_a_restart_closes_leftover
     // 1. The client disconnects while held: the request is abandoned at once.
     let mut wire = WireClient::connect(&gw, "payments", &bot).await;
     wire.send(b'Q', format!("{HELD}\0").as_bytes()).await;
-    let req = pending(&gw, &alice).await;
+    let req = pending_approval(&gw, &alice).await;
     let id = req["id"].as_str().unwrap().to_owned();
     drop(wire);
     let abandoned = wait_record(&gw, |r| {
@@ -361,7 +331,7 @@ async fn a_client_that_leaves_abandons_its_request_and_a_restart_closes_leftover
     // 2. The gateway stops while a statement is held: after the restart the request is
     // recorded as abandoned, and the chain still verifies.
     let c = gw.connect("payments", &bot).await;
-    let held = tokio::spawn(async move { c.simple_query(HELD).await.map(|m| rows(&m)) });
+    let held = tokio::spawn(async move { c.simple_query(HELD).await.map(|m| row_count(&m)) });
     let second = loop {
         let (_, list) = api(
             &gw,

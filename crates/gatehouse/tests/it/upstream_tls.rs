@@ -1,9 +1,6 @@
 //! The gateway's own connection to the upstream honours `upstream_tls`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 async fn upstream_ssl(gw: &Gateway) -> bool {
     let token = gw.token("tls-check", &["dba"]);

@@ -4,19 +4,14 @@
 //! during and after the abuse, which also proves the gateway process did not die.
 
 // Test code: panicking on the unexpected is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const PROTOCOL_3_0: i32 = 196_608;
 const PROTOCOL_3_2: i32 = 196_610;
 const SSL_REQUEST: i32 = 80_877_103;
 const GSSENC_REQUEST: i32 = 80_877_104;
@@ -25,171 +20,12 @@ const GSSENC_REQUEST: i32 = 80_877_104;
 /// the gateway merely gave up waiting rather than refusing.
 const PROMPT: Duration = Duration::from_millis(2000);
 
-/// One backend message as received.
-#[derive(Debug, Clone)]
-struct Msg {
-    tag: u8,
-    body: Vec<u8>,
-}
-
-impl Msg {
-    fn tag(&self) -> char {
-        self.tag as char
-    }
-
-    /// ErrorResponse / NoticeResponse fields by code (`S`, `V`, `C`, `M`...).
-    fn fields(&self) -> BTreeMap<char, String> {
-        let mut out = BTreeMap::new();
-        let mut rest = &self.body[..];
-        while let Some((&code, tail)) = rest.split_first() {
-            if code == 0 {
-                break;
-            }
-            let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
-            out.insert(
-                code as char,
-                String::from_utf8_lossy(&tail[..end]).into_owned(),
-            );
-            rest = tail.get(end + 1..).unwrap_or_default();
-        }
-        out
-    }
-
-    /// The i32 at `at` in the body.
-    fn i32_at(&self, at: usize) -> i32 {
-        i32::from_be_bytes(self.body[at..at + 4].try_into().unwrap())
-    }
-
-    /// DataRow values as text.
-    fn row(&self) -> Vec<Option<String>> {
-        assert_eq!(self.tag, b'D');
-        let n = i16::from_be_bytes([self.body[0], self.body[1]]);
-        let mut at = 2;
-        let mut out = Vec::new();
-        for _ in 0..n {
-            let len = self.i32_at(at);
-            at += 4;
-            if len < 0 {
-                out.push(None);
-            } else {
-                let len = len as usize;
-                out.push(Some(
-                    String::from_utf8_lossy(&self.body[at..at + len]).into_owned(),
-                ));
-                at += len;
-            }
-        }
-        out
-    }
-}
-
-fn describe(msgs: &[Msg]) -> String {
-    msgs.iter()
-        .map(|m| {
-            if m.tag == b'E' || m.tag == b'N' {
-                format!("{}{:?}", m.tag(), m.fields())
-            } else {
-                format!("{}({} bytes)", m.tag(), m.body.len())
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// A StartupMessage with `params`.
-fn startup_packet(version: i32, params: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = version.to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    framed_startup(body)
-}
-
-/// A startup-style packet: 4-byte length (including itself), then `body`.
-fn framed_startup(body: Vec<u8>) -> Vec<u8> {
-    let mut out = i32::try_from(body.len() + 4)
-        .unwrap()
-        .to_be_bytes()
-        .to_vec();
-    out.extend_from_slice(&body);
-    out
-}
-
-fn request_packet(code: i32) -> Vec<u8> {
-    let mut out = 8i32.to_be_bytes().to_vec();
-    out.extend_from_slice(&code.to_be_bytes());
-    out
-}
-
-fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    out.extend_from_slice(&i32::try_from(body.len() + 4).unwrap().to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-fn query(sql: &str) -> Vec<u8> {
-    let mut body = sql.as_bytes().to_vec();
-    body.push(0);
-    message(b'Q', &body)
-}
-
-fn password(token: &str) -> Vec<u8> {
-    let mut body = token.as_bytes().to_vec();
-    body.push(0);
-    message(b'p', &body)
-}
-
 async fn raw_connect(gw: &Gateway) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", gw.pg_port))
         .await
         .expect("connect to the gateway");
     s.set_nodelay(true).unwrap();
     s
-}
-
-fn is_closed(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::UnexpectedEof
-            | std::io::ErrorKind::ConnectionReset
-            | std::io::ErrorKind::ConnectionAborted
-            | std::io::ErrorKind::BrokenPipe
-    )
-}
-
-/// Reads one message; `None` when the gateway closed the connection. Panics if nothing
-/// arrives within `wait`.
-async fn read_msg(s: &mut TcpStream, wait: Duration) -> Option<Msg> {
-    let fut = async {
-        let mut header = [0u8; 5];
-        if let Err(e) = s.read_exact(&mut header).await {
-            assert!(is_closed(&e), "read error: {e}");
-            return None;
-        }
-        let len = i32::from_be_bytes(header[1..5].try_into().unwrap());
-        assert!(
-            (4..16 * 1024 * 1024).contains(&len),
-            "gateway sent a message {:?} with length {len}",
-            header[0] as char
-        );
-        let mut body = vec![0u8; len as usize - 4];
-        if let Err(e) = s.read_exact(&mut body).await {
-            assert!(is_closed(&e), "read error: {e}");
-            return None;
-        }
-        Some(Msg {
-            tag: header[0],
-            body,
-        })
-    };
-    tokio::time::timeout(wait, fut)
-        .await
-        .unwrap_or_else(|_| panic!("no answer from the gateway within {wait:?}"))
 }
 
 /// Reads one byte (the answer to SSLRequest / GSSENCRequest).
@@ -200,44 +36,6 @@ async fn read_byte(s: &mut TcpStream) -> u8 {
         .expect("answer to the request")
         .expect("one byte");
     b[0]
-}
-
-/// Reads until the gateway closes the connection; panics if it is still open after `wait`.
-async fn read_until_close(s: &mut TcpStream, wait: Duration) -> Vec<Msg> {
-    let deadline = Instant::now() + wait;
-    let mut out = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "connection still open after {wait:?}; got {}",
-            describe(&out)
-        );
-        match read_msg(s, left).await {
-            Some(m) => out.push(m),
-            None => return out,
-        }
-    }
-}
-
-/// Reads up to and including the next ReadyForQuery.
-async fn read_until_ready(s: &mut TcpStream) -> Vec<Msg> {
-    let mut out = Vec::new();
-    loop {
-        match read_msg(s, Duration::from_secs(15)).await {
-            Some(m) => {
-                let done = m.tag == b'Z';
-                out.push(m);
-                if done {
-                    return out;
-                }
-            }
-            None => panic!(
-                "connection closed before ReadyForQuery; got {}",
-                describe(&out)
-            ),
-        }
-    }
 }
 
 /// Reads up to and including the authentication request (and checks it is cleartext).
@@ -889,7 +687,8 @@ async fn function_call_is_refused_and_recorded_as_blocked() {
     assert_accepts_new_clients(&gw, &token).await;
 }
 
-/// Logs in as `subject`, starts `sql`, and vanishes 400 ms later (FIN, or RST if `reset`).
+/// Logs in as `subject`, starts `sql`, and vanishes once the server runs it (FIN, or RST if
+/// `reset`).
 /// Returns the session's `session_end` and `statement` records once the gateway has ended
 /// the session.
 async fn vanish_mid_query(
@@ -901,7 +700,7 @@ async fn vanish_mid_query(
     let t = gw.token(subject, &["dba"]);
     let mut s = raw_login(gw, &t).await;
     s.write_all(&query(sql)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    cluster().wait_until_running(sql).await;
     if reset {
         s.set_zero_linger().unwrap();
     }
@@ -1187,7 +986,9 @@ async fn cancel_requests_need_the_right_key() {
     s.write_all(&query("SELECT pg_sleep(2), 'finished'"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster()
+        .wait_until_running("pg_sleep(2), 'finished'")
+        .await;
     let mut wrong: Vec<(i32, Vec<u8>)> = vec![
         (pid, secret.iter().map(|b| b ^ 0x5a).collect()),
         (pid, vec![0; 4]),
@@ -1216,8 +1017,10 @@ async fn cancel_requests_need_the_right_key() {
 
     // The right key cancels.
     let started = Instant::now();
-    s.write_all(&query("SELECT pg_sleep(20)")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(&query("SELECT pg_sleep(20) AS robust_right_key"))
+        .await
+        .unwrap();
+    cluster().wait_until_running("robust_right_key").await;
     let mut c = raw_connect(&gw).await;
     c.write_all(&cancel_request(pid, &secret)).await.unwrap();
     let msgs = read_until_ready(&mut s).await;
@@ -1816,8 +1619,10 @@ async fn upstream_backend_killed_mid_query_is_reported_and_recorded() {
         .unwrap()
         .parse()
         .unwrap();
-    s.write_all(&query("SELECT pg_sleep(30)")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(&query("SELECT pg_sleep(30) AS robust_killed"))
+        .await
+        .unwrap();
+    cluster().wait_until_running("robust_killed").await;
     let killed: bool = direct
         .query_one("SELECT pg_terminate_backend($1)", &[&pid])
         .await

@@ -4,19 +4,16 @@
 //!
 //! Everything runs against a real PostgreSQL and the real `gatehouse` binary; the receivers
 //! (syslog over TCP, HTTP) are run by the test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::Value;
-use support::*;
 use tokio::io::AsyncReadExt;
 
 /// Opens a session, runs `n` statements, closes it: session_start, statement and outcome

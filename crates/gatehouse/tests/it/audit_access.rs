@@ -3,14 +3,11 @@
 //! becomes an `admin` record (`audit_read`, via `cli`) in the chain — while the gateway runs
 //! and, when it does not, at its next start — and a command whose read cannot be recorded
 //! does not run.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
-mod support;
 
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn cli_reads(recs: &[Value]) -> Vec<Value> {
     recs.iter()

@@ -3,16 +3,13 @@
 //! real PostgreSQL (allowed, masked, exempt, blocked, approved statements, DDL, an interactive
 //! session, failed logins). The html and md renderings carry the same figures and no markup
 //! from the store.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const CONFIG: &str = r#"
 [[mask]]
@@ -47,17 +44,6 @@ async fn api_ok(gw: &Gateway, method: &str, path: &str, token: &str, body: Optio
     let (status, v) = api(gw, method, path, Some(token), body).await;
     assert!((200..300).contains(&status), "{method} {path}: {status}");
     v
-}
-
-async fn pending_approval(gw: &Gateway, token: &str) -> Value {
-    for _ in 0..200 {
-        let list = api_ok(gw, "GET", "/api/approvals?status=pending", token, None).await;
-        if let Some(r) = list.as_array().and_then(|a| a.first()) {
-            return r.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no pending approval request appeared");
 }
 
 fn run_evidence(gw: &Gateway, from: &str, to: &str, out: &Path, format: Option<&str>) -> String {
@@ -279,7 +265,7 @@ async fn evidence_report_matches_the_audit_export() {
     };
     // The report is made from the store alone: the gateway is stopped, so the figures are
     // compared with a store that no longer changes (the evidence runs themselves are chained
-    // at the next start: tests/audit_access.rs).
+    // at the next start: audit_access.rs).
     gw.stop();
     let recs = {
         let after = gw.export();

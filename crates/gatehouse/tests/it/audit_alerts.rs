@@ -1,19 +1,16 @@
 //! Failures of the audit control raise an alert (PCI DSS 10.7.2): a failed audit write, a
 //! failed chain verification and a lagging SIEM sink each count a metric, log an error, post a
 //! `[[notify]]` event and, once the store takes writes, become a `control_failure` record.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
-mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use gatehouse_store::SqliteStore;
 use serde_json::Value;
-use support::*;
 
 /// A webhook receiver on a free loopback port that answers 200 and keeps what it got.
 struct Receiver {

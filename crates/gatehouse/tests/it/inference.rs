@@ -11,13 +11,10 @@
 //! parameter, pg_dump of a masked table.
 
 // Test code: panicking on the unexpected is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
-mod support;
 
 use std::sync::OnceLock;
 
-use support::*;
+use crate::support::*;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 const DB: &str = "inference";
@@ -562,11 +559,11 @@ async fn masked_but_useful_queries_work() {
         vec![vec![Some("************1117".into())]]
     );
     // pg_dump of the masked table.
-    let dump = run_tool(
-        &gw,
-        &token,
+    let db = conninfo(&gw);
+    let dump = libpq_tool(
         "pg_dump",
-        &["--no-password", "-t", "payments", "-d"],
+        &["--no-password", "-t", "payments", "-d", &db],
+        &token,
     );
     assert!(dump.contains("************4444"), "{dump}");
     assert_no_card_digits("pg_dump", &dump);
@@ -608,29 +605,6 @@ fn conninfo(gw: &Gateway) -> String {
 }
 
 fn run_psql(gw: &Gateway, token: &str, sql: &str) -> String {
-    run_tool(gw, token, "psql", &["-X", "-q", "-A", "-c", sql, "-d"])
-}
-
-fn run_tool(gw: &Gateway, token: &str, tool: &str, args: &[&str]) -> String {
-    let mut cmd = std::process::Command::new(tool);
-    cmd.args(args).arg(conninfo(gw)).env("PGPASSWORD", token);
-    for v in [
-        "PGHOST",
-        "PGPORT",
-        "PGDATABASE",
-        "PGUSER",
-        "PGSERVICE",
-        "PGOPTIONS",
-        "PGSSLMODE",
-    ] {
-        cmd.env_remove(v);
-    }
-    let out = cmd.output().expect("run client");
-    assert!(
-        out.status.success(),
-        "{tool} {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let db = conninfo(gw);
+    libpq_tool("psql", &["-X", "-q", "-A", "-c", sql, "-d", &db], token)
 }

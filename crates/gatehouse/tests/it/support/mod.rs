@@ -10,6 +10,10 @@
     clippy::indexing_slicing
 )]
 
+mod wire;
+
+pub use wire::*;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -237,6 +241,49 @@ impl PgCluster {
     /// Runs SQL as the superuser with psql; panics on error.
     pub fn psql_super(&self, db: &str, sql: &str) -> String {
         self.psql("postgres", SUPER_PASSWORD, db, sql)
+    }
+
+    /// Waits until a server backend is running a statement whose text contains `needle`
+    /// (so that a cancel or a disconnect meets a statement in flight, not one still on its
+    /// way). Panics after 20 s.
+    pub async fn wait_until_running(&self, needle: &str) {
+        let client = self.super_client().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let n: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE state = 'active' AND pid <> pg_backend_pid() \
+                     AND strpos(query, $1) > 0",
+                    &[&needle],
+                )
+                .await
+                .expect("pg_stat_activity")
+                .get(0);
+            if n > 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no backend ran {needle:?} in 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A direct client as the superuser.
+    pub async fn super_client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres password={SUPER_PASSWORD} dbname=postgres",
+                self.port
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("superuser connection");
+        tokio::spawn(conn);
+        client
     }
 
     /// Runs SQL as the service role directly (bypassing the gateway).
@@ -660,7 +707,7 @@ impl Gateway {
     /// The audit records as exported (JSON lines parsed).
     /// Every stored record in the export shape, read from the store itself: a CLI export
     /// would be an audit read, recorded by the gateway shortly after, and tests that count
-    /// records would race with it. (`tests/audit_access.rs` covers the CLI's own reads.)
+    /// records would race with it. (`audit_access.rs` covers the CLI's own reads.)
     pub fn export(&self) -> Vec<serde_json::Value> {
         let store = gatehouse_store::SqliteStore::open_existing(&self.store_url())
             .unwrap_or_else(|e| panic!("open the audit store: {e}"));
@@ -821,164 +868,6 @@ impl Gateway {
     }
 }
 
-/// One backend message as read by [`WireClient`]: tag and body.
-pub type WireMsg = (u8, Vec<u8>);
-
-/// A minimal frontend speaking the wire protocol directly, so a test sees the exact bytes the
-/// gateway sends and can choose result formats and message sequences freely.
-pub struct WireClient {
-    tcp: tokio::net::TcpStream,
-}
-
-impl WireClient {
-    /// Connects through the gateway as `agent` with `token` and waits for ReadyForQuery.
-    pub async fn connect(gw: &Gateway, db: &str, token: &str) -> WireClient {
-        use tokio::io::AsyncWriteExt;
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.pg_port))
-            .await
-            .expect("connect");
-        let mut c = WireClient { tcp };
-        let mut body = 196_608i32.to_be_bytes().to_vec();
-        for (k, v) in [("user", "agent"), ("database", db)] {
-            body.extend_from_slice(k.as_bytes());
-            body.push(0);
-            body.extend_from_slice(v.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut pkt = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-        pkt.extend_from_slice(&body);
-        c.tcp.write_all(&pkt).await.expect("startup");
-        let (tag, auth) = c.read_msg().await;
-        assert_eq!(
-            (tag, auth.as_slice()),
-            (b'R', &3i32.to_be_bytes()[..]),
-            "cleartext password request"
-        );
-        let mut pw = token.as_bytes().to_vec();
-        pw.push(0);
-        c.send(b'p', &pw).await;
-        let msgs = c.until_ready().await;
-        assert!(
-            msgs.iter()
-                .any(|(t, b)| *t == b'R' && b == &0i32.to_be_bytes()),
-            "authentication failed: {msgs:?}"
-        );
-        c
-    }
-
-    pub async fn send(&mut self, tag: u8, body: &[u8]) {
-        use tokio::io::AsyncWriteExt;
-        let mut m = vec![tag];
-        m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        m.extend_from_slice(body);
-        self.tcp.write_all(&m).await.expect("send");
-    }
-
-    pub async fn read_msg(&mut self) -> WireMsg {
-        use tokio::io::AsyncReadExt;
-        let mut head = [0u8; 5];
-        tokio::time::timeout(Duration::from_secs(20), self.tcp.read_exact(&mut head))
-            .await
-            .expect("backend message in time")
-            .expect("read");
-        let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let mut body = vec![0u8; len - 4];
-        self.tcp.read_exact(&mut body).await.expect("read body");
-        (head[0], body)
-    }
-
-    /// Reads up to and including ReadyForQuery.
-    pub async fn until_ready(&mut self) -> Vec<WireMsg> {
-        let mut out = Vec::new();
-        loop {
-            let m = self.read_msg().await;
-            let done = m.0 == b'Z';
-            out.push(m);
-            if done {
-                return out;
-            }
-        }
-    }
-
-    /// A simple-protocol Query; everything up to ReadyForQuery.
-    pub async fn simple(&mut self, sql: &str) -> Vec<WireMsg> {
-        let mut b = sql.as_bytes().to_vec();
-        b.push(0);
-        self.send(b'Q', &b).await;
-        self.until_ready().await
-    }
-
-    /// Extended protocol on the unnamed statement and portal: Parse (no parameter types),
-    /// Bind (`params` in text format, every result column in `result_format`: 0 text,
-    /// 1 binary), optionally Describe (portal), Execute, Sync.
-    pub async fn extended(
-        &mut self,
-        sql: &str,
-        params: &[&str],
-        result_format: i16,
-        describe: bool,
-    ) -> Vec<WireMsg> {
-        let mut p = vec![0u8];
-        p.extend_from_slice(sql.as_bytes());
-        p.extend_from_slice(&[0, 0, 0]);
-        self.send(b'P', &p).await;
-        let mut b = vec![0u8, 0u8];
-        b.extend_from_slice(&0i16.to_be_bytes());
-        b.extend_from_slice(&(params.len() as i16).to_be_bytes());
-        for v in params {
-            b.extend_from_slice(&(v.len() as i32).to_be_bytes());
-            b.extend_from_slice(v.as_bytes());
-        }
-        b.extend_from_slice(&1i16.to_be_bytes());
-        b.extend_from_slice(&result_format.to_be_bytes());
-        self.send(b'B', &b).await;
-        if describe {
-            self.send(b'D', b"P\0").await;
-        }
-        let mut e = vec![0u8];
-        e.extend_from_slice(&0i32.to_be_bytes());
-        self.send(b'E', &e).await;
-        self.send(b'S', &[]).await;
-        self.until_ready().await
-    }
-}
-
-/// The values of every DataRow among `msgs` (`None`: SQL NULL).
-pub fn wire_data_rows(msgs: &[WireMsg]) -> Vec<Vec<Option<Vec<u8>>>> {
-    msgs.iter()
-        .filter(|(t, _)| *t == b'D')
-        .map(|(_, body)| {
-            let n = i16::from_be_bytes([body[0], body[1]]) as usize;
-            let mut at = 2;
-            let mut row = Vec::with_capacity(n);
-            for _ in 0..n {
-                let len = i32::from_be_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
-                at += 4;
-                if len < 0 {
-                    row.push(None);
-                } else {
-                    let len = len as usize;
-                    row.push(Some(body[at..at + len].to_vec()));
-                    at += len;
-                }
-            }
-            row
-        })
-        .collect()
-}
-
-/// The fields (`code`, value) of the first ErrorResponse among `msgs`.
-pub fn wire_error(msgs: &[WireMsg]) -> Option<Vec<(u8, String)>> {
-    let (_, body) = msgs.iter().find(|(t, _)| *t == b'E')?;
-    Some(
-        body.split(|b| *b == 0)
-            .filter(|f| !f.is_empty())
-            .map(|f| (f[0], String::from_utf8_lossy(&f[1..]).into_owned()))
-            .collect(),
-    )
-}
-
 /// Calls the admin API of `gw` (GET, or POST with a JSON body): the status and the JSON body
 /// (`null` when it is not JSON).
 pub async fn api(
@@ -1003,4 +892,64 @@ pub async fn api(
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Runs a libpq tool (psql, pg_dump, …) with `args` and the token in `PGPASSWORD`; asserts
+/// exit 0 and returns its stdout. Nothing from the environment may redirect or reconfigure
+/// the connection.
+pub fn libpq_tool(tool: &str, args: &[&str], token: &str) -> String {
+    let mut cmd = Command::new(tool);
+    cmd.args(args)
+        .env("PGPASSWORD", token)
+        .env("PGCONNECT_TIMEOUT", "20");
+    for v in [
+        "PGHOST",
+        "PGPORT",
+        "PGDATABASE",
+        "PGUSER",
+        "PGSERVICE",
+        "PGOPTIONS",
+        "PGSSLMODE",
+    ] {
+        cmd.env_remove(v);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} exited with {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (up to 10 s) for the first pending approval request `token` may see, through the
+/// admin API, and returns it.
+pub async fn pending_approval(gw: &Gateway, token: &str) -> serde_json::Value {
+    for _ in 0..200 {
+        let (status, list) = api(
+            gw,
+            "GET",
+            "/api/approvals?status=pending",
+            Some(token),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{list}");
+        if let Some(r) = list.as_array().and_then(|a| a.first()) {
+            return r.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no pending approval request appeared");
+}
+
+/// How many rows a simple-protocol answer holds.
+pub fn row_count(msgs: &[tokio_postgres::SimpleQueryMessage]) -> usize {
+    msgs.iter()
+        .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+        .count()
 }

@@ -1,10 +1,7 @@
 //! The policy engine in the data path: statements are analysed with PostgreSQL's own parser
 //! and blocked however they are dressed up, with nothing of them executed.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
-use support::*;
+use crate::support::*;
 use tokio_postgres::SimpleQueryMessage;
 
 const RULES: &str = r#"

@@ -7,13 +7,10 @@
 //! both, or the same rows, or the same SQLSTATE. A difference is a bit of a hidden digit.
 
 // Test code: panicking on the unexpected is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod support;
-
+use crate::support::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use support::*;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 const REAL: &str = "noninterference_real";

@@ -1,21 +1,17 @@
 //! `[[notify]]` webhooks: signed approval events reach a receiver, failing webhooks are retried,
 //! and a dead webhook never holds a decision.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
-mod support;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use support::*;
-use tokio_postgres::SimpleQueryMessage;
 
 const SECRET: &str = "hook-Secret-5e1d";
 const CARD: &str = "4111111111111111";
@@ -196,40 +192,6 @@ async fn approve(gw: &Gateway, id: &str, token: &str) -> (u16, Duration) {
     (resp.status().as_u16(), started.elapsed())
 }
 
-/// Waits for the one pending request (through the API, which does not depend on webhooks).
-async fn pending_id(gw: &Gateway, token: &str) -> String {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    for _ in 0..200 {
-        let list: Value = client
-            .get(format!(
-                "http://127.0.0.1:{}/api/approvals?status=pending",
-                gw.admin_port
-            ))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(id) = list
-            .as_array()
-            .and_then(|a| a.first())
-            .and_then(|r| r["id"].as_str())
-        {
-            return id.to_owned();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no pending approval request appeared");
-}
-
-fn rows(msgs: &[SimpleQueryMessage]) -> usize {
-    msgs.iter()
-        .filter(|m| matches!(m, SimpleQueryMessage::Row(_)))
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_gets_signed_requested_and_decided_events() {
     let hook = Receiver::start(Mode::Ok).await;
@@ -248,7 +210,7 @@ async fn a_receiver_gets_signed_requested_and_decided_events() {
     let alice = gw.token("alice", &["security"]);
     let c = gw.connect("payments", &bot).await;
     let sql = held_sql();
-    let held = tokio::spawn(async move { c.simple_query(&sql).await.map(|m| rows(&m)) });
+    let held = tokio::spawn(async move { c.simple_query(&sql).await.map(|m| row_count(&m)) });
 
     let requested = hook.wait_for_event("approval.requested").await;
     assert_signed(&requested);
@@ -272,7 +234,10 @@ async fn a_receiver_gets_signed_requested_and_decided_events() {
     );
     let id = req["id"].as_str().unwrap().to_owned();
     assert_eq!(
-        pending_id(&gw, &alice).await,
+        pending_approval(&gw, &alice).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
         id,
         "the payload's id is the API's"
     );
@@ -328,10 +293,13 @@ async fn dead_webhooks_do_not_hold_decisions() {
         let c2 = c.clone();
         let sql = held_sql();
         let held = tokio::spawn(async move {
-            let r = c2.simple_query(&sql).await.map(|m| rows(&m));
+            let r = c2.simple_query(&sql).await.map(|m| row_count(&m));
             (r, Instant::now())
         });
-        let id = pending_id(&gw, &alice).await;
+        let id = pending_approval(&gw, &alice).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let (status, took) = approve(&gw, &id, &alice).await;
         assert_eq!(status, 200, "round {round}");
         assert!(took < Duration::from_secs(2), "the decision took {took:?}");
@@ -446,7 +414,7 @@ async fn a_failed_delivery_is_retried() {
     let bot = gw.token("fraud-bot", &["fraud-bots"]);
     let c = gw.connect("payments", &bot).await;
     let sql = held_sql();
-    let _held = tokio::spawn(async move { c.simple_query(&sql).await.map(|m| rows(&m)) });
+    let _held = tokio::spawn(async move { c.simple_query(&sql).await.map(|m| row_count(&m)) });
 
     hook.wait_for("a second attempt", |_| hook.hits().len() >= 2)
         .await;
@@ -485,9 +453,12 @@ async fn slack_format_posts_one_line_of_text() {
     let alice = gw.token("alice", &["security"]);
     let c = gw.connect("payments", &bot).await;
     let sql = held_sql();
-    let held = tokio::spawn(async move { c.simple_query(&sql).await.map(|m| rows(&m)) });
+    let held = tokio::spawn(async move { c.simple_query(&sql).await.map(|m| row_count(&m)) });
 
-    let id = pending_id(&gw, &alice).await;
+    let id = pending_approval(&gw, &alice).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let hit = hook.wait_for_event("approval.requested").await;
     assert_signed(&hit);
     let body = hit.json();

@@ -3,40 +3,11 @@
 //! each with a token as the password.
 
 // Test code: panicking on the unexpected is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
-mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use support::*;
-
-/// Runs a libpq tool against the gateway with the token in `PGPASSWORD`; asserts exit 0.
-fn run(tool: &str, args: &[&str], token: &str) -> String {
-    let out: Output = Command::new(tool)
-        .args(args)
-        .env("PGPASSWORD", token)
-        // Nothing from the environment may redirect or reconfigure the connection.
-        .env_remove("PGHOST")
-        .env_remove("PGPORT")
-        .env_remove("PGDATABASE")
-        .env_remove("PGUSER")
-        .env_remove("PGSERVICE")
-        .env_remove("PGOPTIONS")
-        .env_remove("PGSSLMODE")
-        .env("PGCONNECT_TIMEOUT", "20")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} exited with {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::support::*;
 
 fn conninfo(gw: &Gateway, db: &str, extra: &str) -> String {
     format!(
@@ -54,7 +25,7 @@ fn psql(gw: &Gateway, db: &str, token: &str, commands: &[&str]) -> String {
         args.push(c);
     }
     args.push(&conn);
-    run("psql", &args, token)
+    libpq_tool("psql", &args, token)
 }
 
 fn path_str(p: &Path) -> &str {
@@ -84,7 +55,7 @@ fn psql_queries_describes_and_copies_both_ways() {
 
     // \d runs a series of catalog queries (pg_class, pg_attribute, pg_index, pg_constraint...).
     let conn = conninfo(&gw, "clients", "");
-    let described = run(
+    let described = libpq_tool(
         "psql",
         &["-X", "-v", "ON_ERROR_STOP=1", "-c", r"\d payments", &conn],
         &token,
@@ -228,7 +199,7 @@ fn psql_over_verified_tls() {
             gw.pg_port,
             path_str(&ca)
         );
-        let out = run(
+        let out = libpq_tool(
             "psql",
             &[
                 "-X",
@@ -253,7 +224,7 @@ fn pg_dump_dumps_schema_and_data() {
     let token = gw.token("dumper", &["dba"]);
     let conn = conninfo(&gw, "payments", "");
 
-    let dump = run("pg_dump", &["--no-password", "-d", &conn], &token);
+    let dump = libpq_tool("pg_dump", &["--no-password", "-d", &conn], &token);
     for needle in [
         "CREATE TABLE public.customers",
         "CREATE TABLE public.payments",
@@ -274,7 +245,7 @@ fn pg_dump_dumps_schema_and_data() {
     // Custom format, read back by pg_restore (the whole archive came through intact).
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("payments.dump");
-    run(
+    libpq_tool(
         "pg_dump",
         &[
             "--no-password",
@@ -286,7 +257,7 @@ fn pg_dump_dumps_schema_and_data() {
         ],
         &token,
     );
-    let listing = run("pg_restore", &["-l", path_str(&archive)], &token);
+    let listing = libpq_tool("pg_restore", &["-l", path_str(&archive)], &token);
     assert!(listing.contains("TABLE DATA public customers"), "{listing}");
     assert!(listing.contains("TABLE DATA public payments"), "{listing}");
 

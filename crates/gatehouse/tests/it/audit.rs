@@ -6,19 +6,16 @@
 //! store failures are produced on the real SQLite file with a second connection.
 
 // Helpers outside #[test] functions panic on purpose, like the assertions they serve.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
-mod support;
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::BytesMut;
 use gatehouse_store::SqliteStore;
 use serde_json::Value;
-use support::*;
 use tokio_postgres::types::{Format, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
@@ -708,117 +705,11 @@ async fn statements_are_refused_when_the_audit_store_cannot_be_written() {
     assert!(ok, "{out}");
 }
 
-/// A minimal frontend speaking the wire protocol directly, for message sequences that
-/// tokio-postgres never sends (reusing the unnamed prepared statement across Syncs).
-struct RawConn {
-    tcp: tokio::net::TcpStream,
-}
-
-/// One backend message: tag and body.
-type RawMsg = (u8, Vec<u8>);
-
-impl RawConn {
-    async fn connect(gw: &Gateway, db: &str, token: &str) -> RawConn {
-        use tokio::io::AsyncWriteExt;
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.pg_port))
-            .await
-            .unwrap();
-        let mut c = RawConn { tcp };
-        let mut body = 196_608i32.to_be_bytes().to_vec();
-        for (k, v) in [("user", "agent"), ("database", db)] {
-            body.extend_from_slice(k.as_bytes());
-            body.push(0);
-            body.extend_from_slice(v.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut pkt = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-        pkt.extend_from_slice(&body);
-        c.tcp.write_all(&pkt).await.unwrap();
-        let (tag, auth) = c.read_msg().await;
-        assert_eq!(
-            (tag, auth.as_slice()),
-            (b'R', &3i32.to_be_bytes()[..]),
-            "cleartext password request"
-        );
-        let mut pw = token.as_bytes().to_vec();
-        pw.push(0);
-        c.send(b'p', &pw).await;
-        let msgs = c.until_ready().await;
-        assert!(
-            msgs.iter()
-                .any(|(t, b)| *t == b'R' && b == &0i32.to_be_bytes()),
-            "authentication failed: {msgs:?}"
-        );
-        c
-    }
-
-    async fn send(&mut self, tag: u8, body: &[u8]) {
-        use tokio::io::AsyncWriteExt;
-        let mut m = vec![tag];
-        m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        m.extend_from_slice(body);
-        self.tcp.write_all(&m).await.unwrap();
-    }
-
-    async fn read_msg(&mut self) -> RawMsg {
-        use tokio::io::AsyncReadExt;
-        let mut head = [0u8; 5];
-        tokio::time::timeout(Duration::from_secs(10), self.tcp.read_exact(&mut head))
-            .await
-            .expect("backend message in time")
-            .unwrap();
-        let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let mut body = vec![0u8; len - 4];
-        self.tcp.read_exact(&mut body).await.unwrap();
-        (head[0], body)
-    }
-
-    /// Reads up to and including ReadyForQuery.
-    async fn until_ready(&mut self) -> Vec<RawMsg> {
-        let mut out = Vec::new();
-        loop {
-            let m = self.read_msg().await;
-            let done = m.0 == b'Z';
-            out.push(m);
-            if done {
-                return out;
-            }
-        }
-    }
-
-    async fn parse_unnamed(&mut self, sql: &str) {
-        let mut b = vec![0u8];
-        b.extend_from_slice(sql.as_bytes());
-        b.extend_from_slice(&[0, 0, 0]);
-        self.send(b'P', &b).await;
-    }
-
-    /// Bind (unnamed portal, unnamed statement, one text parameter), Execute, Sync.
-    async fn bind_execute_sync(&mut self, param: &str) -> Vec<RawMsg> {
-        let mut b = vec![0u8, 0u8];
-        b.extend_from_slice(&0i16.to_be_bytes());
-        b.extend_from_slice(&1i16.to_be_bytes());
-        b.extend_from_slice(&(param.len() as i32).to_be_bytes());
-        b.extend_from_slice(param.as_bytes());
-        b.extend_from_slice(&0i16.to_be_bytes());
-        self.send(b'B', &b).await;
-        let mut e = vec![0u8];
-        e.extend_from_slice(&0i32.to_be_bytes());
-        self.send(b'E', &e).await;
-        self.send(b'S', &[]).await;
-        self.until_ready().await
-    }
-}
-
 /// The SQLSTATE of the first ErrorResponse among `msgs`.
-fn raw_error(msgs: &[RawMsg]) -> Option<String> {
-    let (_, body) = msgs.iter().find(|(t, _)| *t == b'E')?;
-    let mut fields = body.split(|b| *b == 0);
-    fields.find_map(|f| {
-        f.strip_prefix(b"C")
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-    })
+fn raw_error(msgs: &[WireMsg]) -> Option<String> {
+    wire_error(msgs)?
+        .into_iter()
+        .find_map(|(code, value)| (code == b'C').then_some(value))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -845,7 +736,7 @@ async fn a_refused_execute_leaves_the_clients_prepared_statements_intact() {
     sess.client.execute(&named, &[&1i32]).await.unwrap();
 
     // Raw protocol: the unnamed statement, parsed once and bound repeatedly.
-    let mut raw = RawConn::connect(&gw, "failclosed_unnamed", &token).await;
+    let mut raw = WireClient::connect(&gw, "failclosed_unnamed", &token).await;
     raw.parse_unnamed("INSERT INTO fcu VALUES ($1::int)").await;
     let msgs = raw.bind_execute_sync("1").await;
     assert_eq!(raw_error(&msgs), None, "{msgs:?}");
