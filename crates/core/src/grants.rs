@@ -354,7 +354,7 @@ impl GrantBook {
         }
         let pending_until = now + secs(PENDING_TTL);
         let grant = AccessGrant {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: crate::ids::time_ordered_id(),
             status: GrantStatus::Pending,
             requester: requester.subject.clone(),
             requester_issuer: requester.issuer.clone(),

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod config;
 pub mod grants;
 pub mod identity;
+pub mod ids;
 pub mod masking;
 pub mod pan;
 pub mod policy;

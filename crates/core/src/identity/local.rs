@@ -141,7 +141,7 @@ impl LocalIssuer {
             "iat": now,
             "nbf": now,
             "exp": exp,
-            "jti": uuid::Uuid::new_v4().to_string(),
+            "jti": crate::ids::random_id(),
             "groups": groups,
         });
         self.sign(&claims)

@@ -142,7 +142,7 @@ impl Gate {
         reason: &str,
         code: &str,
     ) -> Result<u64, AuditError> {
-        let mut ev = AuditEvent::new(RecordKind::LoginFailed, uuid::Uuid::now_v7().to_string());
+        let mut ev = AuditEvent::new(RecordKind::LoginFailed, crate::ids::time_ordered_id());
         ev.sqlstate = Some(code.to_owned());
         ev.client_addr = Some(attempt.peer.clone());
         ev.connection = attempt.connection.clone();

@@ -76,7 +76,7 @@ impl Session {
     /// The session of an admitted identity; nothing is recorded until [`Session::start`].
     pub fn new(gate: Arc<Gate>, admitted: Admitted, client_addr: String) -> Self {
         let info = SessionInfo {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: crate::ids::time_ordered_id(),
             principal: admitted.principal,
             client_addr,
             connection: admitted.connection,

@@ -111,7 +111,7 @@ impl Session {
             .unwrap_or(DEFAULT_HOLD_TIMEOUT);
         let min_approvals = rule.and_then(|r| r.min_approvals).unwrap_or(1);
         let info = self.info();
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = crate::ids::random_id();
         let request = ApprovalRequest {
             id: id.clone(),
             status: ApprovalStatus::Pending,
