@@ -3,15 +3,9 @@
 #![forbid(unsafe_code)]
 
 mod admin;
-mod alert_records;
-mod audit_access;
-mod audit_tasks;
 mod commands;
 mod evidence;
-mod export;
-mod notify;
 mod serve;
-mod sinks;
 mod tls;
 
 use std::path::PathBuf;
@@ -256,7 +250,8 @@ enum AuditCommand {
     },
 }
 
-/// Runs a command that reads the audit store, recording the read (see `audit_access.rs`).
+/// Runs a command that reads the audit store, recording the read (see
+/// `gatehouse_ops::audit_access`).
 async fn audit_read(
     config: &std::path::Path,
     what: &str,
@@ -264,7 +259,7 @@ async fn audit_read(
     run: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = commands::load(config)?;
-    audit_access::guarded_async(&cfg.data_dir, what, args, run).await
+    gatehouse_ops::audit_access::guarded_async(&cfg.data_dir, what, args, run).await
 }
 
 fn main() -> ExitCode {
