@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::routing::post;
 use axum::{Json, Router};
 use gatehouse_core::approvals::{ApprovalBook, DecideError, DecideOutcome, ListFilter};
-use gatehouse_core::audit::detail::{ApprovalDecided, Detail, DetailEvent};
+use gatehouse_core::audit::detail::{ApprovalDecided, AuditRead, Detail, DetailEvent};
 use gatehouse_core::audit::{AuditEvent, Auditor, RecordKind};
 use gatehouse_core::identity::{Principal, Verifier};
 use gatehouse_store::SqliteStore;
@@ -239,11 +239,14 @@ async fn record_read(s: &AdminState, p: &Principal, what: &str, target: Option<&
     ev.subject = Some(p.subject.clone());
     ev.groups = p.groups.clone();
     ev.issuer = Some(p.issuer.clone());
-    let ev = ev.with_detail(serde_json::json!({
-        "event": "audit_read",
-        "what": what,
-        "target": target,
-    }));
+    let ev = ev.with_detail(
+        AuditRead {
+            event: DetailEvent::AuditRead,
+            what: what.to_owned(),
+            target: target.map(str::to_owned),
+        }
+        .to_value(),
+    );
     if let Err(e) = s.auditor.record(ev).await {
         tracing::error!(error = %e, "an audit read could not be recorded");
     }

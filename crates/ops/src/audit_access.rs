@@ -26,6 +26,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use gatehouse_core::audit::detail::{
+    AuditAccessLogTruncated, CliAuditRead, CliAuditReadInvalid, Detail, DetailEvent, ReadVia,
+};
 use gatehouse_core::audit::{AuditAlert, AuditEvent, Auditor, RecordKind, now_rfc3339};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -255,12 +258,15 @@ fn read_pass(data_dir: &Path) -> Result<Option<Pass>> {
     if size < offset {
         // Someone truncated or replaced the drop box: say so, and read it from the start.
         events.push(
-            AuditEvent::new(RecordKind::Admin, String::new()).with_detail(serde_json::json!({
-                "event": "audit_access_log_truncated",
-                "via": "cli",
-                "offset": offset,
-                "size": size,
-            })),
+            AuditEvent::new(RecordKind::Admin, String::new()).with_detail(
+                AuditAccessLogTruncated {
+                    event: DetailEvent::AuditAccessLogTruncated,
+                    via: ReadVia::Cli,
+                    offset,
+                    size,
+                }
+                .to_value(),
+            ),
         );
         offset = 0;
     }
@@ -299,26 +305,32 @@ fn event_for(line: &[u8]) -> AuditEvent {
     match parsed {
         Some(r) => {
             ev.subject = r.os_user.as_ref().map(|u| format!("os:{u}"));
-            ev.with_detail(serde_json::json!({
-                "event": "audit_read",
-                "via": "cli",
-                "what": r.what,
-                "args": r.args,
-                "read_at": r.read_at,
-                "result": r.result,
-                "error": r.error,
-                "os_user": r.os_user,
-                "uid": r.uid,
-                "pid": r.pid,
-            }))
+            ev.with_detail(
+                CliAuditRead {
+                    event: DetailEvent::AuditRead,
+                    via: ReadVia::Cli,
+                    what: r.what,
+                    args: r.args,
+                    read_at: r.read_at,
+                    result: r.result,
+                    error: r.error,
+                    os_user: r.os_user,
+                    uid: r.uid,
+                    pid: r.pid,
+                }
+                .to_value(),
+            )
         }
-        None => ev.with_detail(serde_json::json!({
-            "event": "audit_read",
-            "via": "cli",
-            "invalid": true,
-            "bytes": line.len(),
-            "sha256": hex::encode(Sha256::digest(line)),
-        })),
+        None => ev.with_detail(
+            CliAuditReadInvalid {
+                event: DetailEvent::AuditRead,
+                via: ReadVia::Cli,
+                invalid: true,
+                bytes: line.len(),
+                sha256: hex::encode(Sha256::digest(line)),
+            }
+            .to_value(),
+        ),
     }
 }
 

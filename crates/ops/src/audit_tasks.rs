@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use gatehouse_core::audit::detail::{Detail, DetailEvent, RetentionPurged};
 use gatehouse_core::audit::{
     AuditAlert, AuditEvent, Auditor, ChainVerifier, CheckpointSigner, RecordKind, VerifyReport,
 };
@@ -140,14 +141,17 @@ async fn run(
                 );
                 let mut ev = AuditEvent::new(RecordKind::Admin, String::new());
                 ev.subject = Some("gatehouse".into());
-                let ev = ev.with_detail(serde_json::json!({
-                    "event": "retention_purge",
-                    "deleted_through_seq": p.anchor,
-                    "records": p.records,
-                    "anchor_seq": p.anchor,
-                    "retention_days": retention_days,
-                    "cutoff": cutoff,
-                }));
+                let ev = ev.with_detail(
+                    RetentionPurged {
+                        event: DetailEvent::RetentionPurge,
+                        deleted_through_seq: p.anchor,
+                        records: p.records,
+                        anchor_seq: p.anchor,
+                        retention_days,
+                        cutoff,
+                    }
+                    .to_value(),
+                );
                 if let Err(e) = auditor.record(ev).await {
                     tracing::error!(error = %e, "the retention purge could not be recorded");
                 }

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use gatehouse_core::approvals::{ApprovalEvent, ApprovalRequest, ApprovalStatus};
+use gatehouse_core::audit::detail::{Detail, DetailEvent, NotifyFailed};
 use gatehouse_core::audit::{AuditAlert, AuditEvent, Auditor, RecordKind};
 use gatehouse_core::config::{Config, NotifyFormat, Secret};
 use hmac::{Hmac, Mac};
@@ -133,15 +134,18 @@ struct Target {
 impl Target {
     /// Records that `event` about `request_id` did not reach this webhook.
     async fn record_failure(&self, event: &str, request_id: &str, attempts: u32, error: &str) {
-        let ev = AuditEvent::new(RecordKind::Admin, String::new()).with_detail(serde_json::json!({
-            "event": "notify_failed",
-            "notify": self.label,
-            "url": self.redacted_url,
-            "notify_event": event,
-            "request_id": request_id,
-            "attempts": attempts,
-            "error": error,
-        }));
+        let ev = AuditEvent::new(RecordKind::Admin, String::new()).with_detail(
+            NotifyFailed {
+                event: DetailEvent::NotifyFailed,
+                notify: self.label.clone(),
+                url: self.redacted_url.clone(),
+                notify_event: event.to_owned(),
+                request_id: request_id.to_owned(),
+                attempts,
+                error: error.to_owned(),
+            }
+            .to_value(),
+        );
         self.auditor.record_later(ev).await;
     }
 }
