@@ -20,7 +20,11 @@
 pub mod alert_records;
 pub mod audit_access;
 pub mod audit_tasks;
+mod error_text;
 pub mod evidence;
 pub mod export;
 pub mod notify;
+mod position;
 pub mod sinks;
+
+pub use position::PositionError;

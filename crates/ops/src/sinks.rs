@@ -31,6 +31,8 @@ use gatehouse_core::config::{AuditSink, Config, Secret, SinkFormat, SinkKind, Sy
 use gatehouse_store::SqliteStore;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::position::{read_position, write_position};
+
 /// How often an idle sink looks for new records.
 pub const POLL: Duration = Duration::from_millis(200);
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -97,28 +99,6 @@ pub fn spawn(cfg: &Config, store: &SqliteStore, auditor: &Auditor) -> Result<()>
         tokio::spawn(task.run());
     }
     Ok(())
-}
-
-/// The number stored in `path` (0 when there is no such file): a sink's last delivered seq,
-/// the drop box's chained offset.
-pub(crate) fn read_position(path: &Path) -> Result<u64> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .map_err(|_| anyhow!("{} does not hold a number", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-}
-
-/// Persists a position: temporary file, fsync, rename (a crash leaves the old or the new).
-pub(crate) fn write_position(path: &Path, seq: u64) -> std::io::Result<()> {
-    let tmp = path.with_extension("seq.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    writeln!(f, "{seq}")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// The seq a rendered line carries (`"seq"` of a JSON line, `cn1` of a CEF line).
@@ -685,17 +665,6 @@ mod tests {
             syslog_message("h", &r, "body"),
             "<108>1 2026-01-02T03:04:05.000001Z h gatehouse - login_failed - body"
         );
-    }
-
-    #[test]
-    fn position_roundtrip() {
-        let dir = std::env::temp_dir().join(format!("gh-sink-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("x.seq");
-        assert_eq!(read_position(&p).unwrap(), 0);
-        write_position(&p, 77).unwrap();
-        assert_eq!(read_position(&p).unwrap(), 77);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
