@@ -25,6 +25,7 @@ pub mod evidence;
 pub mod export;
 pub mod notify;
 mod position;
+pub mod signed_http;
 pub mod sinks;
 
 pub use position::PositionError;
