@@ -10,7 +10,7 @@
 //! only through a record covered by a signed checkpoint, which is kept as the anchor of the
 //! first kept record (`gatehouse audit verify` accepts a store starting at K > 1 only when a
 //! valid signed checkpoint at K−1 carries record K's `prev_hash`). The deletion runs in
-//! transactions that each end at a checkpoint (at most about [`PURGE_BATCH`] records each), so
+//! transactions that each end at a checkpoint (at most about `PURGE_BATCH` records each), so
 //! every intermediate state verifies and the audit writer never waits long. The purge is then
 //! recorded through the normal auditor (`admin` record, `detail.event` = `retention_purge`).
 //!
