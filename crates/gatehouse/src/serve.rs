@@ -266,14 +266,15 @@ async fn abandon_unfinished_approvals(
                 .and_then(|d| serde_json::from_str(d).ok())
                 .unwrap_or_default();
             let field = |key: &str| detail.get(key)?.as_str().map(str::to_owned);
+            let event = detail.get("event").and_then(|e| e.as_str());
             if rec.event.kind == RecordKind::Grant
-                && let Some(event) = field("event")
+                && let Some(event) = event
             {
-                match event.as_str() {
-                    "requested" => {
+                match DetailEvent::parse(event) {
+                    Some(DetailEvent::Requested) => {
                         grants.insert(rec.event.session_id.clone(), rec.event);
                     }
-                    "denied" | "revoked" | "expired" => {
+                    Some(DetailEvent::Denied | DetailEvent::Revoked | DetailEvent::Expired) => {
                         grants.remove(&rec.event.session_id);
                     }
                     _ => {}
@@ -281,13 +282,18 @@ async fn abandon_unfinished_approvals(
                 return true;
             }
             if rec.event.kind == RecordKind::Approval
-                && let (Some(event), Some(id)) = (field("event"), field("approval_id"))
+                && let (Some(event), Some(id)) = (event, field("approval_id"))
             {
-                match event.as_str() {
-                    "requested" => {
+                match DetailEvent::parse(event) {
+                    Some(DetailEvent::Requested) => {
                         open.insert(id, rec.event);
                     }
-                    "approved" | "denied" | "expired" | "abandoned" => {
+                    Some(
+                        DetailEvent::Approved
+                        | DetailEvent::Denied
+                        | DetailEvent::Expired
+                        | DetailEvent::Abandoned,
+                    ) => {
                         open.remove(&id);
                     }
                     _ => {}
