@@ -163,10 +163,7 @@ async fn run(
 }
 
 /// Verifies the whole stored chain against its signed checkpoints; the first problem as text.
-pub fn verify_store(
-    store: &SqliteStore,
-    data_dir: &std::path::Path,
-) -> Result<VerifyReport, String> {
+fn verify_store(store: &SqliteStore, data_dir: &std::path::Path) -> Result<VerifyReport, String> {
     let signer = CheckpointSigner::load(data_dir).map_err(|e| e.to_string())?;
     let checkpoints = store.checkpoints().map_err(|e| e.to_string())?;
     let mut verifier = ChainVerifier::new(&signer, checkpoints).map_err(|e| e.to_string())?;

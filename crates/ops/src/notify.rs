@@ -465,7 +465,7 @@ fn render_alert(
 
 /// One line for a chat channel: who asked, where, under which rule, the status, the (masked,
 /// shortened) statement, the id, and for a new request how to decide it.
-pub fn slack_text(ev: &ApprovalEvent) -> String {
+fn slack_text(ev: &ApprovalEvent) -> String {
     let r = &ev.request;
     let statement = one_line(&r.statement, SLACK_STATEMENT_CHARS).replace('`', "'");
     let text = if r.status == ApprovalStatus::Pending {
