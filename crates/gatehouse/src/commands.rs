@@ -575,7 +575,7 @@ pub async fn audit_export(path: &Path, since: Option<&str>, format: &str) -> Res
     let mut write_err = None;
     store.for_each_record(since.as_deref(), |r| {
         let written = if cef {
-            writeln!(out, "{}", crate::export::record_cef(&r))
+            writeln!(out, "{}", gatehouse_ops::export::record_cef(&r))
         } else {
             writeln!(out, "{}", r.export_json())
         };

@@ -3,15 +3,9 @@
 #![forbid(unsafe_code)]
 
 mod admin;
-mod alert_records;
-mod audit_access;
-mod audit_tasks;
 mod commands;
 mod evidence;
-mod export;
-mod notify;
 mod serve;
-mod sinks;
 mod tls;
 
 use std::path::PathBuf;
@@ -256,15 +250,27 @@ enum AuditCommand {
     },
 }
 
-/// Runs a command that reads the audit store, recording the read (see `audit_access.rs`).
+/// Runs a command that reads the audit store, recording the read (PCI DSS 10.2.1.3): the drop
+/// box is opened before the command reads (no record, no read), and its line written when the
+/// command ends; failing to write it fails a command that succeeded. The gateway chains the
+/// line (see `gatehouse_ops::audit_access`).
 async fn audit_read(
     config: &std::path::Path,
     what: &str,
     args: serde_json::Value,
     run: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
 ) -> anyhow::Result<ExitCode> {
+    use gatehouse_ops::audit_access::{AccessLog, ReadResult};
     let cfg = commands::load(config)?;
-    audit_access::guarded_async(&cfg.data_dir, what, args, run).await
+    let log = AccessLog::open(&cfg.data_dir)?;
+    let result = run.await;
+    let ended = match &result {
+        Ok(code) if *code == ExitCode::SUCCESS => ReadResult::Ok,
+        Ok(_) => ReadResult::Failed,
+        Err(e) => ReadResult::Error(format!("{e:#}")),
+    };
+    log.record(what, args, &ended)?;
+    result
 }
 
 fn main() -> ExitCode {

@@ -77,17 +77,17 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     let grants = Arc::new(gatehouse_core::grants::GrantBook::from_connections(
         &cfg.connections,
     ));
-    // Webhooks follow the book from here; they never hold a decision (see notify.rs).
-    crate::notify::spawn(
+    // Webhooks follow the book from here; they never hold a decision (see `gatehouse_ops::notify`).
+    gatehouse_ops::notify::spawn(
         &cfg,
         approvals.subscribe(),
         auditor.subscribe_alerts(),
         auditor.clone(),
     )?;
     // Failures of the audit control become records once the store takes writes.
-    let alert_records = crate::alert_records::spawn(auditor.clone(), stop_rx.clone());
-    // SIEM sinks tail the store (the store is their spool; see sinks.rs).
-    crate::sinks::spawn(&cfg, &store, &auditor)?;
+    let alert_records = gatehouse_ops::alert_records::spawn(auditor.clone(), stop_rx.clone());
+    // SIEM sinks tail the store (the store is their spool; see `gatehouse_ops::sinks`).
+    gatehouse_ops::sinks::spawn(&cfg, &store, &auditor)?;
     let policy = Arc::new(policy_point(&cfg));
     let gate = Arc::new(Gate {
         verifier: verifier.clone(),
@@ -141,12 +141,12 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         },
     );
     let gw_task = tokio::spawn(gateway.run(stop_rx.clone()));
-    // Periodic chain verification (alerts) and retention purge (see audit_tasks.rs).
+    // Periodic chain verification (alerts) and retention purge (see `gatehouse_ops::audit_tasks`).
     let audit_care =
-        crate::audit_tasks::spawn(&cfg, store.clone(), auditor.clone(), stop_rx.clone());
-    // CLI reads of the audit store, left in the drop box, become records (audit_access.rs).
+        gatehouse_ops::audit_tasks::spawn(&cfg, store.clone(), auditor.clone(), stop_rx.clone());
+    // CLI reads of the audit store, left in the drop box, become records (`gatehouse_ops::audit_access`).
     let access_log =
-        crate::audit_access::spawn(cfg.data_dir.clone(), auditor.clone(), stop_rx.clone());
+        gatehouse_ops::audit_access::spawn(cfg.data_dir.clone(), auditor.clone(), stop_rx.clone());
     let sweeper = tokio::spawn(grant_sweeper(
         grants.clone(),
         auditor.clone(),
@@ -266,14 +266,15 @@ async fn abandon_unfinished_approvals(
                 .and_then(|d| serde_json::from_str(d).ok())
                 .unwrap_or_default();
             let field = |key: &str| detail.get(key)?.as_str().map(str::to_owned);
+            let event = detail.get("event").and_then(|e| e.as_str());
             if rec.event.kind == RecordKind::Grant
-                && let Some(event) = field("event")
+                && let Some(event) = event
             {
-                match event.as_str() {
-                    "requested" => {
+                match DetailEvent::parse(event) {
+                    Some(DetailEvent::Requested) => {
                         grants.insert(rec.event.session_id.clone(), rec.event);
                     }
-                    "denied" | "revoked" | "expired" => {
+                    Some(DetailEvent::Denied | DetailEvent::Revoked | DetailEvent::Expired) => {
                         grants.remove(&rec.event.session_id);
                     }
                     _ => {}
@@ -281,13 +282,18 @@ async fn abandon_unfinished_approvals(
                 return true;
             }
             if rec.event.kind == RecordKind::Approval
-                && let (Some(event), Some(id)) = (field("event"), field("approval_id"))
+                && let (Some(event), Some(id)) = (event, field("approval_id"))
             {
-                match event.as_str() {
-                    "requested" => {
+                match DetailEvent::parse(event) {
+                    Some(DetailEvent::Requested) => {
                         open.insert(id, rec.event);
                     }
-                    "approved" | "denied" | "expired" | "abandoned" => {
+                    Some(
+                        DetailEvent::Approved
+                        | DetailEvent::Denied
+                        | DetailEvent::Expired
+                        | DetailEvent::Abandoned,
+                    ) => {
                         open.remove(&id);
                     }
                     _ => {}

@@ -1,5 +1,6 @@
 //! Typed `detail` of audit records: what `detail.event` says, and one builder per kind of
-//! detail the session core writes.
+//! detail the session core writes (and, below them, the `admin` details of the operations on
+//! the audit trail: audit reads, control failures, retention purges, undelivered webhooks).
 //!
 //! Why typed: the detail is part of the hashed record and is read back by evidence, export and
 //! replay. Written by hand with `json!` in every adapter, one misspelt key or event name would
@@ -224,6 +225,136 @@ pub struct CapturedResults {
     pub masked: bool,
 }
 
+/// `admin` record: an identity read audit data through the admin API (PCI DSS 10.2.1.3: access
+/// to the audit logs is itself logged), written before the answer. It has no `via`: readers
+/// count a read without one as `api`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRead {
+    pub event: DetailEvent,
+    /// What was read (`sessions`, `session`).
+    pub what: String,
+    /// The session read; `null` for a list.
+    pub target: Option<String>,
+}
+impl Detail for AuditRead {}
+
+/// Where a read of the audit store that the gateway did not serve itself came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadVia {
+    /// A command run against the store, recorded through the drop box in `data_dir`.
+    Cli,
+}
+
+/// `admin` record: a CLI command read the audit store (its drop-box line, chained by the
+/// gateway).
+#[derive(Debug, Clone, Serialize)]
+pub struct CliAuditRead {
+    pub event: DetailEvent,
+    pub via: ReadVia,
+    /// What was read (`export`, `verify`, `evidence`, `sessions_list`, `session`, `replay`).
+    pub what: String,
+    /// The command's arguments that say what was read.
+    pub args: serde_json::Value,
+    /// When the command ended (RFC 3339).
+    pub read_at: String,
+    /// `ok`, `failed` (non-zero exit) or `error`.
+    pub result: String,
+    pub error: Option<String>,
+    /// The operating-system account that ran the command.
+    pub os_user: Option<String>,
+    pub uid: Option<u32>,
+    pub pid: u32,
+}
+impl Detail for CliAuditRead {}
+
+/// `admin` record: a drop-box line that is not a CLI record, chained by its size and hash
+/// (never its text, which may hold anything).
+#[derive(Debug, Clone, Serialize)]
+pub struct CliAuditReadInvalid {
+    pub event: DetailEvent,
+    pub via: ReadVia,
+    /// Always `true`: what tells this shape from [`CliAuditRead`].
+    pub invalid: bool,
+    pub bytes: usize,
+    /// Hex SHA-256 of the line.
+    pub sha256: String,
+}
+impl Detail for CliAuditReadInvalid {}
+
+/// `admin` record: the drop box held fewer bytes than were already chained (truncated or
+/// replaced), so it is read again from its start.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditAccessLogTruncated {
+    pub event: DetailEvent,
+    pub via: ReadVia,
+    /// Bytes chained before.
+    pub offset: u64,
+    /// Bytes the drop box holds now.
+    pub size: u64,
+}
+impl Detail for AuditAccessLogTruncated {}
+
+/// `admin` record: alerts of one kind about the audit control (PCI DSS 10.7.2), held and
+/// coalesced until the store took writes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlFailure {
+    pub event: DetailEvent,
+    /// The alert (`audit.write_failed`, `audit.verify_failed`, `audit.sink_lag`, ...).
+    pub alert: String,
+    /// Alerts coalesced into this record.
+    pub count: u64,
+    /// Records the alerts were about (summed).
+    pub records: u64,
+    pub first_at: String,
+    pub last_at: String,
+    /// The last alert's error.
+    pub error: String,
+}
+impl Detail for ControlFailure {}
+
+/// `admin` record: alerts the recorder never saw (its channel dropped them while it fell
+/// behind).
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlAlertsMissed {
+    pub event: DetailEvent,
+    /// `alerts_missed`.
+    pub alert: String,
+    pub count: u64,
+}
+impl Detail for ControlAlertsMissed {}
+
+/// `admin` record: records past `audit.retention_days` were deleted through a signed
+/// checkpoint, which is kept as the anchor of the first kept record.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetentionPurged {
+    pub event: DetailEvent,
+    pub deleted_through_seq: u64,
+    pub records: u64,
+    pub anchor_seq: u64,
+    pub retention_days: u32,
+    /// Records before this time were past retention.
+    pub cutoff: String,
+}
+impl Detail for RetentionPurged {}
+
+/// `admin` record: a `[[notify]]` event never reached its webhook (given up after its
+/// attempts, or dropped from a full queue with `attempts` 0).
+#[derive(Debug, Clone, Serialize)]
+pub struct NotifyFailed {
+    pub event: DetailEvent,
+    /// The entry's label.
+    pub notify: String,
+    /// Scheme, host and port only (a path may hold a token).
+    pub url: String,
+    /// The event that was not delivered (`approval.requested`, ...).
+    pub notify_event: String,
+    pub request_id: String,
+    pub attempts: u32,
+    pub error: String,
+}
+impl Detail for NotifyFailed {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +461,198 @@ mod tests {
                 "truncated": false,
                 "masked": true,
             },
+        })
+        .to_string();
+        assert_eq!(typed, before);
+    }
+
+    /// The details the operations on the audit trail write (admin API, drop box, alerts,
+    /// retention, webhooks) come out byte-for-byte as the `json!` objects they replace.
+    #[test]
+    fn operations_details_serialize_like_the_json_objects_before_them() {
+        let typed = AuditRead {
+            event: DetailEvent::AuditRead,
+            what: "session".into(),
+            target: Some("s-1".into()),
+        }
+        .to_value()
+        .to_string();
+        let before = serde_json::json!({
+            "event": "audit_read",
+            "what": "session",
+            "target": Some("s-1"),
+        })
+        .to_string();
+        assert_eq!(typed, before);
+        let typed = AuditRead {
+            event: DetailEvent::AuditRead,
+            what: "sessions".into(),
+            target: None,
+        }
+        .to_value()
+        .to_string();
+        let none: Option<&str> = None;
+        let before = serde_json::json!({
+            "event": "audit_read",
+            "what": "sessions",
+            "target": none,
+        })
+        .to_string();
+        assert_eq!(typed, before);
+
+        for (error, os_user, uid) in [
+            (None, None, None),
+            (
+                Some("boom".to_owned()),
+                Some("ann".to_owned()),
+                Some(1000u32),
+            ),
+        ] {
+            let args = serde_json::json!({"from": "2026-01-01", "format": null});
+            let typed = CliAuditRead {
+                event: DetailEvent::AuditRead,
+                via: ReadVia::Cli,
+                what: "evidence".into(),
+                args: args.clone(),
+                read_at: "2026-01-02T03:04:05.000006Z".into(),
+                result: "ok".into(),
+                error: error.clone(),
+                os_user: os_user.clone(),
+                uid,
+                pid: 4242,
+            }
+            .to_value()
+            .to_string();
+            let before = serde_json::json!({
+                "event": "audit_read",
+                "via": "cli",
+                "what": "evidence",
+                "args": args,
+                "read_at": "2026-01-02T03:04:05.000006Z",
+                "result": "ok",
+                "error": error,
+                "os_user": os_user,
+                "uid": uid,
+                "pid": 4242u32,
+            })
+            .to_string();
+            assert_eq!(typed, before);
+        }
+
+        let typed = CliAuditReadInvalid {
+            event: DetailEvent::AuditRead,
+            via: ReadVia::Cli,
+            invalid: true,
+            bytes: 27usize,
+            sha256: "ab12".into(),
+        }
+        .to_value()
+        .to_string();
+        let before = serde_json::json!({
+            "event": "audit_read",
+            "via": "cli",
+            "invalid": true,
+            "bytes": 27usize,
+            "sha256": "ab12",
+        })
+        .to_string();
+        assert_eq!(typed, before);
+
+        let typed = AuditAccessLogTruncated {
+            event: DetailEvent::AuditAccessLogTruncated,
+            via: ReadVia::Cli,
+            offset: 180u64,
+            size: 12u64,
+        }
+        .to_value()
+        .to_string();
+        let before = serde_json::json!({
+            "event": "audit_access_log_truncated",
+            "via": "cli",
+            "offset": 180u64,
+            "size": 12u64,
+        })
+        .to_string();
+        assert_eq!(typed, before);
+
+        let typed = ControlFailure {
+            event: DetailEvent::ControlFailure,
+            alert: "audit.write_failed".into(),
+            count: 3,
+            records: 7,
+            first_at: "2026-01-01T00:00:00.000000Z".into(),
+            last_at: "2026-01-01T00:00:09.000000Z".into(),
+            error: "disk I/O error".into(),
+        }
+        .to_value()
+        .to_string();
+        let before = serde_json::json!({
+            "event": "control_failure",
+            "alert": "audit.write_failed",
+            "count": 3u64,
+            "records": 7u64,
+            "first_at": "2026-01-01T00:00:00.000000Z",
+            "last_at": "2026-01-01T00:00:09.000000Z",
+            "error": "disk I/O error",
+        })
+        .to_string();
+        assert_eq!(typed, before);
+
+        let typed = ControlAlertsMissed {
+            event: DetailEvent::ControlFailure,
+            alert: "alerts_missed".into(),
+            count: 5,
+        }
+        .to_value()
+        .to_string();
+        let before = serde_json::json!({
+            "event": "control_failure",
+            "alert": "alerts_missed",
+            "count": 5u64,
+        })
+        .to_string();
+        assert_eq!(typed, before);
+
+        let typed = RetentionPurged {
+            event: DetailEvent::RetentionPurge,
+            deleted_through_seq: 900,
+            records: 899,
+            anchor_seq: 900,
+            retention_days: 365,
+            cutoff: "2025-01-01T00:00:00.000000Z".into(),
+        }
+        .to_value()
+        .to_string();
+        let before = serde_json::json!({
+            "event": "retention_purge",
+            "deleted_through_seq": 900u64,
+            "records": 899u64,
+            "anchor_seq": 900u64,
+            "retention_days": 365u32,
+            "cutoff": "2025-01-01T00:00:00.000000Z",
+        })
+        .to_string();
+        assert_eq!(typed, before);
+
+        let typed = NotifyFailed {
+            event: DetailEvent::NotifyFailed,
+            notify: "chat".into(),
+            url: "https://hooks.example:443".into(),
+            notify_event: "approval.requested".into(),
+            request_id: "0193-abc".into(),
+            attempts: 5,
+            error: "HTTP 500".into(),
+        }
+        .to_value()
+        .to_string();
+        let before = serde_json::json!({
+            "event": "notify_failed",
+            "notify": "chat",
+            "url": "https://hooks.example:443",
+            "notify_event": "approval.requested",
+            "request_id": "0193-abc",
+            "attempts": 5u32,
+            "error": "HTTP 500",
         })
         .to_string();
         assert_eq!(typed, before);

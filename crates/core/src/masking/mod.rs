@@ -312,7 +312,7 @@ impl SessionMasks {
 /// style leaves visible (`last4`'s four digits) can join the digits next to the masked span
 /// into a new Luhn-valid run (`4111 1111 1111 4008 0000 0000 0004` shows
 /// `**** **** **** 4008 0000 0000 0004`, itself a card number). The output is scanned again
-/// and every digit of what is found starred, until nothing is; past [`MAX_MASK_PASSES`] every
+/// and every digit of what is found starred, until nothing is; past a few passes every
 /// digit of the text is. Both keep `last4`'s promise that the output has the input's length
 /// (COPY data is masked in place).
 pub fn mask_pans_with(style: MaskStyle, key: &TokenKey, text: &[u8]) -> Option<(Vec<u8>, u64)> {

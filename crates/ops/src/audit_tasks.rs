@@ -10,7 +10,7 @@
 //! only through a record covered by a signed checkpoint, which is kept as the anchor of the
 //! first kept record (`gatehouse audit verify` accepts a store starting at K > 1 only when a
 //! valid signed checkpoint at K−1 carries record K's `prev_hash`). The deletion runs in
-//! transactions that each end at a checkpoint (at most about [`PURGE_BATCH`] records each), so
+//! transactions that each end at a checkpoint (at most about `PURGE_BATCH` records each), so
 //! every intermediate state verifies and the audit writer never waits long. The purge is then
 //! recorded through the normal auditor (`admin` record, `detail.event` = `retention_purge`).
 //!
@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use gatehouse_core::audit::detail::{Detail, DetailEvent, RetentionPurged};
 use gatehouse_core::audit::{
     AuditAlert, AuditEvent, Auditor, ChainVerifier, CheckpointSigner, RecordKind, VerifyReport,
 };
@@ -140,14 +141,17 @@ async fn run(
                 );
                 let mut ev = AuditEvent::new(RecordKind::Admin, String::new());
                 ev.subject = Some("gatehouse".into());
-                let ev = ev.with_detail(serde_json::json!({
-                    "event": "retention_purge",
-                    "deleted_through_seq": p.anchor,
-                    "records": p.records,
-                    "anchor_seq": p.anchor,
-                    "retention_days": retention_days,
-                    "cutoff": cutoff,
-                }));
+                let ev = ev.with_detail(
+                    RetentionPurged {
+                        event: DetailEvent::RetentionPurge,
+                        deleted_through_seq: p.anchor,
+                        records: p.records,
+                        anchor_seq: p.anchor,
+                        retention_days,
+                        cutoff,
+                    }
+                    .to_value(),
+                );
                 if let Err(e) = auditor.record(ev).await {
                     tracing::error!(error = %e, "the retention purge could not be recorded");
                 }
@@ -159,10 +163,7 @@ async fn run(
 }
 
 /// Verifies the whole stored chain against its signed checkpoints; the first problem as text.
-pub fn verify_store(
-    store: &SqliteStore,
-    data_dir: &std::path::Path,
-) -> Result<VerifyReport, String> {
+fn verify_store(store: &SqliteStore, data_dir: &std::path::Path) -> Result<VerifyReport, String> {
     let signer = CheckpointSigner::load(data_dir).map_err(|e| e.to_string())?;
     let checkpoints = store.checkpoints().map_err(|e| e.to_string())?;
     let mut verifier = ChainVerifier::new(&signer, checkpoints).map_err(|e| e.to_string())?;

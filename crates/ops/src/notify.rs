@@ -32,15 +32,16 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
 use gatehouse_core::approvals::{ApprovalEvent, ApprovalRequest, ApprovalStatus};
+use gatehouse_core::audit::detail::{Detail, DetailEvent, NotifyFailed};
 use gatehouse_core::audit::{AuditAlert, AuditEvent, Auditor, RecordKind};
-use gatehouse_core::config::{Config, NotifyFormat, Secret};
-use hmac::{Hmac, Mac};
+use gatehouse_core::config::{Config, ConfigError, NotifyFormat, Secret};
 use serde::Serialize;
-use sha2::Sha256;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
+
+use crate::error_text::with_sources;
+use crate::signed_http::{SIGNATURE_HEADER, TIMESTAMP_HEADER, http_client, signature, unix_now};
 
 /// Events waiting per webhook; beyond it the oldest is dropped.
 pub const QUEUE_CAPACITY: usize = 1000;
@@ -52,9 +53,21 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// Statement characters shown in a Slack message.
 const SLACK_STATEMENT_CHARS: usize = 300;
 
-pub const SIGNATURE_HEADER: &str = "x-gatehouse-signature";
-pub const TIMESTAMP_HEADER: &str = "x-gatehouse-timestamp";
 pub const EVENT_HEADER: &str = "x-gatehouse-event";
+
+/// A `[[notify]]` entry that cannot start (the gateway refuses to start with it).
+#[derive(Debug, thiserror::Error)]
+pub enum NotifySetupError {
+    /// Its secret cannot be read (the text names the entry).
+    #[error("{0}")]
+    Secret(ConfigError),
+    #[error("{key}: http client")]
+    HttpClient {
+        key: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
 
 /// Starts the dispatcher and one delivery task per `[[notify]]` entry (nothing without
 /// entries). Fails when a secret cannot be read or an HTTP client cannot be built, so a
@@ -64,16 +77,18 @@ pub fn spawn(
     events: broadcast::Receiver<ApprovalEvent>,
     alerts: broadcast::Receiver<AuditAlert>,
     auditor: Auditor,
-) -> Result<()> {
+) -> Result<(), NotifySetupError> {
     if cfg.notify.is_empty() {
         return Ok(());
     }
     let mut targets = Vec::with_capacity(cfg.notify.len());
     for (i, n) in cfg.notify.iter().enumerate() {
         let key = format!("notify[{i}]");
-        let secret = n.secret(&key, &cfg.base_dir).map_err(|e| anyhow!("{e}"))?;
-        let client =
-            http_client(&n.url, HTTP_TIMEOUT).with_context(|| format!("{key}: http client"))?;
+        let secret = n
+            .secret(&key, &cfg.base_dir)
+            .map_err(NotifySetupError::Secret)?;
+        let client = http_client(&n.url, HTTP_TIMEOUT)
+            .map_err(|source| NotifySetupError::HttpClient { key, source })?;
         let target = Arc::new(Target {
             label: n.label(i),
             url: n.url.clone(),
@@ -99,23 +114,6 @@ pub fn spawn(
     Ok(())
 }
 
-/// The client for a configured outbound URL (`[[notify]]` webhooks, HTTP audit sinks).
-pub(crate) fn http_client(url: &str, timeout: Duration) -> Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        // A redirect could lead the signed event somewhere the config never named.
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")));
-    if url.starts_with("http://") {
-        // Loopback only (checked by the config): no TLS, no proxy, no trust store needed.
-        builder = builder.tls_certs_only(std::iter::empty()).no_proxy();
-    } else {
-        builder = builder.https_only(true);
-    }
-    Ok(builder.build()?)
-}
-
 /// One `[[notify]]` entry at run time.
 struct Target {
     label: String,
@@ -133,15 +131,18 @@ struct Target {
 impl Target {
     /// Records that `event` about `request_id` did not reach this webhook.
     async fn record_failure(&self, event: &str, request_id: &str, attempts: u32, error: &str) {
-        let ev = AuditEvent::new(RecordKind::Admin, String::new()).with_detail(serde_json::json!({
-            "event": "notify_failed",
-            "notify": self.label,
-            "url": self.redacted_url,
-            "notify_event": event,
-            "request_id": request_id,
-            "attempts": attempts,
-            "error": error,
-        }));
+        let ev = AuditEvent::new(RecordKind::Admin, String::new()).with_detail(
+            NotifyFailed {
+                event: DetailEvent::NotifyFailed,
+                notify: self.label.clone(),
+                url: self.redacted_url.clone(),
+                notify_event: event.to_owned(),
+                request_id: request_id.to_owned(),
+                attempts,
+                error: error.to_owned(),
+            }
+            .to_value(),
+        );
         self.auditor.record_later(ev).await;
     }
 }
@@ -403,33 +404,9 @@ async fn post(t: &Target, d: &Delivery) -> Result<(), Failure> {
         }
         Err(e) => Err(Failure {
             retry: true,
-            reason: error_chain(&e.without_url()),
+            reason: with_sources(&e.without_url()),
         }),
     }
-}
-
-/// An error and its sources on one line (reqwest's own message is only the outermost).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
-
-/// `sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`.
-pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
-    // HMAC accepts keys of any length; the error case cannot occur.
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
-        return String::new();
-    };
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 #[derive(Serialize)]
@@ -488,7 +465,7 @@ fn render_alert(
 
 /// One line for a chat channel: who asked, where, under which rule, the status, the (masked,
 /// shortened) statement, the id, and for a new request how to decide it.
-pub fn slack_text(ev: &ApprovalEvent) -> String {
+fn slack_text(ev: &ApprovalEvent) -> String {
     let r = &ev.request;
     let statement = one_line(&r.statement, SLACK_STATEMENT_CHARS).replace('`', "'");
     let text = if r.status == ApprovalStatus::Pending {
@@ -543,13 +520,6 @@ fn slack_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -579,33 +549,6 @@ mod tests {
                 votes: Vec::new(),
             },
         }
-    }
-
-    #[test]
-    fn signature_is_hmac_sha256_of_timestamp_dot_body() {
-        // Reference: python3 -c "import hmac,hashlib; print(hmac.new(b'hook-secret',
-        //   b'1700000000.{\"event\":\"approval.requested\"}', hashlib.sha256).hexdigest())"
-        assert_eq!(
-            signature(
-                b"hook-secret",
-                1_700_000_000,
-                br#"{"event":"approval.requested"}"#
-            ),
-            "sha256=04a166b419f8bda94e8a2838f21d77baac4184c40f41e380d9776dd708f97b5d"
-        );
-        assert_ne!(
-            signature(
-                b"hook-secret",
-                1_700_000_001,
-                br#"{"event":"approval.requested"}"#
-            ),
-            signature(
-                b"hook-secret",
-                1_700_000_000,
-                br#"{"event":"approval.requested"}"#
-            ),
-            "the timestamp is signed"
-        );
     }
 
     #[test]

@@ -12,12 +12,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use gatehouse_core::audit::detail::{ControlAlertsMissed, ControlFailure, Detail, DetailEvent};
 use gatehouse_core::audit::{AuditAlert, AuditEvent, Auditor, RecordKind};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
 /// How often held alerts are retried while the store refuses writes.
 pub const RETRY_EVERY: Duration = Duration::from_secs(5);
+/// The `alert` of the record counting alerts this task never received.
+const ALERTS_MISSED: &str = "alerts_missed";
 
 /// Alerts of one kind waiting to be recorded.
 struct Held {
@@ -66,25 +69,31 @@ impl Recorder {
         let mut events: Vec<AuditEvent> = self
             .held
             .iter()
-            .map(|(event, h)| {
-                AuditEvent::new(RecordKind::Admin, String::new()).with_detail(serde_json::json!({
-                    "event": "control_failure",
-                    "alert": event,
-                    "count": h.count,
-                    "records": h.records,
-                    "first_at": h.first_at,
-                    "last_at": h.last_at,
-                    "error": h.last_error,
-                }))
+            .map(|(alert, h)| {
+                AuditEvent::new(RecordKind::Admin, String::new()).with_detail(
+                    ControlFailure {
+                        event: DetailEvent::ControlFailure,
+                        alert: (*alert).to_owned(),
+                        count: h.count,
+                        records: h.records,
+                        first_at: h.first_at.clone(),
+                        last_at: h.last_at.clone(),
+                        error: h.last_error.clone(),
+                    }
+                    .to_value(),
+                )
             })
             .collect();
         if self.missed > 0 {
             events.push(
-                AuditEvent::new(RecordKind::Admin, String::new()).with_detail(serde_json::json!({
-                    "event": "control_failure",
-                    "alert": "alerts_missed",
-                    "count": self.missed,
-                })),
+                AuditEvent::new(RecordKind::Admin, String::new()).with_detail(
+                    ControlAlertsMissed {
+                        event: DetailEvent::ControlFailure,
+                        alert: ALERTS_MISSED.to_owned(),
+                        count: self.missed,
+                    }
+                    .to_value(),
+                ),
             );
         }
         let n = events.len() as u64;

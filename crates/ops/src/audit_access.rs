@@ -22,14 +22,18 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use gatehouse_core::audit::detail::{
+    AuditAccessLogTruncated, CliAuditRead, CliAuditReadInvalid, Detail, DetailEvent, ReadVia,
+};
 use gatehouse_core::audit::{AuditAlert, AuditEvent, Auditor, RecordKind, now_rfc3339};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
+
+use crate::error_text::with_sources;
+use crate::position::{PositionError, read_position, write_position};
 
 /// The drop box, under `data_dir`.
 pub const DROP_BOX: &str = "audit-access.jsonl";
@@ -69,6 +73,40 @@ pub struct CliRead {
     pub pid: u32,
 }
 
+/// How a reading command ended, as its drop-box line says (`result`, `error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadResult {
+    /// It ran and succeeded.
+    Ok,
+    /// It ran and exited non-zero (a chain that does not verify, say).
+    Failed,
+    /// It stopped on this error (recorded cut to 500 characters).
+    Error(String),
+}
+
+/// The drop box could not be opened or written: the read must not happen, or must fail.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessLogError {
+    #[error(
+        "cannot record this read of the audit store in {} (PCI DSS 10.2.1.3: access to the \
+         audit logs is logged); refusing to read",
+        .path.display()
+    )]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Serialize(serde_json::Error),
+    #[error("recording this read in {}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The drop box, opened by a reading command before it reads.
 pub struct AccessLog {
     file: File,
@@ -78,21 +116,17 @@ pub struct AccessLog {
 impl AccessLog {
     /// Opens (creating, mode 0600) the drop box under `data_dir`. Failing here must stop the
     /// command: a read that cannot be recorded does not happen.
-    pub fn open(data_dir: &Path) -> Result<Self> {
+    pub fn open(data_dir: &Path) -> Result<Self, AccessLogError> {
         let path = data_dir.join(DROP_BOX);
-        let file = OpenOptions::new()
+        match OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(&path)
-            .with_context(|| {
-                format!(
-                    "cannot record this read of the audit store in {} (PCI DSS 10.2.1.3: \
-                     access to the audit logs is logged); refusing to read",
-                    path.display()
-                )
-            })?;
-        Ok(Self { file, path })
+        {
+            Ok(file) => Ok(Self { file, path }),
+            Err(source) => Err(AccessLogError::Open { path, source }),
+        }
     }
 
     /// Writes the command's line (one `write`, O_APPEND, then fsync).
@@ -100,12 +134,12 @@ impl AccessLog {
         mut self,
         what: &str,
         args: serde_json::Value,
-        result: &Result<ExitCode>,
-    ) -> Result<()> {
+        result: &ReadResult,
+    ) -> Result<(), AccessLogError> {
         let (result, error) = match result {
-            Ok(code) if *code == ExitCode::SUCCESS => ("ok", None),
-            Ok(_) => ("failed", None),
-            Err(e) => ("error", Some(truncate(&format!("{e:#}"), 500))),
+            ReadResult::Ok => ("ok", None),
+            ReadResult::Failed => ("failed", None),
+            ReadResult::Error(e) => ("error", Some(truncate(e, 500))),
         };
         let uid = std::fs::metadata("/proc/self").ok().map(|m| m.uid());
         let line = CliRead {
@@ -120,30 +154,16 @@ impl AccessLog {
             uid,
             pid: std::process::id(),
         };
-        let mut text = serde_json::to_string(&line)?;
+        let mut text = serde_json::to_string(&line).map_err(AccessLogError::Serialize)?;
         text.push('\n');
         self.file
             .write_all(text.as_bytes())
             .and_then(|()| self.file.sync_data())
-            .with_context(|| format!("recording this read in {}", self.path.display()))
+            .map_err(|source| AccessLogError::Write {
+                path: self.path.clone(),
+                source,
+            })
     }
-}
-
-/// Runs a reading command between opening the drop box and writing its line. A failure to
-/// write the line after a successful command makes the command fail.
-pub async fn guarded_async<F>(
-    data_dir: &Path,
-    what: &str,
-    args: serde_json::Value,
-    run: F,
-) -> Result<ExitCode>
-where
-    F: std::future::Future<Output = Result<ExitCode>>,
-{
-    let log = AccessLog::open(data_dir)?;
-    let result = run.await;
-    log.record(what, args, &result)?;
-    result
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -200,7 +220,10 @@ pub fn spawn(
                         metrics::counter!("gatehouse_audit_access_log_failures_total").increment(1);
                         auditor.raise_alert(AuditAlert::new(
                             AuditAlert::ACCESS_LOG_FAILED,
-                            format!("CLI reads of the audit store could not be chained: {e:#}"),
+                            format!(
+                                "CLI reads of the audit store could not be chained: {}",
+                                with_sources(&e)
+                            ),
                             0,
                         ));
                     }
@@ -213,13 +236,40 @@ pub fn spawn(
     })
 }
 
+/// Why new drop-box lines were not chained this pass (they are tried again the next).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("drop box reader: {0}")]
+    Reader(tokio::task::JoinError),
+    #[error("opening {}", .path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    #[error(transparent)]
+    Offset(#[from] PositionError),
+    #[error("{0}")]
+    Record(gatehouse_core::audit::AuditError),
+    #[error("offset writer: {0}")]
+    OffsetWriter(tokio::task::JoinError),
+    #[error("writing {}", .path.display())]
+    SaveOffset {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// One pass: reads the lines after the saved offset, records them, then saves the new offset.
 /// Returns how many records were written.
-pub async fn ingest(data_dir: &Path, auditor: &Auditor) -> Result<usize> {
+pub async fn ingest(data_dir: &Path, auditor: &Auditor) -> Result<usize, IngestError> {
     let dir = data_dir.to_owned();
     let pass = tokio::task::spawn_blocking(move || read_pass(&dir))
         .await
-        .map_err(|e| anyhow!("drop box reader: {e}"))??;
+        .map_err(IngestError::Reader)??;
     let Some(pass) = pass else {
         return Ok(0);
     };
@@ -228,12 +278,12 @@ pub async fn ingest(data_dir: &Path, auditor: &Auditor) -> Result<usize> {
         auditor
             .record_many(pass.events)
             .await
-            .map_err(|e| anyhow!("{e}"))?;
+            .map_err(IngestError::Record)?;
     }
     let dir = data_dir.to_owned();
     tokio::task::spawn_blocking(move || save_offset(&dir, pass.new_offset))
         .await
-        .map_err(|e| anyhow!("offset writer: {e}"))??;
+        .map_err(IngestError::OffsetWriter)??;
     Ok(n)
 }
 
@@ -242,12 +292,12 @@ struct Pass {
     new_offset: u64,
 }
 
-fn read_pass(data_dir: &Path) -> Result<Option<Pass>> {
+fn read_pass(data_dir: &Path) -> Result<Option<Pass>, IngestError> {
     let path = data_dir.join(DROP_BOX);
     let mut file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+        Err(source) => return Err(IngestError::Open { path, source }),
     };
     let size = file.metadata()?.len();
     let mut offset = load_offset(data_dir)?;
@@ -255,12 +305,15 @@ fn read_pass(data_dir: &Path) -> Result<Option<Pass>> {
     if size < offset {
         // Someone truncated or replaced the drop box: say so, and read it from the start.
         events.push(
-            AuditEvent::new(RecordKind::Admin, String::new()).with_detail(serde_json::json!({
-                "event": "audit_access_log_truncated",
-                "via": "cli",
-                "offset": offset,
-                "size": size,
-            })),
+            AuditEvent::new(RecordKind::Admin, String::new()).with_detail(
+                AuditAccessLogTruncated {
+                    event: DetailEvent::AuditAccessLogTruncated,
+                    via: ReadVia::Cli,
+                    offset,
+                    size,
+                }
+                .to_value(),
+            ),
         );
         offset = 0;
     }
@@ -299,37 +352,42 @@ fn event_for(line: &[u8]) -> AuditEvent {
     match parsed {
         Some(r) => {
             ev.subject = r.os_user.as_ref().map(|u| format!("os:{u}"));
-            ev.with_detail(serde_json::json!({
-                "event": "audit_read",
-                "via": "cli",
-                "what": r.what,
-                "args": r.args,
-                "read_at": r.read_at,
-                "result": r.result,
-                "error": r.error,
-                "os_user": r.os_user,
-                "uid": r.uid,
-                "pid": r.pid,
-            }))
+            ev.with_detail(
+                CliAuditRead {
+                    event: DetailEvent::AuditRead,
+                    via: ReadVia::Cli,
+                    what: r.what,
+                    args: r.args,
+                    read_at: r.read_at,
+                    result: r.result,
+                    error: r.error,
+                    os_user: r.os_user,
+                    uid: r.uid,
+                    pid: r.pid,
+                }
+                .to_value(),
+            )
         }
-        None => ev.with_detail(serde_json::json!({
-            "event": "audit_read",
-            "via": "cli",
-            "invalid": true,
-            "bytes": line.len(),
-            "sha256": hex::encode(Sha256::digest(line)),
-        })),
+        None => ev.with_detail(
+            CliAuditReadInvalid {
+                event: DetailEvent::AuditRead,
+                via: ReadVia::Cli,
+                invalid: true,
+                bytes: line.len(),
+                sha256: hex::encode(Sha256::digest(line)),
+            }
+            .to_value(),
+        ),
     }
 }
 
-fn load_offset(data_dir: &Path) -> Result<u64> {
-    crate::sinks::read_position(&data_dir.join(OFFSET_FILE))
+fn load_offset(data_dir: &Path) -> Result<u64, PositionError> {
+    read_position(&data_dir.join(OFFSET_FILE))
 }
 
-fn save_offset(data_dir: &Path, offset: u64) -> Result<()> {
+fn save_offset(data_dir: &Path, offset: u64) -> Result<(), IngestError> {
     let path = data_dir.join(OFFSET_FILE);
-    crate::sinks::write_position(&path, offset)
-        .with_context(|| format!("writing {}", path.display()))
+    write_position(&path, offset).map_err(|source| IngestError::SaveOffset { path, source })
 }
 
 #[cfg(test)]
@@ -343,7 +401,7 @@ mod tests {
         log.record(
             "export",
             serde_json::json!({"format": "jsonl"}),
-            &Ok(ExitCode::SUCCESS),
+            &ReadResult::Ok,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let text = std::fs::read_to_string(dir.path().join(DROP_BOX)).unwrap_or_default();

@@ -105,7 +105,7 @@ pub fn cef_severity(r: &AuditRecord) -> u8 {
 }
 
 /// Escapes a CEF header field: `\` and `|`; line breaks become spaces.
-pub fn cef_header(s: &str) -> String {
+fn cef_header(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -119,7 +119,7 @@ pub fn cef_header(s: &str) -> String {
 }
 
 /// Escapes a CEF extension value: `\`, `=` and line breaks (`\n`, `\r`).
-pub fn cef_ext(s: &str) -> String {
+fn cef_ext(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
