@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use gatehouse_core::audit::detail::{ApprovalEnded, Detail, DetailEvent};
+use gatehouse_core::audit::detail::{ApprovalEnded, Detail, DetailEvent, GrantEndedByRestart};
 use gatehouse_core::audit::{CheckpointSigner, WriterOptions, spawn_writer};
 use gatehouse_core::config::parse_duration;
 use gatehouse_core::identity::Verifier;
@@ -343,12 +343,15 @@ async fn abandon_unfinished_approvals(
         let mut ev = AuditEvent::new(RecordKind::Grant, id.clone());
         ev.connection = requested.connection.clone();
         ev.outcome = Some(Outcome::Expired);
-        let ev = ev.with_detail(serde_json::json!({
-            "event": "expired",
-            "grant_id": id,
-            "requester": requested.subject,
-            "why": "the gateway restarted; access grants are not kept across restarts",
-        }));
+        let ev = ev.with_detail(
+            GrantEndedByRestart {
+                event: DetailEvent::Expired,
+                grant_id: id.clone(),
+                requester: requested.subject.clone(),
+                why: "the gateway restarted; access grants are not kept across restarts".to_owned(),
+            }
+            .to_value(),
+        );
         if let Err(e) = auditor.record(ev).await {
             tracing::error!(error = %e, grant_id = %id, "cannot record a grant ended by the restart");
         } else {

@@ -149,6 +149,17 @@ pub struct GrantUsed {
 }
 impl Detail for GrantUsed {}
 
+/// `grant` record: a grant of a previous run ended because the gateway restarted (grants are
+/// not kept across restarts).
+#[derive(Debug, Clone, Serialize)]
+pub struct GrantEndedByRestart {
+    pub event: DetailEvent,
+    pub grant_id: String,
+    pub requester: Option<String>,
+    pub why: String,
+}
+impl Detail for GrantEndedByRestart {}
+
 /// `login_failed` record: why an identity (or an anonymous peer) was not admitted.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoginFailed {
@@ -428,6 +439,23 @@ mod tests {
         .to_value()
         .to_string();
         assert_eq!(typed, r#"{"approval_id":"a2","event":"expired"}"#);
+
+        let typed = GrantEndedByRestart {
+            event: DetailEvent::Expired,
+            grant_id: "g1".into(),
+            requester: Some("bob".into()),
+            why: "restarted".into(),
+        }
+        .to_value()
+        .to_string();
+        let before = serde_json::json!({
+            "event": "expired",
+            "grant_id": "g1",
+            "requester": "bob",
+            "why": "restarted",
+        })
+        .to_string();
+        assert_eq!(typed, before);
 
         let typed = StatementOutcomeDetail {
             result_rows: 2,

@@ -141,12 +141,15 @@ impl HandshakeResponse41 {
         out.push(self.charset);
         out.extend_from_slice(&[0u8; 23]);
         put_nul_str(out, &self.user);
+        // The three forms `ClientHello::parse` reads, chosen by the same flags.
         if self.capabilities & PLUGIN_AUTH_LENENC_CLIENT_DATA != 0 {
             put_lenenc_bytes(out, &self.auth_response);
-        } else {
+        } else if self.capabilities & SECURE_CONNECTION != 0 {
             let n = self.auth_response.len().min(255);
             out.push(n as u8);
             out.extend_from_slice(self.auth_response.get(..n).unwrap_or_default());
+        } else {
+            put_nul_str(out, &self.auth_response);
         }
         if self.capabilities & CONNECT_WITH_DB != 0 {
             put_nul_str(out, self.database.as_deref().unwrap_or_default());
@@ -195,6 +198,29 @@ mod tests {
             shown.contains("fraud-bot") && shown.contains("13 bytes"),
             "{shown}"
         );
+    }
+
+    /// Found by fuzzing: a login without `SECURE_CONNECTION` carries a NUL-terminated auth
+    /// response, and must be built back the same way.
+    #[test]
+    fn every_auth_response_form_round_trips() {
+        for caps in [
+            GATEWAY_OFFERS,
+            GATEWAY_OFFERS & !PLUGIN_AUTH_LENENC_CLIENT_DATA,
+            GATEWAY_OFFERS & !PLUGIN_AUTH_LENENC_CLIENT_DATA & !SECURE_CONNECTION,
+        ] {
+            let l = HandshakeResponse41 {
+                capabilities: caps,
+                ..login()
+            };
+            let mut out = Vec::new();
+            l.encode(&mut out);
+            assert_eq!(
+                ClientHello::parse(&out),
+                Ok(ClientHello::Login(l)),
+                "{caps:#x}"
+            );
+        }
     }
 
     #[test]
