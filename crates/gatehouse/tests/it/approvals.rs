@@ -170,15 +170,15 @@ async fn extended_protocol_waits_in_order() {
     let alice = gw.token("alice", &["security"]);
     let c = std::sync::Arc::new(gw.connect("payments", &bot).await);
     let (c1, c2) = (c.clone(), c.clone());
-    // Pipelined: the held query first, then one that needs no approval.
+    // The held query first, then one that needs no approval.
     let first = tokio::spawn(async move { c1.query(HELD, &[]).await.map(|r| r.len()) });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once the first is held, the second is sent on the same connection behind it.
+    let req = pending_approval(&gw, &alice).await;
     let second = tokio::spawn(async move {
         c2.query_one("SELECT 7", &[])
             .await
             .map(|r| r.get::<_, i32>(0))
     });
-    let req = pending_approval(&gw, &alice).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         !second.is_finished(),

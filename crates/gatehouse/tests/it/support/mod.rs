@@ -607,6 +607,19 @@ impl Gateway {
         self.dir.path().join("data")
     }
 
+    /// Waits (up to 20 s) until the gateway's log holds `needle` at least `times` times.
+    pub fn wait_for_log(&self, needle: &str, times: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.log_text().matches(needle).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "the log never showed {needle:?} {times} times: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
