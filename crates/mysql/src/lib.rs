@@ -12,6 +12,7 @@
 //! gateway advertises (only what it can follow).
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod capabilities;
 pub mod codec;
 pub mod messages;

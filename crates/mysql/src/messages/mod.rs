@@ -1,10 +1,13 @@
-//! One message per file: the connection phase ([`handshake`], [`response`]) and the generic
-//! answers ([`ok_err`]). Each parses from a payload with typed errors and builds into a buffer.
+//! One message per file: the connection phase ([`handshake`], [`response`]), the command
+//! phase ([`command`]: commands, column definitions, text rows) and the generic answers
+//! ([`ok_err`]). Each parses from a payload with typed errors and builds into a buffer.
 
+pub mod command;
 pub mod handshake;
 pub mod ok_err;
 pub mod response;
 
+pub use command::{ColumnDefinition, CommandKind};
 pub use handshake::HandshakeV10;
 pub use ok_err::{ErrPacket, OkPacket, codes};
 pub use response::{ClientHello, HandshakeResponse41, SslRequest};
