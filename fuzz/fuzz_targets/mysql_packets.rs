@@ -1,5 +1,6 @@
 //! Arbitrary bytes as a MySQL byte stream: framed by `PacketReader` (the first byte picks the
-//! limit and the read size), then every connection-phase parser on each payload.
+//! limit and the read size), then every parser (connection phase, commands, column
+//! definitions, text rows) on each payload.
 //!
 //! Checks, besides "no panic": packets come whole and in order from the front of the stream
 //! (their wire bytes are exactly what was consumed), a payload never exceeds the limit,
@@ -7,7 +8,10 @@
 #![no_main]
 
 use bytes::BytesMut;
-use gatehouse_mysql::messages::{ClientHello, ErrPacket, HandshakeV10, OkPacket};
+use gatehouse_mysql::messages::command::{encode_text_row, text_row};
+use gatehouse_mysql::messages::{
+    ClientHello, ColumnDefinition, CommandKind, ErrPacket, HandshakeV10, OkPacket,
+};
 use gatehouse_mysql::{PacketReader, write_packets};
 use libfuzzer_sys::fuzz_target;
 
@@ -57,6 +61,19 @@ fuzz_target!(|data: &[u8]| {
         let _ = HandshakeV10::parse(payload);
         let _ = OkPacket::parse(payload);
         let _ = ErrPacket::parse(payload);
+        let _ = CommandKind::of(payload);
+        if let Ok(c) = ColumnDefinition::parse(payload) {
+            let mut out = Vec::new();
+            c.encode(&mut out);
+            assert_eq!(ColumnDefinition::parse(&out).ok(), Some(c), "column definition round trip");
+        }
+        for columns in 0..4 {
+            if let Ok(row) = text_row(payload, columns) {
+                let mut out = Vec::new();
+                encode_text_row(&row, &mut out);
+                assert_eq!(text_row(&out, columns).ok(), Some(row), "row round trip");
+            }
+        }
         if let Ok(hello) = ClientHello::parse(payload) {
             // What parsed builds back into something that parses the same.
             if let ClientHello::Login(login) = &hello {
