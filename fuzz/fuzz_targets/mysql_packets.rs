@@ -10,7 +10,8 @@
 use bytes::BytesMut;
 use gatehouse_mysql::messages::command::{encode_text_row, text_row};
 use gatehouse_mysql::messages::{
-    ClientHello, ColumnDefinition, CommandKind, ErrPacket, HandshakeV10, OkPacket,
+    AuthMoreData, AuthSwitchRequest, ClientHello, ColumnDefinition, CommandKind, ErrPacket,
+    HandshakeV10, OkPacket,
 };
 use gatehouse_mysql::{PacketReader, write_packets};
 use libfuzzer_sys::fuzz_target;
@@ -62,6 +63,12 @@ fuzz_target!(|data: &[u8]| {
         let _ = OkPacket::parse(payload);
         let _ = ErrPacket::parse(payload);
         let _ = CommandKind::of(payload);
+        let _ = AuthMoreData::parse(payload);
+        if let Ok(switch) = AuthSwitchRequest::parse(payload) {
+            let mut out = Vec::new();
+            switch.encode(&mut out);
+            let _ = AuthSwitchRequest::parse(&out);
+        }
         if let Ok(c) = ColumnDefinition::parse(payload) {
             let mut out = Vec::new();
             c.encode(&mut out);

@@ -16,7 +16,9 @@ use gatehouse_mysql::capabilities::{
     PROTOCOL_41, SECURE_CONNECTION, TRANSACTIONS,
 };
 use gatehouse_mysql::messages::command::{query, text_row};
-use gatehouse_mysql::messages::{ColumnDefinition, ErrPacket, HandshakeResponse41, HandshakeV10};
+use gatehouse_mysql::messages::{
+    AuthSwitchRequest, ColumnDefinition, ErrPacket, HandshakeResponse41, HandshakeV10,
+};
 use gatehouse_mysql::wire::Reader;
 use gatehouse_mysql::{Packet, PacketReader, auth, write_packets};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -236,12 +238,9 @@ async fn login(password: &str) -> (Conn, Vec<u8>) {
     c.send(&out, greeting.next_seq()).await;
     let mut answer = c.read().await;
     if answer.payload.first() == Some(&0xfe) {
-        // AuthSwitchRequest: plugin name, then a new scramble.
-        let mut r = Reader::new(&answer.payload[1..]);
-        let plugin = r.nul_str("plugin").expect("plugin").to_vec();
-        assert_eq!(plugin, b"mysql_native_password");
-        let scramble = r.rest().to_vec();
-        let reply = auth::native_password(password.as_bytes(), &scramble);
+        let switch = AuthSwitchRequest::parse(&answer.payload).expect("auth switch");
+        assert_eq!(switch.plugin, b"mysql_native_password");
+        let reply = auth::native_password(password.as_bytes(), &switch.data);
         c.send(&reply, answer.next_seq()).await;
         answer = c.read().await;
     }

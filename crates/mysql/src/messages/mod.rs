@@ -2,11 +2,13 @@
 //! phase ([`command`]: commands, column definitions, text rows) and the generic answers
 //! ([`ok_err`]). Each parses from a payload with typed errors and builds into a buffer.
 
+pub mod auth_switch;
 pub mod command;
 pub mod handshake;
 pub mod ok_err;
 pub mod response;
 
+pub use auth_switch::{AuthMoreData, AuthSwitchRequest};
 pub use command::{ColumnDefinition, CommandKind};
 pub use handshake::HandshakeV10;
 pub use ok_err::{ErrPacket, OkPacket, codes};
