@@ -9,12 +9,14 @@
 //! Layout: [`codec`] splits a byte stream into packets (3-byte length, sequence id) and joins
 //! the 16 MiB continuations of a large payload; [`wire`] reads the protocol's integer and string
 //! encodings; [`messages`] has one file per message; [`capabilities`] the flags and the set the
-//! gateway advertises (only what it can follow).
+//! gateway advertises (only what it can follow); [`mask`] masks text-protocol rows by their
+//! columns' sources and the content detector; [`auth`] answers an upstream's scramble.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod capabilities;
 pub mod codec;
+pub mod mask;
 pub mod messages;
 pub mod wire;
 

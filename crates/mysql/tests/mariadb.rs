@@ -11,10 +11,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use gatehouse_core::masking::{MaskRule, MaskSet, MaskStyle, TokenKey};
 use gatehouse_mysql::capabilities::{
     DEPRECATE_EOF, LONG_PASSWORD, MULTI_RESULTS, PLUGIN_AUTH, PLUGIN_AUTH_LENENC_CLIENT_DATA,
     PROTOCOL_41, SECURE_CONNECTION, TRANSACTIONS,
 };
+use gatehouse_mysql::mask::RowMask;
 use gatehouse_mysql::messages::command::{query, text_row};
 use gatehouse_mysql::messages::{
     AuthSwitchRequest, ColumnDefinition, ErrPacket, HandshakeResponse41, HandshakeV10,
@@ -271,27 +273,43 @@ async fn the_held_credential_logs_in_and_a_text_result_is_read_column_by_column(
     assert_eq!(columns[1].org_name, b"card_number");
     assert_eq!(columns[1].name, b"cn");
     assert_eq!(columns[1].schema, b"shop");
+    // The masking of this result for a session under a `last4` rule on the card column.
+    let masks = MaskSet::compile(
+        &[MaskRule {
+            columns: vec!["shop.payments.card_number".into()],
+            detectors: vec!["pan".into()],
+            style: MaskStyle::Last4,
+            ..MaskRule::default()
+        }],
+        TokenKey::from_bytes([9; 32]),
+    )
+    .expect("mask rules")
+    .for_session("shop", &[]);
+    let mut plan = RowMask::plan(&columns, &masks, None);
+    let own = |payload: &[u8]| -> Vec<Option<Vec<u8>>> {
+        text_row(payload, n)
+            .expect("row")
+            .into_iter()
+            .map(|v| v.map(<[u8]>::to_vec))
+            .collect()
+    };
     let mut rows = Vec::new();
+    let mut masked = Vec::new();
     loop {
         let p = c.read().await;
         if p.payload.first() == Some(&0xfe) && p.payload.len() < 0xff_ffff {
             break; // the OK (DEPRECATE_EOF) that ends the result set
         }
-        let values: Vec<Option<Vec<u8>>> = text_row(&p.payload, n)
-            .expect("row")
-            .into_iter()
-            .map(|v| v.map(<[u8]>::to_vec))
-            .collect();
-        rows.push(values);
+        rows.push(own(&p.payload));
+        let out = plan
+            .text_row(&p.payload, &masks)
+            .expect("masking")
+            .expect("rewritten");
+        masked.push(own(&out));
     }
-    assert_eq!(
-        rows,
-        vec![vec![
-            Some(b"1".to_vec()),
-            Some(b"4111111111111111".to_vec()),
-            None
-        ]]
-    );
+    let card = |v: &[u8]| vec![Some(b"1".to_vec()), Some(v.to_vec()), None];
+    assert_eq!(rows, vec![card(b"4111111111111111")]);
+    assert_eq!(masked, vec![card(b"************1111")]);
 }
 
 #[tokio::test]

@@ -1,0 +1,349 @@
+//! Masking a text-protocol result set, column by column, as the PostgreSQL adapter does.
+//!
+//! A result column is sensitive when it *comes from* a configured `database.table.column`:
+//! MySQL says where a plain column comes from in its column definition (`schema`, `org_table`,
+//! `org_name`), which covers aliases and views' base columns without parsing anything. A
+//! computed column (empty `org_table`) is judged by what the caller's statement analysis says
+//! (`computed`): unknown is masked whole, never waved through. The content detector then looks
+//! at every value regardless.
+//!
+//! A masked value stays a valid value of its type, or drivers break: text is masked as text,
+//! integer and decimal card numbers become the number made of their last four digits (or NULL
+//! under the other styles), and where no faithful value exists (floats, JSON) the value becomes
+//! NULL. Only rows that need it are rebuilt.
+
+use gatehouse_core::masking::detector::is_pan;
+use gatehouse_core::masking::style::last4_number;
+use gatehouse_core::masking::{
+    ColumnMask, MaskCounts, MaskReason, MaskStyle, ReasonCounts, SessionMasks,
+};
+
+use crate::messages::MessageError;
+use crate::messages::command::{ColumnDefinition, encode_text_row, text_row};
+
+/// How a column's values are shaped, from its type code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    Text,
+    /// TINY, SHORT, LONG, LONGLONG, INT24, YEAR, DECIMAL, NEWDECIMAL: digits (and a sign, a
+    /// fraction).
+    Number,
+    /// FLOAT, DOUBLE, JSON, GEOMETRY: no faithful masked form, so NULL.
+    Opaque,
+}
+
+impl ValueKind {
+    pub fn of(column_type: u8) -> Self {
+        match column_type {
+            0x01 | 0x02 | 0x03 | 0x08 | 0x09 | 0x0d | 0x00 | 0xf6 => Self::Number,
+            0x04 | 0x05 | 0xf5 | 0xff => Self::Opaque,
+            _ => Self::Text,
+        }
+    }
+}
+
+/// One column of the result being masked.
+#[derive(Debug, Clone)]
+pub struct ColumnPlan {
+    /// The label its counts are recorded under (the result column's name).
+    pub name: String,
+    pub kind: ValueKind,
+    pub mask: Option<ColumnMask>,
+}
+
+/// The masking of one result set, with its counts so far.
+#[derive(Debug, Clone)]
+pub struct RowMask {
+    columns: Vec<ColumnPlan>,
+    detect: Option<MaskStyle>,
+    counts: Vec<ReasonCounts>,
+}
+
+impl RowMask {
+    /// Plans the masking of a result from its column definitions. `computed` is what masks a
+    /// column with no source table, from the statement's analysis (`None`: computed from no
+    /// masked data).
+    pub fn plan(
+        columns: &[ColumnDefinition],
+        masks: &SessionMasks,
+        computed: Option<ColumnMask>,
+    ) -> Self {
+        let plans: Vec<ColumnPlan> = columns
+            .iter()
+            .map(|c| {
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                let mask = if c.org_table.is_empty() {
+                    computed
+                } else {
+                    masks.table_column(&text(&c.schema), &text(&c.org_table), &text(&c.org_name))
+                };
+                ColumnPlan {
+                    name: text(&c.name),
+                    kind: ValueKind::of(c.column_type),
+                    mask,
+                }
+            })
+            .collect();
+        Self {
+            counts: vec![ReasonCounts::default(); plans.len()],
+            columns: plans,
+            detect: masks.pan_style(),
+        }
+    }
+
+    /// Whether any row of this result may need rewriting.
+    pub fn active(&self) -> bool {
+        self.detect.is_some() || self.columns.iter().any(|c| c.mask.is_some())
+    }
+
+    /// Masks one text-protocol row: `Ok(None)` when it goes out unchanged.
+    pub fn text_row(
+        &mut self,
+        payload: &[u8],
+        masks: &SessionMasks,
+    ) -> Result<Option<Vec<u8>>, MessageError> {
+        let values = text_row(payload, self.columns.len())?;
+        let mut out: Vec<Option<Vec<u8>>> = Vec::new();
+        let mut changed = false;
+        for (i, v) in values.iter().enumerate() {
+            let replaced = match (self.columns.get(i), v) {
+                (Some(c), Some(v)) => {
+                    let (r, reason) = self.value(c, v, masks);
+                    if let (Some(reason), Some(slot)) = (reason, self.counts.get_mut(i)) {
+                        slot.add(reason, 1);
+                    }
+                    r
+                }
+                // A derived value's NULL would tell whether its source is NULL.
+                (Some(c), None) if c.mask.is_some_and(|m| m.derived) => {
+                    if let Some(slot) = self.counts.get_mut(i) {
+                        slot.add(MaskReason::Column, 1);
+                    }
+                    Some(Some(gatehouse_core::masking::REDACTED.to_vec()))
+                }
+                _ => None,
+            };
+            match replaced {
+                Some(r) => {
+                    changed = true;
+                    out.push(r);
+                }
+                None => out.push(v.map(<[u8]>::to_vec)),
+            }
+        }
+        if !changed {
+            return Ok(None);
+        }
+        let refs: Vec<Option<&[u8]>> = out.iter().map(|v| v.as_deref()).collect();
+        let mut row = Vec::with_capacity(payload.len());
+        encode_text_row(&refs, &mut row);
+        Ok(Some(row))
+    }
+
+    /// What becomes of one non-NULL value (`None`: kept), and why it was masked.
+    fn value(
+        &self,
+        c: &ColumnPlan,
+        v: &[u8],
+        masks: &SessionMasks,
+    ) -> (Option<Option<Vec<u8>>>, Option<MaskReason>) {
+        if let Some(mask) = c.mask {
+            let reason = if mask.verification_code {
+                MaskReason::VerificationCode
+            } else {
+                MaskReason::Column
+            };
+            let out = match c.kind {
+                ValueKind::Text => {
+                    let mut out = Vec::with_capacity(v.len());
+                    masks.mask_value(mask, v, &mut out);
+                    Some(out)
+                }
+                ValueKind::Number if mask.effective_style() == MaskStyle::Last4 => {
+                    Some(last4_number(integer_part(v)).to_string().into_bytes())
+                }
+                ValueKind::Number | ValueKind::Opaque => None,
+            };
+            return match out {
+                Some(o) if o == v => (None, None),
+                o => (Some(o), Some(reason)),
+            };
+        }
+        let Some(style) = self.detect else {
+            return (None, None);
+        };
+        match c.kind {
+            ValueKind::Number => {
+                let digits = integer_part(v);
+                if !is_pan(digits) {
+                    return (None, None);
+                }
+                let out = (style == MaskStyle::Last4)
+                    .then(|| last4_number(digits).to_string().into_bytes());
+                (Some(out), Some(MaskReason::Pan))
+            }
+            ValueKind::Text | ValueKind::Opaque => match masks.mask_pans(v) {
+                Some((masked, _)) if c.kind == ValueKind::Text => {
+                    (Some(Some(masked)), Some(MaskReason::Pan))
+                }
+                // A card number inside a float or a JSON document: no faithful masked form.
+                Some(_) => (Some(None), Some(MaskReason::Pan)),
+                None => (None, None),
+            },
+        }
+    }
+
+    /// Adds this result's counts to `into` (and starts counting again).
+    pub fn drain_counts(&mut self, into: &mut MaskCounts) {
+        for (c, n) in self.columns.iter().zip(self.counts.iter_mut()) {
+            into.add(&c.name, std::mem::take(n));
+        }
+    }
+}
+
+/// The digits before any fraction, without a sign (`-4111.00` → `4111`).
+fn integer_part(v: &[u8]) -> &[u8] {
+    let v = v.strip_prefix(b"-").unwrap_or(v);
+    let end = v.iter().position(|b| *b == b'.').unwrap_or(v.len());
+    v.get(..end).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_core::masking::{MaskRule, MaskSet, TokenKey};
+
+    use super::*;
+
+    fn masks(style: MaskStyle) -> SessionMasks {
+        let rules = [MaskRule {
+            columns: vec![
+                "shop.payments.card_number".into(),
+                "shop.payments.card_int".into(),
+            ],
+            detectors: vec!["pan".into()],
+            style,
+            ..MaskRule::default()
+        }];
+        MaskSet::compile(&rules, TokenKey::from_bytes([3; 32]))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .for_session("shop", &[])
+    }
+
+    fn column(org_table: &str, org_name: &str, name: &str, column_type: u8) -> ColumnDefinition {
+        ColumnDefinition {
+            schema: b"shop".to_vec(),
+            table: org_table.as_bytes().to_vec(),
+            org_table: org_table.as_bytes().to_vec(),
+            name: name.as_bytes().to_vec(),
+            org_name: org_name.as_bytes().to_vec(),
+            column_type,
+            ..ColumnDefinition::default()
+        }
+    }
+
+    fn row(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_text_row(values, &mut out);
+        out
+    }
+
+    #[test]
+    fn sensitive_columns_are_masked_by_their_source_whatever_their_alias() {
+        let m = masks(MaskStyle::Last4);
+        let cols = [
+            column("payments", "card_number", "cn", 0xfd),
+            column("payments", "card_int", "ci", 0x08),
+            column("payments", "note", "note", 0xfc),
+            column("payments", "id", "id", 0x03),
+        ];
+        let mut plan = RowMask::plan(&cols, &m, None);
+        assert!(plan.active());
+        let input = row(&[
+            Some(b"4111111111111111"),
+            Some(b"5555555555554444"),
+            Some(b"paid with 6011 1111 1111 1117"),
+            Some(b"7"),
+        ]);
+        let out = plan
+            .text_row(&input, &m)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("rewritten"));
+        assert_eq!(
+            text_row(&out, 4).unwrap_or_default(),
+            vec![
+                Some(&b"************1111"[..]),
+                Some(&b"4444"[..]),
+                Some(&b"paid with **** **** **** 1117"[..]),
+                Some(&b"7"[..]),
+            ]
+        );
+        let mut counts = MaskCounts::default();
+        plan.drain_counts(&mut counts);
+        assert_eq!(
+            counts.to_json().to_string(),
+            r#"{"ci":{"column":1},"cn":{"column":1},"note":{"pan":1}}"#
+        );
+        // A clean row is not rebuilt.
+        let clean = row(&[None, None, Some(b"no cards"), Some(b"8")]);
+        assert_eq!(plan.text_row(&clean, &m), Ok(None));
+    }
+
+    #[test]
+    fn computed_columns_follow_the_analysis_and_unknown_is_masked_whole() {
+        let m = masks(MaskStyle::Last4);
+        let cols = [column("", "", "substr(card_number, 1, 6)", 0xfd)];
+        let derived = ColumnMask {
+            style: MaskStyle::Last4,
+            verification_code: false,
+            derived: true,
+        };
+        let mut plan = RowMask::plan(&cols, &m, Some(derived));
+        let out = plan
+            .text_row(&row(&[Some(b"411111")]), &m)
+            .unwrap_or_default()
+            .unwrap_or_default();
+        assert_eq!(
+            text_row(&out, 1).unwrap_or_default(),
+            vec![Some(&b"[REDACTED]"[..])]
+        );
+        // NULL of a derived value is masked too (it would say whether the source is NULL).
+        let out = plan
+            .text_row(&row(&[None]), &m)
+            .unwrap_or_default()
+            .unwrap_or_default();
+        assert_eq!(
+            text_row(&out, 1).unwrap_or_default(),
+            vec![Some(&b"[REDACTED]"[..])]
+        );
+    }
+
+    #[test]
+    fn numbers_keep_their_type_and_other_styles_give_null() {
+        let m = masks(MaskStyle::Redact);
+        let cols = [
+            column("payments", "card_int", "ci", 0x08),
+            column("other", "amount", "amount", 0xf6),
+            column("other", "ratio", "ratio", 0x05),
+        ];
+        let mut plan = RowMask::plan(&cols, &m, None);
+        let out = plan
+            .text_row(
+                &row(&[
+                    Some(b"5555555555554444"),
+                    Some(b"4111111111111111.00"),
+                    Some(b"4111111111111111"),
+                ]),
+                &m,
+            )
+            .unwrap_or_default()
+            .unwrap_or_default();
+        assert_eq!(
+            text_row(&out, 3).unwrap_or_default(),
+            vec![None, None, None]
+        );
+        assert!(
+            plan.text_row(b"\x10short", &m).is_err(),
+            "a malformed row is an error"
+        );
+    }
+}
