@@ -173,7 +173,8 @@ impl RowMask {
             return (None, None);
         };
         match c.kind {
-            ValueKind::Number => {
+            // What a server sends for a number is digits; anything else is looked at as text.
+            ValueKind::Number if plain_number(v) => {
                 let digits = integer_part(v);
                 if !is_pan(digits) {
                     return (None, None);
@@ -182,7 +183,7 @@ impl RowMask {
                     .then(|| last4_number(digits).to_string().into_bytes());
                 (Some(out), Some(MaskReason::Pan))
             }
-            ValueKind::Text | ValueKind::Opaque => match masks.mask_pans(v) {
+            ValueKind::Text | ValueKind::Number | ValueKind::Opaque => match masks.mask_pans(v) {
                 Some((masked, _)) if c.kind == ValueKind::Text => {
                     (Some(Some(masked)), Some(MaskReason::Pan))
                 }
@@ -199,6 +200,19 @@ impl RowMask {
             into.add(&c.name, std::mem::take(n));
         }
     }
+}
+
+/// Whether `v` is a decimal number as a server writes one (`-12`, `4111.00`).
+fn plain_number(v: &[u8]) -> bool {
+    let digits = v.strip_prefix(b"-").unwrap_or(v);
+    let (int, frac) = match digits.iter().position(|b| *b == b'.') {
+        Some(i) => (
+            digits.get(..i).unwrap_or_default(),
+            digits.get(i + 1..).unwrap_or_default(),
+        ),
+        None => (digits, &[][..]),
+    };
+    !int.is_empty() && int.iter().all(u8::is_ascii_digit) && frac.iter().all(u8::is_ascii_digit)
 }
 
 /// The digits before any fraction, without a sign (`-4111.00` → `4111`).
