@@ -19,7 +19,10 @@ use gatehouse_core::masking::{
 };
 
 use crate::messages::MessageError;
-use crate::messages::command::{ColumnDefinition, encode_text_row, text_row};
+use crate::messages::command::{
+    ColumnDefinition, binary_row, encode_binary_row, encode_text_row, fixed_width, is_temporal,
+    text_row,
+};
 
 /// How a column's values are shaped, from its type code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,9 @@ pub struct ColumnPlan {
     pub name: String,
     pub kind: ValueKind,
     pub mask: Option<ColumnMask>,
+    /// The column's type code and whether it is unsigned (for binary-protocol values).
+    pub column_type: u8,
+    pub unsigned: bool,
 }
 
 /// The masking of one result set, with its counts so far.
@@ -81,6 +87,8 @@ impl RowMask {
                     name: text(&c.name),
                     kind: ValueKind::of(c.column_type),
                     mask,
+                    column_type: c.column_type,
+                    unsigned: c.flags & UNSIGNED_FLAG != 0,
                 }
             })
             .collect();
@@ -138,6 +146,84 @@ impl RowMask {
         let mut row = Vec::with_capacity(payload.len());
         encode_text_row(&refs, &mut row);
         Ok(Some(row))
+    }
+
+    /// Masks one binary-protocol row (prepared statements): `Ok(None)` when it goes out
+    /// unchanged. Integers and floats are judged by their decimal value and, when masked,
+    /// keep their width (the last four digits) or become NULL; temporal values are never
+    /// card data but are NULL when their column is masked.
+    pub fn binary_row(
+        &mut self,
+        payload: &[u8],
+        masks: &SessionMasks,
+    ) -> Result<Option<Vec<u8>>, MessageError> {
+        let types: Vec<u8> = self.columns.iter().map(|c| c.column_type).collect();
+        let values = binary_row(payload, &types)?;
+        let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(values.len());
+        let mut changed = false;
+        for (i, v) in values.iter().enumerate() {
+            let Some(c) = self.columns.get(i) else {
+                out.push(v.map(<[u8]>::to_vec));
+                continue;
+            };
+            let (replaced, reason) = match v {
+                Some(v) => self.binary_value(c, v, masks),
+                // A derived value's NULL would tell whether its source is NULL: a text one
+                // shows the redaction, any other type is NULL either way.
+                None if c.mask.is_some_and(|m| m.derived) && c.kind == ValueKind::Text => (
+                    Some(Some(gatehouse_core::masking::REDACTED.to_vec())),
+                    Some(MaskReason::Column),
+                ),
+                None => (None, None),
+            };
+            if let (Some(reason), Some(slot)) = (reason, self.counts.get_mut(i)) {
+                slot.add(reason, 1);
+            }
+            match replaced {
+                Some(r) => {
+                    changed = true;
+                    out.push(r);
+                }
+                None => out.push(v.map(<[u8]>::to_vec)),
+            }
+        }
+        if !changed {
+            return Ok(None);
+        }
+        let refs: Vec<Option<&[u8]>> = out.iter().map(|v| v.as_deref()).collect();
+        let mut row = Vec::with_capacity(payload.len());
+        encode_binary_row(&refs, &types, &mut row);
+        Ok(Some(row))
+    }
+
+    /// One non-NULL binary value: fixed-width numbers through their decimal text.
+    fn binary_value(
+        &self,
+        c: &ColumnPlan,
+        v: &[u8],
+        masks: &SessionMasks,
+    ) -> (Option<Option<Vec<u8>>>, Option<MaskReason>) {
+        if is_temporal(c.column_type) {
+            return match c.mask {
+                Some(m) => (Some(None), Some(reason_of(m))),
+                None => (None, None),
+            };
+        }
+        let Some(width) = fixed_width(c.column_type) else {
+            // Strings and decimals travel as their text in the binary protocol too.
+            return self.value(c, v, masks);
+        };
+        let Some(text) = decimal_text(c.column_type, c.unsigned, v) else {
+            return (None, None);
+        };
+        let (replaced, reason) = self.value(c, text.as_bytes(), masks);
+        let replaced = replaced.map(|r| {
+            r.and_then(|t| {
+                let n: i64 = std::str::from_utf8(&t).ok()?.parse().ok()?;
+                fit(n, width, matches!(c.column_type, 0x04 | 0x05))
+            })
+        });
+        (replaced, reason)
     }
 
     /// What becomes of one non-NULL value (`None`: kept), and why it was masked.
@@ -199,6 +285,50 @@ impl RowMask {
         for (c, n) in self.columns.iter().zip(self.counts.iter_mut()) {
             into.add(&c.name, std::mem::take(n));
         }
+    }
+}
+
+/// `ColumnDefinition.flags`: the column is unsigned.
+const UNSIGNED_FLAG: u16 = 0x20;
+
+fn reason_of(mask: ColumnMask) -> MaskReason {
+    if mask.verification_code {
+        MaskReason::VerificationCode
+    } else {
+        MaskReason::Column
+    }
+}
+
+/// The decimal text of a fixed-width binary number (`None`: not a number of that width).
+fn decimal_text(column_type: u8, unsigned: bool, v: &[u8]) -> Option<String> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut b = [0u8; 8];
+    b.get_mut(..v.len())?.copy_from_slice(v);
+    Some(match (column_type, unsigned) {
+        (0x04, _) => f32::from_le_bytes(b.get(..4)?.try_into().ok()?).to_string(),
+        (0x05, _) => f64::from_le_bytes(b).to_string(),
+        (_, true) => u64::from_le_bytes(b).to_string(),
+        (_, false) => {
+            // Sign-extend from the value's width.
+            let shift = 64 - 8 * v.len() as u32;
+            (((u64::from_le_bytes(b) << shift) as i64) >> shift).to_string()
+        }
+    })
+}
+
+/// `n` in a binary number of `width` bytes (a float for `float`), or `None` (NULL) if it
+/// does not fit.
+fn fit(n: i64, width: usize, float: bool) -> Option<Vec<u8>> {
+    match (width, float) {
+        (4, true) => Some((n as f32).to_le_bytes().to_vec()),
+        (8, true) => Some((n as f64).to_le_bytes().to_vec()),
+        (1, false) => i8::try_from(n).ok().map(|x| x.to_le_bytes().to_vec()),
+        (2, false) => i16::try_from(n).ok().map(|x| x.to_le_bytes().to_vec()),
+        (4, false) => i32::try_from(n).ok().map(|x| x.to_le_bytes().to_vec()),
+        (8, false) => Some(n.to_le_bytes().to_vec()),
+        _ => None,
     }
 }
 
@@ -328,6 +458,73 @@ mod tests {
         assert_eq!(
             text_row(&out, 1).unwrap_or_default(),
             vec![Some(&b"[REDACTED]"[..])]
+        );
+    }
+
+    #[test]
+    fn binary_rows_keep_each_values_width() {
+        let m = masks(MaskStyle::Last4);
+        let cols = [
+            column("payments", "card_int", "ci", 0x08),
+            column("payments", "card_number", "cn", 0xfd),
+            column("other", "n", "n", 0x08),
+            column("other", "id", "id", 0x03),
+        ];
+        let mut plan = RowMask::plan(&cols, &m, None);
+        let types = [0x08, 0xfd, 0x08, 0x03];
+        let card = 5_555_555_555_554_444i64.to_le_bytes();
+        let other_card = 4_111_111_111_111_111i64.to_le_bytes();
+        let id = 7i32.to_le_bytes();
+        let mut input = Vec::new();
+        encode_binary_row(
+            &[
+                Some(&card),
+                Some(b"4111111111111111"),
+                Some(&other_card),
+                Some(&id),
+            ],
+            &types,
+            &mut input,
+        );
+        let out = plan
+            .binary_row(&input, &m)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("rewritten"));
+        let four = 4444i64.to_le_bytes();
+        let one = 1111i64.to_le_bytes();
+        assert_eq!(
+            binary_row(&out, &types).unwrap_or_default(),
+            vec![
+                Some(&four[..]),
+                Some(&b"************1111"[..]),
+                Some(&one[..]),
+                Some(&id[..])
+            ]
+        );
+        // Nothing to mask: forwarded as it came.
+        let mut clean = Vec::new();
+        encode_binary_row(
+            &[None, None, Some(&id), Some(&id)],
+            &[0x08, 0xfd, 0x03, 0x03],
+            &mut clean,
+        );
+        let mut plan = RowMask::plan(
+            &[
+                cols[0].clone(),
+                cols[1].clone(),
+                column("o", "a", "a", 0x03),
+                cols[3].clone(),
+            ],
+            &m,
+            None,
+        );
+        assert_eq!(plan.binary_row(&clean, &m), Ok(None));
+        assert_eq!(decimal_text(0x01, false, &[0xff]).as_deref(), Some("-1"));
+        assert_eq!(decimal_text(0x01, true, &[0xff]).as_deref(), Some("255"));
+        assert_eq!(
+            decimal_text(0x06, false, &[]),
+            None,
+            "the NULL type has no bytes"
         );
     }
 
