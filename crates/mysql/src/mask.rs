@@ -111,37 +111,17 @@ impl RowMask {
         masks: &SessionMasks,
     ) -> Result<Option<Vec<u8>>, MessageError> {
         let values = text_row(payload, self.columns.len())?;
-        let mut out: Vec<Option<Vec<u8>>> = Vec::new();
-        let mut changed = false;
-        for (i, v) in values.iter().enumerate() {
-            let replaced = match (self.columns.get(i), v) {
-                (Some(c), Some(v)) => {
-                    let (r, reason) = self.value(c, v, masks);
-                    if let (Some(reason), Some(slot)) = (reason, self.counts.get_mut(i)) {
-                        slot.add(reason, 1);
-                    }
-                    r
-                }
-                // A derived value's NULL would tell whether its source is NULL.
-                (Some(c), None) if c.mask.is_some_and(|m| m.derived) => {
-                    if let Some(slot) = self.counts.get_mut(i) {
-                        slot.add(MaskReason::Column, 1);
-                    }
-                    Some(Some(gatehouse_core::masking::REDACTED.to_vec()))
-                }
-                _ => None,
-            };
-            match replaced {
-                Some(r) => {
-                    changed = true;
-                    out.push(r);
-                }
-                None => out.push(v.map(<[u8]>::to_vec)),
-            }
-        }
-        if !changed {
+        let Some(out) = self.rewrite(&values, |plan, c, v| match v {
+            Some(v) => plan.value(c, v, masks),
+            // A derived value's NULL would tell whether its source is NULL.
+            None if c.mask.is_some_and(|m| m.derived) => (
+                Some(Some(gatehouse_core::masking::REDACTED.to_vec())),
+                Some(MaskReason::Column),
+            ),
+            None => (None, None),
+        }) else {
             return Ok(None);
-        }
+        };
         let refs: Vec<Option<&[u8]>> = out.iter().map(|v| v.as_deref()).collect();
         let mut row = Vec::with_capacity(payload.len());
         encode_text_row(&refs, &mut row);
@@ -159,21 +139,36 @@ impl RowMask {
     ) -> Result<Option<Vec<u8>>, MessageError> {
         let types: Vec<u8> = self.columns.iter().map(|c| c.column_type).collect();
         let values = binary_row(payload, &types)?;
+        let Some(out) = self.rewrite(&values, |plan, c, v| match v {
+            Some(v) => plan.binary_value(c, v, masks),
+            // A derived value's NULL would tell whether its source is NULL: a text one
+            // shows the redaction, any other type is NULL either way.
+            None if c.mask.is_some_and(|m| m.derived) && c.kind == ValueKind::Text => (
+                Some(Some(gatehouse_core::masking::REDACTED.to_vec())),
+                Some(MaskReason::Column),
+            ),
+            None => (None, None),
+        }) else {
+            return Ok(None);
+        };
+        let refs: Vec<Option<&[u8]>> = out.iter().map(|v| v.as_deref()).collect();
+        let mut row = Vec::with_capacity(payload.len());
+        encode_binary_row(&refs, &types, &mut row);
+        Ok(Some(row))
+    }
+
+    /// Judges every value of a row with `judge` (what replaces it, `None`: kept; and why),
+    /// counting per column. The row's new values, or `None` when nothing changed.
+    fn rewrite(
+        &mut self,
+        values: &[Option<&[u8]>],
+        judge: impl Fn(&Self, &ColumnPlan, Option<&[u8]>) -> Judged,
+    ) -> Option<Vec<Option<Vec<u8>>>> {
         let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(values.len());
         let mut changed = false;
         for (i, v) in values.iter().enumerate() {
-            let Some(c) = self.columns.get(i) else {
-                out.push(v.map(<[u8]>::to_vec));
-                continue;
-            };
-            let (replaced, reason) = match v {
-                Some(v) => self.binary_value(c, v, masks),
-                // A derived value's NULL would tell whether its source is NULL: a text one
-                // shows the redaction, any other type is NULL either way.
-                None if c.mask.is_some_and(|m| m.derived) && c.kind == ValueKind::Text => (
-                    Some(Some(gatehouse_core::masking::REDACTED.to_vec())),
-                    Some(MaskReason::Column),
-                ),
+            let (replaced, reason) = match self.columns.get(i) {
+                Some(c) => judge(self, c, *v),
                 None => (None, None),
             };
             if let (Some(reason), Some(slot)) = (reason, self.counts.get_mut(i)) {
@@ -187,22 +182,11 @@ impl RowMask {
                 None => out.push(v.map(<[u8]>::to_vec)),
             }
         }
-        if !changed {
-            return Ok(None);
-        }
-        let refs: Vec<Option<&[u8]>> = out.iter().map(|v| v.as_deref()).collect();
-        let mut row = Vec::with_capacity(payload.len());
-        encode_binary_row(&refs, &types, &mut row);
-        Ok(Some(row))
+        changed.then_some(out)
     }
 
     /// One non-NULL binary value: fixed-width numbers through their decimal text.
-    fn binary_value(
-        &self,
-        c: &ColumnPlan,
-        v: &[u8],
-        masks: &SessionMasks,
-    ) -> (Option<Option<Vec<u8>>>, Option<MaskReason>) {
+    fn binary_value(&self, c: &ColumnPlan, v: &[u8], masks: &SessionMasks) -> Judged {
         if is_temporal(c.column_type) {
             return match c.mask {
                 Some(m) => (Some(None), Some(reason_of(m))),
@@ -227,12 +211,7 @@ impl RowMask {
     }
 
     /// What becomes of one non-NULL value (`None`: kept), and why it was masked.
-    fn value(
-        &self,
-        c: &ColumnPlan,
-        v: &[u8],
-        masks: &SessionMasks,
-    ) -> (Option<Option<Vec<u8>>>, Option<MaskReason>) {
+    fn value(&self, c: &ColumnPlan, v: &[u8], masks: &SessionMasks) -> Judged {
         if let Some(mask) = c.mask {
             let reason = if mask.verification_code {
                 MaskReason::VerificationCode
@@ -287,6 +266,9 @@ impl RowMask {
         }
     }
 }
+
+/// What becomes of one value (`None`: kept; `Some(None)`: NULL) and why it was masked.
+type Judged = (Option<Option<Vec<u8>>>, Option<MaskReason>);
 
 /// `ColumnDefinition.flags`: the column is unsigned.
 const UNSIGNED_FLAG: u16 = 0x20;

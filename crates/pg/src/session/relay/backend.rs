@@ -17,7 +17,7 @@ use gatehouse_core::session::{CapturedValue, ResultCapture, StatementOutcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::expect::{Expect, ExpectQueue, ExtKind, Stmt};
+use super::expect::{Expect, ExpectQueue, ExtKind, Stmt, binary_format};
 use super::{
     Context, DirectionEnd, READ_CHUNK, ReadyCount, SQLSTATES, msg_len, write_joined, write_parts,
 };
@@ -567,14 +567,15 @@ fn capture_row(st: &mut Stmt, frame: &Frame, cap: usize, redacted: &[String]) {
     let Ok(values) = backend::data_row_values(frame) else {
         return;
     };
-    let binary: Vec<bool> = (0..values.len()).map(|i| st.binary_column(i)).collect();
+    // Field-level borrows: the formats beside the capture, no per-row allocation.
+    let formats = &st.result_formats;
     let columns = &st.columns;
     let capture = st
         .results
         .get_or_insert_with(|| ResultCapture::new(columns.clone()));
-    let row = values.iter().zip(binary).map(|(v, binary)| match v {
+    let row = values.iter().enumerate().map(|(i, v)| match v {
         None => CapturedValue::Null,
-        Some(b) if binary => CapturedValue::Binary(b.len()),
+        Some(b) if binary_format(formats, i) => CapturedValue::Binary(b.len()),
         Some(b) => CapturedValue::Text(b),
     });
     capture.push_row(row, redacted, cap);

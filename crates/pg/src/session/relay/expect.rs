@@ -84,14 +84,15 @@ impl Stmt {
             c.drain_counts(&mut self.masked);
         }
     }
+}
 
-    /// Whether result column `i` arrives in binary format.
-    pub(super) fn binary_column(&self, i: usize) -> bool {
-        match self.result_formats.len() {
-            0 => false,
-            1 => self.result_formats.first() == Some(&1),
-            _ => self.result_formats.get(i) == Some(&1),
-        }
+/// Whether result column `i` arrives in binary format under a Bind's result format codes
+/// (none: all text; one: all columns; else one per column).
+pub(super) fn binary_format(formats: &[i16], i: usize) -> bool {
+    match formats.len() {
+        0 => false,
+        1 => formats.first() == Some(&1),
+        _ => formats.get(i) == Some(&1),
     }
 }
 
