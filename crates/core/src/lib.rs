@@ -16,3 +16,4 @@ pub mod masking;
 pub mod pan;
 pub mod policy;
 pub mod session;
+pub mod upstream_tls;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use gatehouse_core::audit::detail::{ApprovalEnded, Detail, DetailEvent, GrantEndedByRestart};
 use gatehouse_core::audit::{CheckpointSigner, WriterOptions, spawn_writer};
-use gatehouse_core::config::parse_duration;
+use gatehouse_core::config::{ConnectionKind, parse_duration};
 use gatehouse_core::identity::Verifier;
 use gatehouse_core::session::Gate;
 use gatehouse_pg::cancel::CancelRegistry;
@@ -61,12 +61,22 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     )?;
 
     let mut upstreams = HashMap::new();
+    let mut mysql_targets = HashMap::new();
     let mut allow_groups = HashMap::new();
     for c in &cfg.connections {
         let password = c.password().map_err(|e| anyhow!("{e}"))?;
-        let target =
-            UpstreamTarget::new(c, password).map_err(|e| anyhow!("connection[{}]: {e}", c.name))?;
-        upstreams.insert(c.name.clone(), Arc::new(target));
+        match c.kind {
+            ConnectionKind::Mysql => {
+                let target = gatehouse_mysql::upstream::MysqlTarget::new(c, password)
+                    .map_err(|e| anyhow!("connection[{}]: {e}", c.name))?;
+                mysql_targets.insert(c.name.clone(), Arc::new(target));
+            }
+            _ => {
+                let target = UpstreamTarget::new(c, password)
+                    .map_err(|e| anyhow!("connection[{}]: {e}", c.name))?;
+                upstreams.insert(c.name.clone(), Arc::new(target));
+            }
+        }
         allow_groups.insert(c.name.clone(), c.allow_groups.clone());
     }
     let startup_timeout =
@@ -103,6 +113,19 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         admin_url: format!("http://{}", cfg.listen.admin),
         shutdown: stop_rx.clone(),
     });
+    let mysql_shared = Arc::new(gatehouse_mysql::session::Shared {
+        gate: gate.clone(),
+        tls: Some(tls.clone()),
+        tls_required: cfg.tls.require,
+        targets: mysql_targets,
+        startup_timeout,
+        max_packet: cfg.listen.max_message_bytes,
+        on_parse_error: cfg
+            .connections
+            .iter()
+            .map(|c| (c.name.clone(), c.on_parse_error))
+            .collect(),
+    });
     let shared = Arc::new(Shared {
         gate,
         tls: Some(tls),
@@ -117,6 +140,14 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     let pg_listener = TcpListener::bind(&cfg.listen.postgres)
         .await
         .with_context(|| format!("listen.postgres: cannot listen on {}", cfg.listen.postgres))?;
+    let mysql_listener = match &cfg.listen.mysql {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listen.mysql: cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
     let admin_listener = TcpListener::bind(&cfg.listen.admin)
         .await
         .with_context(|| format!("listen.admin: cannot listen on {}", cfg.listen.admin))?;
@@ -128,6 +159,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     }
     tracing::info!(
         postgres = %cfg.listen.postgres,
+        mysql = cfg.listen.mysql.as_deref().unwrap_or("off"),
         admin = %cfg.listen.admin,
         connections = cfg.connections.len(),
         "gatehouse listening"
@@ -141,6 +173,14 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         },
     );
     let gw_task = tokio::spawn(gateway.run(stop_rx.clone()));
+    let mysql_task = mysql_listener.map(|l| {
+        tokio::spawn(gatehouse_mysql::session::serve(
+            l,
+            mysql_shared,
+            cfg.listen.max_connections,
+            stop_rx.clone(),
+        ))
+    });
     // Periodic chain verification (alerts) and retention purge (see `gatehouse_ops::audit_tasks`).
     let audit_care =
         gatehouse_ops::audit_tasks::spawn(&cfg, store.clone(), auditor.clone(), stop_rx.clone());
@@ -178,7 +218,13 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     // Open sessions get a moment to finish; then the chain is sealed with a checkpoint.
-    let _ = tokio::time::timeout(Duration::from_secs(5), gw_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = gw_task.await;
+        if let Some(t) = mysql_task {
+            let _ = t.await;
+        }
+    })
+    .await;
     let _ = admin_task.await;
     let _ = sweeper.await;
     let _ = audit_care.await;

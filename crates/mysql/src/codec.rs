@@ -20,6 +20,8 @@ pub enum CodecError {
     TooLarge { len: usize, limit: usize },
     #[error("packet sequence id {got} where {expected} was due")]
     BadSequence { expected: u8, got: u8 },
+    #[error("bytes after the last packet before a TLS handshake")]
+    TrailingBytes,
 }
 
 /// One logical packet: its payload, the sequence ids of its first and last fragment, and the

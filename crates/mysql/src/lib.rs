@@ -18,6 +18,9 @@ pub mod capabilities;
 pub mod codec;
 pub mod mask;
 pub mod messages;
+pub mod session;
+pub mod stream;
+pub mod upstream;
 pub mod wire;
 
 pub use codec::{CodecError, Packet, PacketReader, write_packets};

@@ -74,14 +74,37 @@ impl RowMask {
         masks: &SessionMasks,
         computed: Option<ColumnMask>,
     ) -> Self {
+        Self::plan_with(columns, masks, |_, c| {
+            if c.org_table.is_empty() {
+                computed
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Plans the masking of a result: each column is masked as its source table column says
+    /// (its definition's `schema.org_table.org_name`) and, on top, as `analysis` says for its
+    /// position — the stronger of both, so a source the server does not name (a computed
+    /// column, a derived table, a view) is covered by the statement's lineage.
+    pub fn plan_with(
+        columns: &[ColumnDefinition],
+        masks: &SessionMasks,
+        analysis: impl Fn(usize, &ColumnDefinition) -> Option<ColumnMask>,
+    ) -> Self {
         let plans: Vec<ColumnPlan> = columns
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(i, c)| {
                 let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-                let mask = if c.org_table.is_empty() {
-                    computed
+                let from_source = if c.org_table.is_empty() {
+                    None
                 } else {
                     masks.table_column(&text(&c.schema), &text(&c.org_table), &text(&c.org_name))
+                };
+                let mask = match (from_source, analysis(i, c)) {
+                    (Some(a), Some(b)) => Some(a.merge(b)),
+                    (a, b) => a.or(b),
                 };
                 ColumnPlan {
                     name: text(&c.name),
@@ -97,6 +120,11 @@ impl RowMask {
             columns: plans,
             detect: masks.pan_style(),
         }
+    }
+
+    /// The planned columns (their labels and masks).
+    pub fn columns(&self) -> &[ColumnPlan] {
+        &self.columns
     }
 
     /// Whether any row of this result may need rewriting.

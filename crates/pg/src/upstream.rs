@@ -11,9 +11,6 @@ use bytes::{Bytes, BytesMut};
 use gatehouse_core::config::{Connection, Secret, UpstreamTls};
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::frontend;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -83,49 +80,9 @@ impl std::fmt::Debug for UpstreamTarget {
 impl UpstreamTarget {
     /// Prepares a target; reads the CA file for `verify-full`.
     pub fn new(conn: &Connection, password: Option<Secret>) -> Result<Self, UpstreamError> {
-        let host = conn
-            .upstream
-            .rsplit_once(':')
-            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_owned())
-            .unwrap_or_else(|| conn.upstream.clone());
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls_config = match conn.upstream_tls {
-            UpstreamTls::Disable => None,
-            UpstreamTls::Prefer | UpstreamTls::Require => {
-                // Like libpq's sslmode=require: encrypted, server identity not checked.
-                let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| UpstreamError::Tls(e.to_string()))?
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
-                    .with_no_client_auth();
-                Some(Arc::new(cfg))
-            }
-            UpstreamTls::VerifyFull => {
-                let mut roots = rustls::RootCertStore::empty();
-                let path = conn.upstream_ca_file.as_ref().ok_or_else(|| {
-                    UpstreamError::Tls(
-                        "upstream_tls = \"verify-full\" needs upstream_ca_file".into(),
-                    )
-                })?;
-                let pem = std::fs::read(path).map_err(|e| {
-                    UpstreamError::Tls(format!("cannot read {}: {e}", path.display()))
-                })?;
-                for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
-                    let cert: CertificateDer<'static> =
-                        cert.map_err(|e| UpstreamError::Tls(format!("bad CA file: {e}")))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| UpstreamError::Tls(format!("bad CA certificate: {e}")))?;
-                }
-                let cfg = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| UpstreamError::Tls(e.to_string()))?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                Some(Arc::new(cfg))
-            }
-        };
+        let host = gatehouse_core::upstream_tls::upstream_host(&conn.upstream);
+        let tls_config =
+            gatehouse_core::upstream_tls::client_config(conn).map_err(UpstreamError::Tls)?;
         Ok(Self {
             name: conn.name.clone(),
             addr: conn.upstream.clone(),
@@ -163,8 +120,8 @@ impl UpstreamTarget {
             }
             return Err(UpstreamError::TlsRefused);
         }
-        let name = ServerName::try_from(self.host.clone())
-            .map_err(|e| UpstreamError::Tls(format!("bad upstream host name: {e}")))?;
+        let name =
+            gatehouse_core::upstream_tls::server_name(&self.host).map_err(UpstreamError::Tls)?;
         let tls = tokio_rustls::TlsConnector::from(cfg.clone())
             .connect(name, tcp)
             .await
@@ -376,55 +333,5 @@ impl Upstream {
                 return Err(UpstreamError::Closed);
             }
         }
-    }
-}
-
-/// Certificate "verifier" for `prefer`/`require`: checks the handshake signature (so the
-/// channel is really encrypted to the holder of the presented key) but not the chain.
-#[derive(Debug)]
-struct EncryptOnly(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

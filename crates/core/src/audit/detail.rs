@@ -191,6 +191,45 @@ pub struct SessionStarted {
 }
 impl Detail for SessionStarted {}
 
+/// `statement` record: how the gateway judged the statement (the same for every protocol).
+#[derive(Debug, Clone, Serialize)]
+pub struct StatementJudged {
+    pub decision: &'static str,
+    pub reason: String,
+    pub kinds: Vec<String>,
+    /// Every table read or written, `schema.name` (or the bare name when unresolved).
+    pub tables: Vec<String>,
+    pub parse_error: Option<String>,
+}
+impl Detail for StatementJudged {}
+
+impl StatementJudged {
+    pub fn of(
+        decision: &crate::policy::Decision,
+        statements: &[crate::policy::StatementInfo],
+        parse_error: Option<&str>,
+    ) -> Self {
+        Self {
+            decision: decision.action.as_str(),
+            reason: decision.reason.clone(),
+            kinds: statements.iter().map(|s| s.kind.clone()).collect(),
+            tables: statements
+                .iter()
+                .flat_map(|s| s.tables_read.iter().chain(s.tables_written.iter()))
+                .map(|t| match &t.schema {
+                    Some(schema) => format!("{schema}.{}", t.name),
+                    None => t.name.clone(),
+                })
+                .collect(),
+            parse_error: parse_error.map(str::to_owned),
+        }
+    }
+
+    pub fn into_value(self) -> serde_json::Value {
+        self.to_value()
+    }
+}
+
 /// `session_end` record.
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionEnded {

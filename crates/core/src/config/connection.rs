@@ -36,7 +36,7 @@ impl ConnectionKind {
 
     /// Whether this version has the adapter that serves the kind.
     pub fn is_served(self) -> bool {
-        self == Self::Postgres
+        matches!(self, Self::Postgres | Self::Mysql)
     }
 
     /// The `[listen]` key whose listener serves the kind.
@@ -572,10 +572,8 @@ mod tests {
     #[test]
     fn listen_keys_of_unserved_protocols_are_checked_and_reported() {
         let cfg = load(PG, "mysql = \"127.0.0.1:13306\"\nssh = \"127.0.0.1:2222\"").unwrap();
-        assert_eq!(
-            cfg.listen.unserved(),
-            vec![("mysql", "127.0.0.1:13306"), ("ssh", "127.0.0.1:2222")]
-        );
+        assert_eq!(cfg.listen.unserved(), vec![("ssh", "127.0.0.1:2222")]);
+        assert_eq!(cfg.listen.mysql.as_deref(), Some("127.0.0.1:13306"));
         let e = load(PG, "http = \"nowhere\"").err().unwrap();
         assert!(e.contains("listen.http"), "{e}");
     }

@@ -8,8 +8,7 @@ use super::*;
 pub struct Listen {
     #[serde(default = "default_pg_listen")]
     pub postgres: String,
-    /// MySQL/MariaDB clients (absent: no listener). Part of the contract; not served by this
-    /// version yet ([`Listen::unserved`]).
+    /// MySQL/MariaDB clients (absent: no listener).
     pub mysql: Option<String>,
     /// SSH clients (absent: no listener). Not served by this version yet.
     pub ssh: Option<String>,
@@ -33,7 +32,6 @@ impl Listen {
     /// addresses: nothing listens there (`gatehouse check` and `serve` say so).
     pub fn unserved(&self) -> Vec<(&'static str, &str)> {
         [
-            ("mysql", self.mysql.as_deref()),
             ("ssh", self.ssh.as_deref()),
             ("http", self.http.as_deref()),
         ]

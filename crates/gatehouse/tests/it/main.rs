@@ -19,6 +19,7 @@ mod evidence;
 mod grants;
 mod inference;
 mod masking;
+mod mysql;
 mod noninterference;
 mod notify;
 mod passthrough;

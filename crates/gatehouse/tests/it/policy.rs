@@ -484,11 +484,11 @@ fn check_reports_protocols_this_version_does_not_serve() {
             .output()
             .unwrap()
     };
-    let out = check(base.replacen("[listen]\n", "[listen]\nmysql = \"127.0.0.1:13306\"\n", 1));
+    let out = check(base.replacen("[listen]\n", "[listen]\nssh = \"127.0.0.1:2222\"\n", 1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("listen.mysql = \"127.0.0.1:13306\": the MySQL/MariaDB adapter is not in this version yet"),
+        err.contains("listen.ssh = \"127.0.0.1:2222\": the SSH adapter is not in this version yet"),
         "{err}"
     );
     let out = check(format!(

@@ -47,23 +47,12 @@ impl Judgement {
 
     /// The explanation stored with the statement record.
     pub fn detail(&self) -> serde_json::Value {
-        let kinds: Vec<&str> = self.statements.iter().map(|s| s.kind.as_str()).collect();
-        let tables: Vec<String> = self
-            .statements
-            .iter()
-            .flat_map(|s| s.tables_read.iter().chain(s.tables_written.iter()))
-            .map(|t| match &t.schema {
-                Some(schema) => format!("{schema}.{}", t.name),
-                None => t.name.clone(),
-            })
-            .collect();
-        serde_json::json!({
-            "decision": self.decision.action.as_str(),
-            "reason": self.decision.reason,
-            "kinds": kinds,
-            "tables": tables,
-            "parse_error": self.parse_error,
-        })
+        gatehouse_core::audit::detail::StatementJudged::of(
+            &self.decision,
+            &self.statements,
+            self.parse_error.as_deref(),
+        )
+        .into_value()
     }
 }
 

@@ -10,6 +10,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod mariadb;
 mod wire;
 
 pub use wire::*;
@@ -445,6 +446,8 @@ pub struct Gateway {
     pub config: PathBuf,
     pub pg_port: u16,
     pub admin_port: u16,
+    /// `listen.mysql`, when the builder asked for it.
+    pub mysql_port: Option<u16>,
     child: Option<Child>,
     pub log: PathBuf,
     /// Extra environment variables for the gateway process (applied at the next (re)start).
@@ -462,6 +465,8 @@ pub struct GatewayBuilder {
     pub extra: String,
     pub tls_require: bool,
     pub record_results: String,
+    /// `listen.mysql` and a `kind = "mysql"` connection `shop` to the test MariaDB.
+    pub mysql_port: Option<u16>,
 }
 
 impl Default for GatewayBuilder {
@@ -472,6 +477,7 @@ impl Default for GatewayBuilder {
             extra: String::new(),
             tls_require: false,
             record_results: "masked".into(),
+            mysql_port: None,
         }
     }
 }
@@ -492,6 +498,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Serves MySQL too: `listen.mysql` and the connection `shop` (the test MariaDB's
+    /// `shop` database, as the service account).
+    pub fn mysql(mut self) -> Self {
+        self.mysql_port = Some(free_port());
+        self
+    }
+
     pub fn tls_require(mut self) -> Self {
         self.tls_require = true;
         self
@@ -505,6 +518,19 @@ impl GatewayBuilder {
              admin_groups = [\"gatehouse-admins\"]\n\n[audit]\nrecord_results = \"{}\"\ncheckpoint_every = 50\n\n",
             self.extra_top, self.tls_require, self.record_results
         );
+        if let Some(port) = self.mysql_port {
+            s = s.replacen(
+                "[listen]\n",
+                &format!("[listen]\nmysql = \"127.0.0.1:{port}\"\n"),
+                1,
+            );
+            s.push_str(&format!(
+                "[[connection]]\nname = \"shop\"\nkind = \"mysql\"\nupstream = \"127.0.0.1:{}\"\n\
+                 database = \"shop\"\nuser = \"{SVC_USER}\"\npassword_env = \"TEST_DB_PASSWORD\"\n\
+                 upstream_tls = \"disable\"\nallow_groups = [\"fraud-bots\", \"dba\"]\n\n",
+                mariadb::mariadb().port
+            ));
+        }
         for (name, db) in &self.databases {
             s.push_str(&format!(
                 "[[connection]]\nname = \"{name}\"\nupstream = \"127.0.0.1:{}\"\ndatabase = \"{db}\"\n\
@@ -529,6 +555,7 @@ impl GatewayBuilder {
             config,
             pg_port,
             admin_port,
+            mysql_port: self.mysql_port,
             child: None,
             env: Vec::new(),
         };
@@ -826,6 +853,7 @@ impl GatewayBuilder {
             config,
             pg_port,
             admin_port,
+            mysql_port: self.mysql_port,
             child: None,
             env: Vec::new(),
         };

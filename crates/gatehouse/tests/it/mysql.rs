@@ -1,0 +1,269 @@
+//! The MySQL adapter end to end: the `mariadb` CLI (TLS by default, or the cleartext plugin)
+//! through `listen.mysql` to a throwaway MariaDB, with the gateway's token as the password.
+//! Each test checks what the client saw, what reached the server and what the audit recorded,
+//! and the attacker's tests try the ways around masking and rules that MySQL offers
+//! (executable comments, derived tables, computed columns, warnings, inference by WHERE).
+
+use std::process::{Command, Output};
+
+use crate::support::mariadb::mariadb;
+use crate::support::{Gateway, api, pending_approval};
+
+const MASKS: &str = r#"
+[[mask]]
+connections = ["shop"]
+columns = ["shop.payments.card_number"]
+detectors = ["pan"]
+style = "last4"
+"#;
+
+const RULES: &str = r#"
+[[rule]]
+name = "no-deletes"
+connections = ["shop"]
+statements = ["delete", "truncate", "drop"]
+action = "block"
+
+[[rule]]
+name = "notes-need-approval"
+connections = ["shop"]
+groups = ["fraud-bots"]
+reads = ["shop.payments.note"]
+action = "approve"
+approvers = ["security"]
+"#;
+
+fn gateway(extra: &str) -> Gateway {
+    Gateway::builder().mysql().extra(extra).start()
+}
+
+/// The `mariadb` CLI against the gateway: batch mode, no column names, no auto-rehash.
+fn mysql_cli(gw: &Gateway, token: &str, db: Option<&str>, sql: &str, extra: &[&str]) -> Output {
+    let port = gw.mysql_port.expect("listen.mysql").to_string();
+    let mut cmd = Command::new("mariadb");
+    cmd.arg("--no-defaults")
+        .args(["-h", "127.0.0.1", "-P", &port, "-u", "fraud-bot"])
+        .arg(format!("-p{token}"))
+        .args(["-N", "-B", "-A", "--connect-timeout=10"])
+        .args(extra)
+        .args(["-e", sql]);
+    if let Some(db) = db {
+        cmd.arg(db);
+    }
+    cmd.output().expect("mariadb client")
+}
+
+fn ok_stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn err_text(out: &Output) -> String {
+    assert!(!out.status.success(), "client succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_cli_logs_in_with_a_token_over_tls_and_sees_card_numbers_masked() {
+    let gw = gateway(MASKS);
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    let out = mysql_cli(
+        &gw,
+        &token,
+        Some("shop"),
+        "SELECT id, card_number, note FROM payments ORDER BY id; SELECT @@ssl_cipher IS NOT NULL",
+        &["--ssl"],
+    );
+    let text = ok_stdout(&out);
+    assert_eq!(
+        text,
+        "1\t************1111\tfirst\n2\t************5559\tNULL\n1\n",
+        "{text}"
+    );
+    assert!(!text.contains("4111111111111111"));
+    let start = gw.wait_for_record(|r| r["kind"] == "session_start" && r["connection"] == "shop");
+    assert_eq!(start["subject"], "fraud-bot");
+    let detail: serde_json::Value =
+        serde_json::from_str(start["detail"].as_str().unwrap_or("{}")).unwrap_or_default();
+    assert_eq!(detail["protocol"], "mysql", "{start}");
+    assert_eq!(detail["tls"], true, "{start}");
+    let stmt = gw.wait_for_record(|r| {
+        r["kind"] == "statement"
+            && r["statement"]
+                .as_str()
+                .is_some_and(|s| s.contains("card_number, note"))
+    });
+    let outcome = gw.wait_for_record(|r| {
+        r["kind"] == "outcome" && r["statement_seq"] == stmt["seq"]
+    });
+    assert_eq!(outcome["outcome"], "ok", "{outcome}");
+    let raw = outcome.to_string();
+    assert!(raw.contains("card_number"), "mask counts recorded: {raw}");
+    assert!(!raw.contains("4111111111111111"), "{raw}");
+    gw.wait_for_record(|r| r["kind"] == "session_end" && r["connection"] == "shop");
+}
+
+#[test]
+fn wrong_tokens_unknown_connections_and_missing_tls_are_refused_with_mysql_codes() {
+    let gw = Gateway::builder()
+        .mysql()
+        .tls_require()
+        .extra(MASKS)
+        .start();
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    let e = err_text(&mysql_cli(&gw, "not-a-token", Some("shop"), "SELECT 1", &["--ssl"]));
+    assert!(e.contains("1045"), "{e}");
+    let e = err_text(&mysql_cli(&gw, &token, Some("nowhere"), "SELECT 1", &["--ssl"]));
+    assert!(e.contains("1049") && e.contains("nowhere"), "{e}");
+    // tls.require: the cleartext plugin without TLS is refused before the token is read.
+    let e = err_text(&mysql_cli(
+        &gw,
+        &token,
+        Some("shop"),
+        "SELECT 1",
+        &["--skip-ssl", "--enable-cleartext-plugin"],
+    ));
+    assert!(e.contains("1045") && e.contains("TLS"), "{e}");
+    // An identity outside allow_groups.
+    let eve = gw.token("eve", &["marketing"]);
+    let e = err_text(&mysql_cli(&gw, &eve, Some("shop"), "SELECT 1", &["--ssl"]));
+    assert!(e.contains("1045") && e.contains("not in any group"), "{e}");
+    let failed = gw.wait_for_record(|r| {
+        r["kind"] == "login_failed" && r["connection"] == "nowhere"
+    });
+    assert_eq!(failed["sqlstate"], "1049", "{failed}");
+    let raw = gw.export().iter().map(|r| r.to_string()).collect::<String>();
+    assert!(!raw.contains(&token), "the token is never recorded");
+}
+
+#[test]
+fn without_tls_the_cleartext_plugin_carries_the_token_when_allowed() {
+    let gw = gateway(MASKS);
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    let out = mysql_cli(
+        &gw,
+        &token,
+        Some("shop"),
+        "SELECT card_number FROM payments WHERE id = 1",
+        &["--skip-ssl", "--enable-cleartext-plugin"],
+    );
+    assert_eq!(ok_stdout(&out), "************1111\n");
+    // Without the option the client itself refuses to send a password in clear.
+    let e = err_text(&mysql_cli(&gw, &token, Some("shop"), "SELECT 1", &["--skip-ssl"]));
+    assert!(e.to_lowercase().contains("clear"), "{e}");
+}
+
+#[test]
+fn rules_block_statements_and_the_server_keeps_its_rows() {
+    let gw = gateway(&format!("{MASKS}{RULES}"));
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    let tls = ["--ssl"];
+    for sql in [
+        "DELETE FROM payments WHERE id = 2",
+        "delete from shop.payments",
+        // Hidden in an executable comment, which the server runs.
+        "SELECT 1 /*!, 2; DELETE FROM payments */",
+        "SELECT 1; DROP TABLE payments",
+        "TRUNCATE payments",
+    ] {
+        let e = err_text(&mysql_cli(&gw, &token, Some("shop"), sql, &tls));
+        assert!(e.contains("1227"), "{sql}: {e}");
+        assert!(e.contains("no-deletes"), "{sql}: {e}");
+    }
+    assert_eq!(mariadb().sql("SELECT count(*) FROM shop.payments"), "2\n");
+    let blocked = gw.wait_for_record(|r| {
+        r["kind"] == "statement" && r["outcome"] == "blocked" && r["rule"] == "no-deletes"
+    });
+    assert_eq!(blocked["sqlstate"], "1227", "{blocked}");
+    // What the gateway cannot analyse is refused, not waved through.
+    let e = err_text(&mysql_cli(&gw, &token, Some("shop"), "SELEC card_number FRM payments", &tls));
+    assert!(e.contains("1227") && e.contains("builtin:unparseable"), "{e}");
+    // Server-side files and dynamic SQL are builtin refusals.
+    for sql in [
+        "SELECT LOAD_FILE('/etc/passwd')",
+        "SELECT card_number FROM payments INTO OUTFILE '/tmp/cards.txt'",
+        "PREPARE s FROM @q",
+    ] {
+        let e = err_text(&mysql_cli(&gw, &token, Some("shop"), sql, &tls));
+        assert!(e.contains("1227") && e.contains("builtin:"), "{sql}: {e}");
+    }
+}
+
+#[test]
+fn masking_holds_through_computations_derived_tables_and_comments() {
+    let gw = gateway(MASKS);
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    let tls = ["--ssl"];
+    let run = |sql: &str| ok_stdout(&mysql_cli(&gw, &token, Some("shop"), sql, &tls));
+    // Aliases and qualified names: the server names the source column.
+    assert_eq!(run("SELECT p.card_number AS c FROM shop.payments p WHERE p.id = 1"), "************1111\n");
+    // Computed: masked whole.
+    let out = run("SELECT concat(card_number, '') FROM payments WHERE id = 1");
+    assert!(!out.contains("1111") && !out.contains("4111"), "{out}");
+    let out = run("SELECT x FROM (SELECT substr(card_number, 1, 8) AS x FROM payments) t WHERE 1");
+    assert!(!out.contains("41111111"), "{out}");
+    // A column hidden in an executable comment is still a column of the result.
+    let out = run("SELECT id /*!, card_number */ FROM payments WHERE id = 1");
+    assert_eq!(out, "1\t************1111\n");
+    // The content detector catches a card number the analysis cannot attribute.
+    assert_eq!(run("SELECT '4111111111111111'"), "************1111\n");
+    // Inference by a condition on the masked column is refused.
+    let e = err_text(&mysql_cli(
+        &gw,
+        &token,
+        Some("shop"),
+        "SELECT id FROM payments WHERE card_number LIKE '4111%'",
+        &tls,
+    ));
+    assert!(e.contains("1227") && e.contains("builtin:masked-inference"), "{e}");
+}
+
+#[test]
+fn warnings_after_a_masked_statement_are_withheld() {
+    let gw = gateway(MASKS);
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    let out = mysql_cli(
+        &gw,
+        &token,
+        Some("shop"),
+        "SELECT concat(card_number, '') FROM payments WHERE id = 1; SHOW WARNINGS",
+        &["--ssl"],
+    );
+    let e = err_text(&out);
+    assert!(e.contains("builtin:masked-diagnostics"), "{e}");
+    // In a fresh statement on unmasked data they are served again.
+    let out = mysql_cli(&gw, &token, Some("shop"), "SELECT id FROM payments LIMIT 1; SHOW WARNINGS", &["--ssl"]);
+    assert_eq!(ok_stdout(&out), "1\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_held_for_approval_runs_once_approved() {
+    let gw = gateway(&format!("{MASKS}{RULES}"));
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    let port = gw.mysql_port.expect("mysql");
+    let t = token.clone();
+    let held = std::thread::spawn(move || {
+        Command::new("mariadb")
+            .arg("--no-defaults")
+            .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "fraud-bot"])
+            .arg(format!("-p{t}"))
+            .args(["-N", "-B", "-A", "--ssl", "-e", "SELECT note FROM payments WHERE id = 1", "shop"])
+            .output()
+            .expect("mariadb")
+    });
+    let alice = gw.token("alice", &["security"]);
+    let req = pending_approval(&gw, &alice).await;
+    assert_eq!(req["rule"], "notes-need-approval", "{req}");
+    assert_eq!(req["requester"], "fraud-bot");
+    assert_eq!(req["connection"], "shop");
+    let id = req["id"].as_str().unwrap_or_default().to_owned();
+    let (status, body) = api(&gw, "POST", &format!("/api/approvals/{id}/approve"), Some(&alice), None).await;
+    assert_eq!(status, 200, "{body}");
+    let out = held.join().expect("client thread");
+    assert_eq!(ok_stdout(&out), "first\n");
+    gw.wait_for_record(|r| r["kind"] == "approval" && r["outcome"] == "ok");
+}

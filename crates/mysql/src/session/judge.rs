@@ -1,0 +1,258 @@
+//! The policy decision point of the MySQL adapter: every statement is analysed with the
+//! MySQL-dialect analyser and judged by the rules, the builtin refusals and the masking
+//! inference judge before anything is forwarded.
+//!
+//! Also here: how a result column is masked from the statement's lineage (the server names
+//! the source of plain columns; computed ones, and anything the server names by a derived
+//! table or view, take what the analysis says could flow into them — the whole statement's
+//! masked columns when it cannot say per column).
+
+use gatehouse_core::config::ParseErrorAction;
+use gatehouse_core::masking::inference::{self, MaskedData};
+use gatehouse_core::masking::{ColumnMask, SessionMasks};
+use gatehouse_core::policy::{Action, ColumnRef, Decision, StatementInfo};
+use gatehouse_sql::mysql::{MysqlContext, analyze_mysql};
+
+use crate::messages::ColumnDefinition;
+
+/// Name of the builtin rule for statements the analyser cannot read.
+pub const UNPARSEABLE_RULE: &str = "builtin:unparseable";
+/// Name of the builtin rule that keeps a masked session's warnings and errors to itself.
+pub const MASKED_DIAGNOSTICS_RULE: &str = "builtin:masked-diagnostics";
+
+/// The decision for one COM_QUERY, with what the audit needs to explain it.
+#[derive(Debug)]
+pub(crate) struct Judgement {
+    pub decision: Decision,
+    pub statements: Vec<StatementInfo>,
+    pub parse_error: Option<String>,
+}
+
+impl Judgement {
+    pub fn allowed(&self) -> bool {
+        self.decision.action == Action::Allow
+    }
+
+    /// The explanation stored with the statement record.
+    pub fn detail(&self) -> serde_json::Value {
+        gatehouse_core::audit::detail::StatementJudged::of(
+            &self.decision,
+            &self.statements,
+            self.parse_error.as_deref(),
+        )
+        .into_value()
+    }
+
+    /// Whether the statement reads or writes anything masked for the session.
+    pub fn touches_masked(&self, masks: &SessionMasks) -> bool {
+        masks.is_active()
+            && self
+                .statements
+                .iter()
+                .any(|s| inference::touches_masked(s, &Masked(masks)))
+    }
+}
+
+/// The session's masks as the inference judge asks for them.
+struct Masked<'a>(&'a SessionMasks);
+
+impl MaskedData for Masked<'_> {
+    fn mask(&self, column: &ColumnRef) -> Option<ColumnMask> {
+        self.0.source(column)
+    }
+
+    fn opaque_function(&self, name: &str) -> bool {
+        !is_builtin_function(name)
+    }
+}
+
+/// What one session needs to judge a statement.
+pub(crate) struct Judge<'a> {
+    pub connection: &'a str,
+    pub upstream_user: &'a str,
+    pub groups: &'a [String],
+    pub policy: &'a gatehouse_core::policy::Policy,
+    pub masks: &'a SessionMasks,
+    pub on_parse_error: ParseErrorAction,
+    pub database: Option<String>,
+}
+
+impl Judge<'_> {
+    pub fn judge(&self, sql: &str) -> Judgement {
+        let ctx = MysqlContext {
+            database: self.database.clone(),
+        };
+        let statements = match analyze_mysql(sql, &ctx) {
+            Ok(s) => s,
+            Err(e) => {
+                let forward = self.on_parse_error == ParseErrorAction::Forward
+                    && matches!(e, gatehouse_sql::AnalysisError::Parse { .. })
+                    && !self.masks.is_active();
+                let decision = if forward {
+                    Decision::default_allow()
+                } else {
+                    Decision {
+                        action: Action::Block,
+                        rule: Some(UNPARSEABLE_RULE.to_owned()),
+                        reason: format!("the statement cannot be analysed: {e}"),
+                    }
+                };
+                return Judgement {
+                    decision,
+                    statements: Vec::new(),
+                    parse_error: Some(e.to_string()),
+                };
+            }
+        };
+        let (mut decision, _) = self.policy.decide_all_as(
+            self.connection,
+            Some(self.upstream_user),
+            self.groups,
+            &statements,
+        );
+        if decision.action != Action::Block && self.masks.is_active() {
+            let data = Masked(self.masks);
+            if let Some(d) = statements.iter().find_map(|s| inference::judge(s, &data)) {
+                decision = d;
+            }
+        }
+        Judgement {
+            decision,
+            statements,
+            parse_error: None,
+        }
+    }
+}
+
+/// `SHOW WARNINGS`, `SHOW ERRORS` and `GET DIAGNOSTICS`: they return the messages of the
+/// previous statement, which can quote the values it computed with.
+pub fn reads_diagnostics(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
+        .filter(|w| !w.is_empty())
+        .take(3)
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let w = |i: usize| words.get(i).map(String::as_str);
+    matches!(
+        (w(0), w(1)),
+        (Some("show"), Some("warnings" | "errors" | "count"))
+            | (Some("get"), Some("diagnostics" | "current" | "stacked"))
+    )
+}
+
+/// The refusal of a diagnostics read after a statement that touched masked values.
+pub fn diagnostics_refusal() -> Decision {
+    Decision {
+        action: Action::Block,
+        rule: Some(MASKED_DIAGNOSTICS_RULE.to_owned()),
+        reason: "the previous statement used masked values, and its warnings or errors could \
+                 quote them"
+            .to_owned(),
+    }
+}
+
+/// How the result column at `position` (of `columns`) of the result of `stmt` is masked by the analysis
+/// (on top of what its definition names). `None` for `stmt`: not known which statement the
+/// result belongs to, so every statement of the string counts.
+pub fn column_mask(
+    masks: &SessionMasks,
+    stmt: Option<&StatementInfo>,
+    all: &[StatementInfo],
+    position: usize,
+    columns: usize,
+    column: &ColumnDefinition,
+) -> Option<ColumnMask> {
+    if !masks.is_active() {
+        return None;
+    }
+    let named_by_server = !column.org_table.is_empty() && {
+        let org = String::from_utf8_lossy(&column.org_table).to_ascii_lowercase();
+        // The server names a base table of the statement: its definition is the source.
+        stmt.into_iter()
+            .chain(all.iter())
+            .flat_map(|s| s.tables_read.iter().chain(&s.tables_written))
+            .any(|t| t.name == org)
+    };
+    if let Some(s) = stmt
+        && let Some(outputs) = &s.outputs
+        && !outputs.iter().any(|o| o.star)
+        && let Some(o) = outputs.get(position)
+        && outputs.len() == columns
+    {
+        return strongest(o.sources.iter().map(|c| {
+            masks
+                .source(c)
+                .map(|m| if o.derived.contains(c) { m.derive() } else { m })
+        }));
+    }
+    if named_by_server {
+        return None;
+    }
+    // Computed, or named by something that is not a base table here (a derived table, a
+    // view): whatever masked value the statement reads may be in it, whole.
+    let scope: Vec<&StatementInfo> = match stmt {
+        Some(s) => vec![s],
+        None => all.iter().collect(),
+    };
+    strongest(scope.iter().flat_map(|s| {
+        s.columns_read
+            .iter()
+            .chain(s.outputs.iter().flatten().flat_map(|o| o.sources.iter()))
+            .map(|c| masks.source(c).map(ColumnMask::derive))
+    }))
+}
+
+fn strongest(masks: impl Iterator<Item = Option<ColumnMask>>) -> Option<ColumnMask> {
+    masks.flatten().reduce(ColumnMask::merge)
+}
+
+/// MySQL and MariaDB builtin functions the gateway knows compute only from their arguments.
+/// Any other name may be a stored function, which can read masked columns the statement does
+/// not name: for a masked session, the inference judge refuses calling it.
+fn is_builtin_function(name: &str) -> bool {
+    const BUILTINS: &[&str] = &[
+        "abs", "ascii", "avg", "bin", "bit_length", "ceil", "ceiling", "char_length",
+        "character_length", "coalesce", "concat", "concat_ws", "connection_id", "conv",
+        "convert", "count", "curdate", "current_date", "current_time", "current_timestamp",
+        "current_user", "curtime", "database", "date", "date_add", "date_format", "date_sub",
+        "datediff", "day", "dayname", "dayofmonth", "dayofweek", "dayofyear", "elt", "exp",
+        "extract", "field", "find_in_set", "floor", "format", "found_rows", "from_unixtime",
+        "greatest", "group_concat", "hex", "hour", "if", "ifnull", "in", "instr", "isnull",
+        "last_day", "last_insert_id", "lcase", "least", "left", "length", "ln", "locate",
+        "log", "lower", "lpad", "ltrim", "max", "md5", "mid", "min", "minute", "mod",
+        "month", "monthname", "now", "nullif", "oct", "octet_length", "ord", "position", "pow",
+        "power", "quarter", "rand", "repeat", "replace", "reverse", "right", "round",
+        "row_count", "rpad", "rtrim", "schema", "second", "session_user", "sha", "sha1",
+        "sha2", "sign", "space", "sqrt", "std", "stddev", "str_to_date", "strcmp", "substr",
+        "substring", "substring_index", "sum", "sysdate", "system_user", "time", "timestamp",
+        "timestampdiff", "trim", "truncate", "ucase", "unhex", "unix_timestamp", "upper",
+        "user", "utc_date", "utc_time", "utc_timestamp", "uuid", "version", "week",
+        "weekday", "year", "yearweek",
+    ];
+    BUILTINS.binary_search(&name).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_list_is_sorted_for_binary_search() {
+        assert!(is_builtin_function("concat"));
+        assert!(is_builtin_function("yearweek"));
+        assert!(is_builtin_function("abs"));
+        assert!(!is_builtin_function("shop.reveal"));
+        assert!(!is_builtin_function("reveal_card"));
+    }
+
+    #[test]
+    fn diagnostics_reads_are_recognised() {
+        assert!(reads_diagnostics("SHOW WARNINGS"));
+        assert!(reads_diagnostics("  show\n errors limit 1"));
+        assert!(reads_diagnostics("SHOW COUNT(*) WARNINGS"));
+        assert!(reads_diagnostics("GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT"));
+        assert!(!reads_diagnostics("SHOW TABLES"));
+        assert!(!reads_diagnostics("SELECT 1"));
+    }
+}

@@ -1,0 +1,344 @@
+//! The connection phase on the client side: greeting, TLS, the token, admission, the
+//! upstream login, the session's start.
+//!
+//! Why the token travels as it does: the gateway must read the token itself, so a scramble
+//! (which only proves knowledge of a password the server already holds) is no use. With TLS
+//! the gateway asks for `caching_sha2_password`'s full authentication, in which standard
+//! clients send the password as it is inside the encrypted channel; without TLS it switches
+//! the client to `mysql_clear_password`, which clients send only when told they may
+//! (`--enable-cleartext-plugin`), and only when `tls.require` is off.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_core::audit::detail::SessionStarted;
+use gatehouse_core::session::{LoginAttempt, LoginRefusal, Session};
+use rand::Rng;
+use tokio::net::TcpStream;
+
+use super::Shared;
+use crate::capabilities::{GATEWAY_OFFERS, NEVER_ACCEPTED, SSL, negotiated};
+use crate::messages::auth_switch::{CACHING_SHA2_PASSWORD, CLEAR_PASSWORD};
+use crate::messages::{
+    AuthMoreData, AuthSwitchRequest, ClientHello, ErrPacket, HandshakeResponse41, HandshakeV10,
+    OkPacket, codes,
+};
+use crate::stream::{Duplex, PacketStream, StreamError};
+use crate::upstream::{MysqlTarget, Upstream};
+
+/// The version the gateway greets with (before it knows which upstream the client wants).
+pub const SERVER_VERSION: &[u8] = b"8.0.40-Gatehouse";
+
+/// `SERVER_STATUS_AUTOCOMMIT`.
+const STATUS_AUTOCOMMIT: u16 = 0x0002;
+
+/// The largest packet accepted before the client is logged in.
+const MAX_LOGIN_PACKET: usize = 64 * 1024;
+
+/// A logged-in session, ready for commands.
+pub(crate) struct Established {
+    pub session: Session,
+    pub client: PacketStream<Box<dyn Duplex>>,
+    pub upstream: Upstream,
+    pub target: Arc<MysqlTarget>,
+    /// The capabilities the client and the gateway agreed on.
+    pub capabilities: u32,
+    /// The client's program name (connection attribute), shown to approvers.
+    pub application_name: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoginError {
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("timed out")]
+    Timeout,
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl From<std::io::Error> for LoginError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Stream(StreamError::Io(e))
+    }
+}
+
+/// Runs the login. `Ok(None)`: the connection was refused and already answered.
+pub(crate) async fn establish(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Result<Option<Established>, LoginError> {
+    match tokio::time::timeout(shared.startup_timeout, establish_inner(shared, tcp, peer)).await {
+        Ok(r) => r,
+        Err(_) => Err(LoginError::Timeout),
+    }
+}
+
+/// Character sets in which every ASCII byte stands for itself (no multibyte character hides
+/// a quote or a backslash), by collation id: the analyser reads the text as the server will.
+fn charset_is_safe(id: u8) -> bool {
+    matches!(id, 8 | 11 | 33 | 45 | 46 | 47 | 48 | 63 | 65 | 83 | 192..=215 | 224..=247 | 255)
+}
+
+async fn refuse_with<S: Duplex>(
+    client: &mut PacketStream<S>,
+    seq: u8,
+    code: (u16, &str),
+    message: &str,
+) -> Result<Option<Established>, LoginError> {
+    let mut out = Vec::new();
+    ErrPacket::new(code, message).encode(&mut out);
+    client.queue(&out, seq);
+    client.shutdown().await;
+    Err(LoginError::Refused(message.to_owned()))
+}
+
+/// The code a refused login is answered and recorded with.
+fn code_of(r: &LoginRefusal) -> &'static str {
+    match r {
+        LoginRefusal::UnknownConnection(_) => "1049",
+        _ => "1045",
+    }
+}
+
+fn wire_code(r: &LoginRefusal) -> (u16, &'static str) {
+    match r {
+        LoginRefusal::UnknownConnection(_) => codes::UNKNOWN_CONNECTION,
+        _ => codes::ACCESS_DENIED,
+    }
+}
+
+fn refusal_message(r: &LoginRefusal) -> String {
+    match r {
+        LoginRefusal::TlsRequired => {
+            "Gatehouse requires TLS (tls.require = true): connect with --ssl".to_owned()
+        }
+        LoginRefusal::UnknownConnection(c) => {
+            format!("Unknown database '{c}' (no such Gatehouse connection)")
+        }
+        other => other.to_string(),
+    }
+}
+
+async fn establish_inner(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Result<Option<Established>, LoginError> {
+    let scramble: Vec<u8> = {
+        let mut rng = rand::rng();
+        (0..20).map(|_| rng.random_range(0x21u8..0x7f)).collect()
+    };
+    let offers = GATEWAY_OFFERS | if shared.tls.is_some() { SSL } else { 0 };
+    let mut greeting = Vec::new();
+    HandshakeV10 {
+        server_version: SERVER_VERSION.to_vec(),
+        connection_id: rand::rng().random_range(1..u32::MAX / 2),
+        auth_data: scramble.clone(),
+        capabilities: offers,
+        charset: 45,
+        status: STATUS_AUTOCOMMIT,
+        auth_plugin: CACHING_SHA2_PASSWORD.to_vec(),
+    }
+    .encode(&mut greeting);
+    let mut plain = PacketStream::new(tcp, MAX_LOGIN_PACKET);
+    plain.send(&greeting, 0).await?;
+    let first = plain.read().await?;
+    let hello = match ClientHello::parse(&first.payload) {
+        Ok(h) => h,
+        Err(e) => {
+            let msg = format!("Bad handshake: {e}");
+            return refuse_with(&mut plain, first.next_seq(), (1043, "08S01"), &msg).await;
+        }
+    };
+    let (mut client, tls, login, mut seq): (PacketStream<Box<dyn Duplex>>, bool, _, u8) =
+        match hello {
+            ClientHello::Ssl(_) => {
+                let Some(cfg) = &shared.tls else {
+                    let msg = "Bad handshake: TLS was not offered";
+                    return refuse_with(&mut plain, first.next_seq(), (1043, "08S01"), msg).await;
+                };
+                let tcp = plain.into_inner()?;
+                let tls = tokio_rustls::TlsAcceptor::from(cfg.clone()).accept(tcp).await?;
+                let mut client: PacketStream<Box<dyn Duplex>> =
+                    PacketStream::new(Box::new(tls), MAX_LOGIN_PACKET);
+                let p = client.read().await?;
+                match ClientHello::parse(&p.payload) {
+                    Ok(ClientHello::Login(l)) => (client, true, l, p.next_seq()),
+                    _ => {
+                        let msg = "Bad handshake: expected the login after TLS";
+                        return refuse_with(&mut client, p.next_seq(), (1043, "08S01"), msg).await;
+                    }
+                }
+            }
+            ClientHello::Login(l) => {
+                let client: PacketStream<Box<dyn Duplex>> =
+                    PacketStream::new(Box::new(plain.into_inner()?), MAX_LOGIN_PACKET);
+                (client, false, l, first.next_seq())
+            }
+        };
+    let attempt = LoginAttempt {
+        peer: peer.to_string(),
+        connection: login
+            .database
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .or_else(|| only_connection(shared)),
+        client_user: Some(String::from_utf8_lossy(&login.user).into_owned()),
+        application_name: attribute(&login, b"program_name"),
+    };
+    let gate = &shared.gate;
+    if shared.tls_required && !tls {
+        let r = gate
+            .refuse(&attempt, None, LoginRefusal::TlsRequired, code_of)
+            .await;
+        return refuse_with(&mut client, seq, wire_code(&r), &refusal_message(&r)).await;
+    }
+    let parameter_problem = if login.capabilities & NEVER_ACCEPTED != 0 {
+        Some(format!(
+            "the client asks for capabilities Gatehouse does not offer ({:#x})",
+            login.capabilities & NEVER_ACCEPTED
+        ))
+    } else if !charset_is_safe(login.charset) {
+        Some(format!(
+            "character set {} is refused: Gatehouse reads statements only in character sets \
+             where ASCII stands for itself (utf8mb4, utf8, latin1, ascii, binary)",
+            login.charset
+        ))
+    } else {
+        None
+    };
+    if let Some(problem) = parameter_problem {
+        let r = gate
+            .refuse(&attempt, None, LoginRefusal::Parameter(problem), code_of)
+            .await;
+        return refuse_with(&mut client, seq, wire_code(&r), &refusal_message(&r)).await;
+    }
+
+    // The token: as sent with the cleartext plugin, or by caching_sha2_password's full
+    // authentication inside TLS.
+    let plugin = login.auth_plugin.clone().unwrap_or_default();
+    let token: Vec<u8> = if plugin == CLEAR_PASSWORD {
+        login.auth_response.clone()
+    } else if tls {
+        if plugin != CACHING_SHA2_PASSWORD {
+            let mut out = Vec::new();
+            AuthSwitchRequest {
+                plugin: CACHING_SHA2_PASSWORD.to_vec(),
+                data: scramble.clone(),
+            }
+            .encode(&mut out);
+            client.send(&out, seq).await?;
+            seq = client.read().await?.next_seq();
+        }
+        let mut out = Vec::new();
+        // "Perform full authentication": the client answers with the password itself.
+        AuthMoreData(vec![0x04]).encode(&mut out);
+        client.send(&out, seq).await?;
+        let p = client.read().await?;
+        seq = p.next_seq();
+        p.payload.to_vec()
+    } else {
+        let mut out = Vec::new();
+        AuthSwitchRequest {
+            plugin: CLEAR_PASSWORD.to_vec(),
+            data: Vec::new(),
+        }
+        .encode(&mut out);
+        client.send(&out, seq).await?;
+        let p = client.read().await?;
+        seq = p.next_seq();
+        p.payload.to_vec()
+    };
+    let token = String::from_utf8_lossy(token.strip_suffix(&[0]).unwrap_or(&token)).into_owned();
+    let admitted = gate.admit(&attempt, token.trim(), code_of).await;
+    drop(token);
+    let admitted = match admitted {
+        Ok(a) => a,
+        Err(r) => {
+            return refuse_with(&mut client, seq, wire_code(&r), &refusal_message(&r)).await;
+        }
+    };
+    let connection = admitted.connection.clone();
+    let Some(target) = shared.targets.get(&connection).cloned() else {
+        // A connection the gate knows, of another protocol.
+        let refusal = LoginRefusal::UnknownConnection(connection);
+        let r = gate
+            .refuse(&attempt, Some(&admitted.principal), refusal, code_of)
+            .await;
+        return refuse_with(&mut client, seq, wire_code(&r), &refusal_message(&r)).await;
+    };
+    let mut session = Session::new(gate.clone(), admitted, peer.to_string());
+    let capabilities = negotiated(offers, login.capabilities) & !SSL;
+    let upstream = match target
+        .connect(capabilities, login.charset, Duration::from_secs(10))
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(connection = %connection, error = %e, "mysql upstream login failed");
+            session
+                .fail(&attempt, "upstream_unavailable", "1105", e.to_string())
+                .await;
+            let msg = format!("Gatehouse could not connect to the upstream of \"{connection}\"");
+            return refuse_with(&mut client, seq, codes::GATEWAY_ERROR, &msg).await;
+        }
+    };
+    let mut adapter = serde_json::Map::new();
+    adapter.insert("protocol".into(), "mysql".into());
+    adapter.insert("upstream_tls".into(), upstream.tls.into());
+    adapter.insert(
+        "upstream_connection_id".into(),
+        upstream.connection_id.into(),
+    );
+    adapter.insert(
+        "upstream_version".into(),
+        upstream.server_version.clone().into(),
+    );
+    let started = SessionStarted {
+        tls,
+        application_name: attempt.application_name.clone(),
+        client_user: attempt.client_user.clone(),
+        grant: None,
+        adapter,
+    };
+    if session.start(started).await.is_err() {
+        let msg = "Gatehouse cannot record this session (audit store unavailable); refusing to proceed";
+        return refuse_with(&mut client, seq, codes::GATEWAY_ERROR, msg).await;
+    }
+    let mut ok = Vec::new();
+    OkPacket {
+        status: STATUS_AUTOCOMMIT,
+        ..OkPacket::default()
+    }
+    .encode(&mut ok);
+    client.send(&ok, seq).await?;
+    Ok(Some(Established {
+        session,
+        client,
+        upstream,
+        target,
+        capabilities,
+        application_name: attempt.application_name,
+    }))
+}
+
+/// The connection a login without a database binds to: the only MySQL connection there is.
+fn only_connection(shared: &Shared) -> Option<String> {
+    let mut names = shared.targets.keys();
+    match (names.next(), names.next()) {
+        (Some(only), None) => Some(only.clone()),
+        _ => None,
+    }
+}
+
+fn attribute(login: &HandshakeResponse41, name: &[u8]) -> Option<String> {
+    login
+        .attributes
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
