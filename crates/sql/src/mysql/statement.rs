@@ -370,14 +370,14 @@ pub(crate) fn classify(stmt: &Statement, ctx: &MysqlContext) -> StatementInfo {
             }
         }
         Statement::ShowVariable { variable } => {
-            b.set_kind("show");
             let first = variable.first().map(|i| i.value.to_lowercase());
             if matches!(
                 first.as_deref(),
                 Some("binlog" | "relaylog" | "master" | "slave" | "replica" | "replicas" | "binary")
             ) {
-                b.set_kind("other");
                 b.kind("replication");
+            } else {
+                b.set_kind("show");
             }
         }
         Statement::ShowVariables { .. }
