@@ -225,18 +225,22 @@ pub fn setting_refusal(name: &str, value: SettingValue<'_>, how: &str) -> Option
                 ),
             )),
         },
-        "client_encoding" | "names" | "character_set_client" | "character_set_connection" => match value {
-            SettingValue::Known(v) if encoding_is_safe(v.trim().trim_matches(['\'', '"'])) => None,
-            SettingValue::Default => None,
-            v => Some(block(
-                "builtin:client-encoding",
-                format!(
-                    "{how} client_encoding = {} (only encodings in which ASCII bytes stand for \
+        "client_encoding" | "names" | "character_set_client" | "character_set_connection" => {
+            match value {
+                SettingValue::Known(v) if encoding_is_safe(v.trim().trim_matches(['\'', '"'])) => {
+                    None
+                }
+                SettingValue::Default => None,
+                v => Some(block(
+                    "builtin:client-encoding",
+                    format!(
+                        "{how} client_encoding = {} (only encodings in which ASCII bytes stand for \
                      themselves, such as UTF8)",
-                    shown(v)
-                ),
-            )),
-        },
+                        shown(v)
+                    ),
+                )),
+            }
+        }
         _ => None,
     }
 }
@@ -345,7 +349,9 @@ mod tests {
         assert!(setting_refusal("sql_mode", k("'NO_BACKSLASH_ESCAPES'"), "SET").is_some());
         assert!(setting_refusal("sql_mode", k("strict_trans_tables,ansi"), "SET").is_some());
         assert!(setting_refusal("sql_mode", k("@unknown"), "SET").is_some());
-        assert!(setting_refusal("sql_mode", k("STRICT_TRANS_TABLES,NO_ZERO_DATE"), "SET").is_none());
+        assert!(
+            setting_refusal("sql_mode", k("STRICT_TRANS_TABLES,NO_ZERO_DATE"), "SET").is_none()
+        );
         assert!(setting_refusal("sql_mode", k(""), "SET").is_none());
         assert!(setting_refusal("sql_mode", SettingValue::Default, "SET").is_none());
         assert!(setting_refusal("character_set_client", k("gbk"), "SET").is_some());

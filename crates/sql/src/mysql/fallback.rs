@@ -23,7 +23,12 @@ fn tokens(text: &str) -> Option<Vec<Token>> {
     let toks = Tokenizer::new(&dialect, text).tokenize().ok()?;
     Some(
         toks.into_iter()
-            .filter(|t| !matches!(t, Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab)))
+            .filter(|t| {
+                !matches!(
+                    t,
+                    Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab)
+                )
+            })
             .collect(),
     )
 }
@@ -98,7 +103,14 @@ pub(crate) fn classify(text: &str, ctx: &MysqlContext) -> Option<StatementInfo> 
             Some(b.info)
         }
         // START TRANSACTION WITH CONSISTENT SNAPSHOT [, READ ONLY | READ WRITE].
-        ["START", "TRANSACTION", "WITH", "CONSISTENT", "SNAPSHOT", rest @ ..] => {
+        [
+            "START",
+            "TRANSACTION",
+            "WITH",
+            "CONSISTENT",
+            "SNAPSHOT",
+            rest @ ..,
+        ] => {
             let ok = rest.is_empty()
                 || (matches!(toks.get(5), Some(Token::Comma))
                     && matches!(rest.get(1..), Some(["READ", "ONLY" | "WRITE"])));
@@ -111,7 +123,9 @@ pub(crate) fn classify(text: &str, ctx: &MysqlContext) -> Option<StatementInfo> 
         ["LOAD", "DATA", ..] => load_data(&toks, &w, ctx),
         // SET CHARACTER SET cs / SET CHARSET cs.
         ["SET", "CHARACTER", "SET", _] | ["SET", "CHARSET", _] => {
-            let cs = toks.last().and_then(|t| name(t).or_else(|| string(t).map(str::to_owned)))?;
+            let cs = toks
+                .last()
+                .and_then(|t| name(t).or_else(|| string(t).map(str::to_owned)))?;
             let mut b = Builder::new("set");
             b.set_kind("set");
             b.info.set_setting = Some(("character_set_client".to_owned(), Some(cs)));
@@ -138,14 +152,22 @@ pub(crate) fn classify(text: &str, ctx: &MysqlContext) -> Option<StatementInfo> 
             Some(b.info)
         }
         // Plugins and components: code loaded into the server.
-        ["INSTALL" | "UNINSTALL", "PLUGIN" | "SONAME" | "COMPONENT", ..] => {
+        [
+            "INSTALL" | "UNINSTALL",
+            "PLUGIN" | "SONAME" | "COMPONENT",
+            ..,
+        ] => {
             let mut b = Builder::new("create_extension");
             b.set_kind("create_extension");
             Some(b.info)
         }
         // Replication control: refused by builtin:replication whatever follows.
         ["CHANGE", "MASTER" | "REPLICATION", ..]
-        | ["START" | "STOP", "SLAVE" | "REPLICA" | "GROUP_REPLICATION", ..]
+        | [
+            "START" | "STOP",
+            "SLAVE" | "REPLICA" | "GROUP_REPLICATION",
+            ..,
+        ]
         | ["PURGE", "BINARY" | "MASTER", "LOGS", ..]
         | ["RESET", "MASTER" | "SLAVE" | "REPLICA" | "BINARY", ..] => {
             let mut b = Builder::new("other");
@@ -202,8 +224,10 @@ fn users(toks: &[Token]) -> BTreeSet<String> {
         let prev = i.checked_sub(1).and_then(|p| toks.get(p));
         let prev_kw = prev.and_then(kw).unwrap_or_default();
         // Secrets and options follow these: never a user name (and never logged).
-        if matches!(prev_kw.as_str(), "BY" | "AS" | "WITH" | "COMMENT" | "ATTRIBUTE" | "=")
-            || matches!(prev, Some(Token::Eq))
+        if matches!(
+            prev_kw.as_str(),
+            "BY" | "AS" | "WITH" | "COMMENT" | "ATTRIBUTE" | "="
+        ) || matches!(prev, Some(Token::Eq))
         {
             continue;
         }
@@ -262,7 +286,9 @@ fn load_data(toks: &[Token], w: &[&str], ctx: &MysqlContext) -> Option<Statement
     let (table, next) = table_at(toks, i + 2, ctx)?;
     for t in toks.get(next..)? {
         let ok = match t {
-            Token::Word(word) => !(word.quote_style.is_none() && word.value.eq_ignore_ascii_case("set")),
+            Token::Word(word) => {
+                !(word.quote_style.is_none() && word.value.eq_ignore_ascii_case("set"))
+            }
             Token::SingleQuotedString(_)
             | Token::DoubleQuotedString(_)
             | Token::HexStringLiteral(_)

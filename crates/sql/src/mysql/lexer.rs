@@ -232,9 +232,12 @@ mod tests {
     fn executable_comments_are_unwrapped() {
         assert_eq!(
             pieces("SELECT a /*!50001 , card_number */ FROM t"),
-            ["SELECT a           , card_number    FROM t"]
+            ["SELECT a          , card_number    FROM t"]
         );
-        assert_eq!(pieces("SELECT 1 /*M!100101 ,2*/"), ["SELECT 1            ,2"]);
+        assert_eq!(
+            pieces("SELECT 1 /*M!100101 ,2*/"),
+            ["SELECT 1            ,2"]
+        );
         assert_eq!(pieces("SELECT 1 /*!,2*/"), ["SELECT 1    ,2"]);
         assert_eq!(
             pieces("/*!40101 SET @OLD=@@CHARACTER_SET_CLIENT */;"),
@@ -261,7 +264,10 @@ mod tests {
             ["SELECT 'a\\'; DROP TABLE t; -- '"]
         );
         assert_eq!(pieces("SELECT 'a''; b'"), ["SELECT 'a''; b'"]);
-        assert_eq!(pieces("SELECT 1; DROP TABLE t"), ["SELECT 1", "DROP TABLE t"]);
+        assert_eq!(
+            pieces("SELECT 1; DROP TABLE t"),
+            ["SELECT 1", "DROP TABLE t"]
+        );
     }
 
     #[test]

@@ -20,7 +20,14 @@ use sqlparser::ast::{
 use super::MysqlContext;
 use super::walk::{self, table_ref};
 
-const DML: &[&str] = &["insert", "update", "delete", "merge", "copy_from", "truncate"];
+const DML: &[&str] = &[
+    "insert",
+    "update",
+    "delete",
+    "merge",
+    "copy_from",
+    "truncate",
+];
 const DDL: &[&str] = &[
     "create",
     "alter",
@@ -260,7 +267,9 @@ pub(crate) fn classify(stmt: &Statement, ctx: &MysqlContext) -> StatementInfo {
                 }
             }
         }
-        Statement::DropFunction(_) | Statement::DropProcedure { .. } | Statement::DropTrigger(_) => {
+        Statement::DropFunction(_)
+        | Statement::DropProcedure { .. }
+        | Statement::DropTrigger(_) => {
             b.set_kind("drop");
         }
         Statement::AlterTable(a) => {
@@ -349,7 +358,8 @@ pub(crate) fn classify(stmt: &Statement, ctx: &MysqlContext) -> StatementInfo {
                     set_assignments(&mut b, &list);
                 }
                 Set::SetNames { charset_name, .. } => {
-                    b.info.set_setting = Some(("names".to_owned(), Some(charset_name.value.clone())));
+                    b.info.set_setting =
+                        Some(("names".to_owned(), Some(charset_name.value.clone())));
                 }
                 Set::SetNamesDefault {} => {
                     b.info.set_setting = Some(("names".to_owned(), None));
@@ -373,7 +383,9 @@ pub(crate) fn classify(stmt: &Statement, ctx: &MysqlContext) -> StatementInfo {
             let first = variable.first().map(|i| i.value.to_lowercase());
             if matches!(
                 first.as_deref(),
-                Some("binlog" | "relaylog" | "master" | "slave" | "replica" | "replicas" | "binary")
+                Some(
+                    "binlog" | "relaylog" | "master" | "slave" | "replica" | "replicas" | "binary"
+                )
             ) {
                 b.kind("replication");
             } else {
@@ -479,7 +491,10 @@ pub(crate) fn classify(stmt: &Statement, ctx: &MysqlContext) -> StatementInfo {
     b.info.uses.computed = resolved.computed.clone();
     if b.info.kind == "explain" {
         // The explained query's result is not returned: everything in it is a computation.
-        b.info.uses.computed.extend(resolved.columns_read.iter().cloned());
+        b.info
+            .uses
+            .computed
+            .extend(resolved.columns_read.iter().cloned());
     }
     if let Statement::Query(q) = stmt {
         b.info.outputs = Some(walk::outputs(q, &collected, &resolved, ctx));

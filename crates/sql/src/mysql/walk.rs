@@ -182,9 +182,10 @@ impl Visitor for Collector<'_> {
         for item in &s.projection {
             let star = match item {
                 SelectItem::Wildcard(_) => Some(Vec::new()),
-                SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(n), _) => {
-                    Some(name_parts(n))
-                }
+                SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(n),
+                    _,
+                ) => Some(name_parts(n)),
                 SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::Expr(_), _) => {
                     Some(Vec::new())
                 }
@@ -492,7 +493,12 @@ fn set_outputs(
             }
         }
         SetExpr::Values(v) => {
-            let width = v.rows.iter().map(|row| row.content.len()).max().unwrap_or(0);
+            let width = v
+                .rows
+                .iter()
+                .map(|row| row.content.len())
+                .max()
+                .unwrap_or(0);
             (0..width)
                 .map(|i| {
                     let mut o = OutputColumn::default();
@@ -573,9 +579,10 @@ fn item_output(
     match item {
         SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
             let qualifier = match item {
-                SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(n), _) => {
-                    name_parts(n)
-                }
+                SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(n),
+                    _,
+                ) => name_parts(n),
                 _ => Vec::new(),
             };
             let raw = RawColumn {
