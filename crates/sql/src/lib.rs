@@ -67,6 +67,7 @@ mod cache;
 #[rustfmt::skip]
 mod children;
 mod lineage;
+pub mod mysql;
 mod pool;
 mod shape;
 

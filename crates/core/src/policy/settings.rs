@@ -14,6 +14,11 @@
 //!   case). A name the list does not know is refused, so a new alias cannot slip through.
 //! - `standard_conforming_strings` off (backslashes escape in every literal) and
 //!   `backslash_quote`.
+//!
+//! MySQL has the same two risks under other names: `SET NAMES`, `character_set_client` and
+//! `character_set_connection` (gbk, big5, sjis, cp932 have `\` as a second byte; MySQL's
+//! single-byte and UTF-8 charset names are on the allow-list), and `sql_mode` with
+//! `NO_BACKSLASH_ESCAPES`, `ANSI_QUOTES` or `ANSI` (strings and names read differently).
 
 use super::decide::{Decision, block};
 
@@ -95,6 +100,29 @@ const ASCII_SAFE_ENCODINGS: &[&str] = &[
     "windows1256",
     "windows1257",
     "windows1258",
+    // MySQL character set names (the single-byte ones and UTF-8).
+    "utf8mb3",
+    "utf8mb4",
+    "ascii",
+    "binary",
+    "cp1250",
+    "cp1251",
+    "cp1256",
+    "cp1257",
+    "greek",
+    "hebrew",
+    "swe7",
+    "dec8",
+    "cp850",
+    "cp852",
+    "cp866",
+    "hp8",
+    "armscii8",
+    "geostd8",
+    "keybcs2",
+    "macce",
+    "macroman",
+    "tis620",
 ];
 
 /// PostgreSQL's `clean_encoding_name`: the letters and digits of the name, in lower case.
@@ -124,6 +152,27 @@ pub const GUARDED_SETTINGS: &[&str] = &[
     "standard_conforming_strings",
     "backslash_quote",
 ];
+
+/// `sql_mode` flags that change how MySQL reads strings and quoted names (compared in upper
+/// case, as whole comma-separated words: `ANSI` implies `ANSI_QUOTES`).
+const SQL_MODE_FLAGS_REFUSED: &[&str] = &["NO_BACKSLASH_ESCAPES", "ANSI_QUOTES", "ANSI"];
+
+/// Whether a MySQL `sql_mode` value keeps strings and identifiers read as the gateway reads
+/// them. The value set by `SET` of an expression (`@unknown`, or anything with a character
+/// that cannot be in a mode list) is not known, so not safe.
+fn sql_mode_is_safe(v: &str) -> bool {
+    let v = v.trim().trim_matches(['\'', '"']);
+    if !v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ',' || c == ' ')
+    {
+        return false;
+    }
+    !v.split(',').any(|flag| {
+        let flag = flag.trim().to_ascii_uppercase();
+        SQL_MODE_FLAGS_REFUSED.iter().any(|r| flag.contains(r))
+    })
+}
 
 /// PostgreSQL's boolean spellings of true (`parse_bool`: prefixes of true/yes, on, 1).
 pub fn is_true_value(v: &str) -> bool {
@@ -164,18 +213,34 @@ pub fn setting_refusal(name: &str, value: SettingValue<'_>, how: &str) -> Option
             "builtin:backslash-quote",
             format!("{how} backslash_quote"),
         )),
-        "client_encoding" | "names" => match value {
-            SettingValue::Known(v) if encoding_is_safe(v.trim().trim_matches(['\'', '"'])) => None,
+        "sql_mode" => match value {
+            SettingValue::Known(v) if sql_mode_is_safe(v) => None,
             SettingValue::Default => None,
             v => Some(block(
-                "builtin:client-encoding",
+                "builtin:sql-mode",
                 format!(
-                    "{how} client_encoding = {} (only encodings in which ASCII bytes stand for \
-                     themselves, such as UTF8)",
+                    "{how} sql_mode = {} (NO_BACKSLASH_ESCAPES, ANSI_QUOTES and ANSI change how \
+                     the server reads strings and names)",
                     shown(v)
                 ),
             )),
         },
+        "client_encoding" | "names" | "character_set_client" | "character_set_connection" => {
+            match value {
+                SettingValue::Known(v) if encoding_is_safe(v.trim().trim_matches(['\'', '"'])) => {
+                    None
+                }
+                SettingValue::Default => None,
+                v => Some(block(
+                    "builtin:client-encoding",
+                    format!(
+                        "{how} client_encoding = {} (only encodings in which ASCII bytes stand for \
+                     themselves, such as UTF8)",
+                        shown(v)
+                    ),
+                )),
+            }
+        }
         _ => None,
     }
 }
@@ -280,6 +345,22 @@ mod tests {
         );
         assert!(setting_refusal("backslash_quote", k("on"), "x").is_some());
         assert!(setting_refusal("work_mem", k("64MB"), "x").is_none());
+        // MySQL.
+        assert!(setting_refusal("sql_mode", k("'NO_BACKSLASH_ESCAPES'"), "SET").is_some());
+        assert!(setting_refusal("sql_mode", k("strict_trans_tables,ansi"), "SET").is_some());
+        assert!(setting_refusal("sql_mode", k("@unknown"), "SET").is_some());
+        assert!(
+            setting_refusal("sql_mode", k("STRICT_TRANS_TABLES,NO_ZERO_DATE"), "SET").is_none()
+        );
+        assert!(setting_refusal("sql_mode", k(""), "SET").is_none());
+        assert!(setting_refusal("sql_mode", SettingValue::Default, "SET").is_none());
+        assert!(setting_refusal("character_set_client", k("gbk"), "SET").is_some());
+        assert!(setting_refusal("character_set_client", k("sjis"), "SET").is_some());
+        assert!(setting_refusal("character_set_connection", k("big5"), "SET").is_some());
+        assert!(setting_refusal("character_set_client", k("cp932"), "SET").is_some());
+        assert!(setting_refusal("character_set_client", k("@unknown"), "SET").is_some());
+        assert!(setting_refusal("names", k("utf8mb4"), "SET").is_none());
+        assert!(setting_refusal("names", k("latin1"), "SET").is_none());
     }
 
     #[test]

@@ -14,6 +14,10 @@
 //!   the gateway's own upstream role, signalling backends, reading other sessions' statement
 //!   texts — unless an `allow` rule *with `groups`* lists `alter_upstream_role`,
 //!   `signal_backend` / `read_activity`;
+//! - `builtin:replication` (MySQL): binary-log and replication statements, unless an `allow`
+//!   rule with `groups` lists `replication`;
+//! - `builtin:sql-mode` (MySQL): a `sql_mode` that changes how strings and identifiers are
+//!   read (judged in [`crate::policy::settings`]);
 //! - `builtin:set-role` / `builtin:set-session-authorization`: `SET ROLE`, `RESET ROLE`,
 //!   `SET SESSION AUTHORIZATION`, unless an `allow` rule that applies to the identity and the
 //!   statement lists `set_role` / `set_session_authorization` in `statements` explicitly;
@@ -38,6 +42,8 @@ const FILE_FUNCTIONS: &[&str] = &[
     "pg_file_unlink",
     "pg_file_sync",
     "pg_logdir_ls",
+    // MySQL: reads a server-side file into a value.
+    "load_file",
 ];
 
 /// Kinds that are refused whatever the rules say, unless an allow rule for named groups
@@ -59,6 +65,12 @@ const GUARDED_KINDS: &[(&str, &str, &str)] = &[
         "read_activity",
         "builtin:session-activity",
         "reads other sessions' statement texts (pg_stat_activity and similar)",
+    ),
+    (
+        "replication",
+        "builtin:replication",
+        "reads the binary log or controls replication (MySQL: SHOW BINLOG EVENTS, CHANGE \
+         MASTER, START/STOP REPLICA, PURGE BINARY LOGS): the log holds every session's data",
     ),
 ];
 
