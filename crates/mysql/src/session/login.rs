@@ -18,7 +18,7 @@ use rand::Rng;
 use tokio::net::TcpStream;
 
 use super::Shared;
-use crate::capabilities::{GATEWAY_OFFERS, NEVER_ACCEPTED, SSL, negotiated};
+use crate::capabilities::{GATEWAY_OFFERS, SSL, negotiated};
 use crate::messages::auth_switch::{CACHING_SHA2_PASSWORD, CLEAR_PASSWORD};
 use crate::messages::{
     AuthMoreData, AuthSwitchRequest, ClientHello, ErrPacket, HandshakeResponse41, HandshakeV10,
@@ -197,12 +197,9 @@ async fn establish_inner(
             .await;
         return refuse_with(&mut client, seq, wire_code(&r), &refusal_message(&r)).await;
     }
-    let parameter_problem = if login.capabilities & NEVER_ACCEPTED != 0 {
-        Some(format!(
-            "the client asks for capabilities Gatehouse does not offer ({:#x})",
-            login.capabilities & NEVER_ACCEPTED
-        ))
-    } else if !charset_is_safe(login.charset) {
+    // Flags the client sets that were not offered (compression, session tracking, query
+    // attributes...) are simply not in effect: the agreed set is the intersection.
+    let parameter_problem = if !charset_is_safe(login.charset) {
         Some(format!(
             "character set {} is refused: Gatehouse reads statements only in character sets \
              where ASCII stands for itself (utf8mb4, utf8, latin1, ascii, binary)",
