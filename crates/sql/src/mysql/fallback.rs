@@ -251,10 +251,11 @@ fn users(toks: &[Token]) -> BTreeSet<String> {
             }
             _ => None,
         };
-        if let Some(u) = user {
-            if !u.eq_ignore_ascii_case("current_user") && !u.is_empty() {
-                out.insert(u);
-            }
+        if let Some(u) = user
+            && !u.eq_ignore_ascii_case("current_user")
+            && !u.is_empty()
+        {
+            out.insert(u);
         }
     }
     out

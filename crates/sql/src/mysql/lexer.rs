@@ -117,12 +117,12 @@ pub(crate) fn prepare(sql: &str) -> Result<Prepared, LexError> {
                 }
             }
             b'*' if next == Some(b'/') && in_exec.is_some() => {
-                if let Some(open) = in_exec.take() {
-                    if find(src, open + 2, b"*/") != Some(i) {
-                        return Err(
-                            "an executable comment whose end depends on whether it runs".to_owned()
-                        );
-                    }
+                if let Some(open) = in_exec.take()
+                    && find(src, open + 2, b"*/") != Some(i)
+                {
+                    return Err(
+                        "an executable comment whose end depends on whether it runs".to_owned()
+                    );
                 }
                 blank(&mut out, i, i + 2);
                 i += 2;

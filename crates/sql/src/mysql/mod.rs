@@ -36,18 +36,26 @@
 //!
 //! | statement | result |
 //! | --- | --- |
-//! | `/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;` | ok |
+//! | `/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;` | ok (after the pre-pass) |
 //! | `LOCK TABLES t WRITE` / `UNLOCK TABLES` | ok |
 //! | `ALTER TABLE t DISABLE KEYS` / `ENABLE KEYS` | fallback |
 //! | `START TRANSACTION WITH CONSISTENT SNAPSHOT` | fallback |
-//! | `SET NAMES utf8mb4` | ok |
-//! | `SHOW CREATE TABLE t` | ok |
-//! | `SELECT @@version` | ok |
+//! | `SET NAMES utf8mb4` / `SET NAMES DEFAULT` | ok |
+//! | `SET CHARACTER SET cs` | fallback |
+//! | `SHOW CREATE TABLE t`, `DESCRIBE t`, `SHOW PROCESSLIST` | ok |
+//! | `SHOW BINLOG EVENTS` / `MASTER STATUS` / `SLAVE STATUS` | ok (as SHOW of a variable) |
+//! | `SELECT @@version`, `SELECT ... INTO @v` | ok |
 //! | `LOAD DATA [LOCAL] INFILE 'x' INTO TABLE t` | fallback |
-//! | `CREATE USER 'u'@'%'` | fallback |
-//! | `SELECT ... INTO OUTFILE 'f'` | ok (as SELECT INTO) |
-//! | `FLUSH TABLES` | ok |
+//! | `CREATE USER 'u'@'%'`, `ALTER USER`, `DROP USER 'u'@'%'`, `SET PASSWORD FOR` | fallback |
+//! | `GRANT ... TO 'u'@'%'`, `SET PASSWORD = 'x'` | ok |
+//! | `SELECT ... INTO OUTFILE 'f'` / `INTO DUMPFILE` | fallback |
+//! | `FLUSH TABLES`, `KILL [QUERY] n`, `USE db`, `EXECUTE s USING @a`, `DEALLOCATE PREPARE s` | ok |
 //! | `PREPARE s FROM 'text'` / `FROM @v` | fallback |
+//! | `CHANGE MASTER`, `START/STOP SLAVE/REPLICA`, `PURGE BINARY LOGS` | fallback |
+//! | `INSTALL PLUGIN`, `UNINSTALL PLUGIN` | fallback |
+//! | `REPLACE INTO`, `INSERT ... ON DUPLICATE KEY UPDATE`, `DELETE t FROM t JOIN ...` | ok |
+//! | `UPDATE a, b SET ...` (comma multi-table update) | **refused** |
+//! | `SET PERSIST x = v`, `SET a = 1, NAMES x` | **refused** |
 //!
 //! (The table is kept in sync by hand with the test's expectations.)
 //!
@@ -58,6 +66,13 @@
 //! * Compound statements (procedure bodies sent with a client `DELIMITER`) are split at their
 //!   inner `;` and so refused.
 //! * No catalog: views and stored functions are not expanded.
+//! * `SELECT ... INTO @var` is reported as `copy_file` like INTO OUTFILE (the AST does not
+//!   tell them apart): refused, over-approximating.
+//! * `compared`, `last4`, `fallible` and `calls` of [`ColumnUses`](gatehouse_core::policy::ColumnUses) are left empty: every use
+//!   other than a plain outermost projection item is `computed`, so the masking inference judge
+//!   refuses more than it would for PostgreSQL.
+//! * Outer references to a derived table's or CTE's columns take every column the statement
+//!   reads as sources (and as `derived`): masked whole rather than by style.
 //! * A 6-digit version in `/*!NNNNNN` is read as a version (MySQL 8.0 reads 5 digits and would
 //!   treat the sixth as the first character of the body: a number literal at most).
 

@@ -121,10 +121,10 @@ fn system_variable(scope: Option<&ContextModifier>, name: &ObjectName) -> Option
     if first.starts_with('@') && !first.starts_with("@@") {
         return None;
     }
-    if let Some(stripped) = first.strip_prefix("@@") {
-        if let Some(p) = parts.first_mut() {
-            *p = stripped.to_owned();
-        }
+    if let Some(stripped) = first.strip_prefix("@@")
+        && let Some(p) = parts.first_mut()
+    {
+        *p = stripped.to_owned();
     }
     // `@@global.x`, `global.x`, `@@session.x`, `@@local.x`, `persist.x`.
     if parts.len() > 1 {
@@ -149,10 +149,10 @@ fn is_guarded(name: &str) -> bool {
 
 /// The value a SET assigns, as `set_setting` reports it (`@unknown` for an expression).
 fn setting_value(e: &Expr) -> Option<String> {
-    if let Expr::Identifier(i) = e {
-        if i.value.eq_ignore_ascii_case("default") {
-            return None;
-        }
+    if let Expr::Identifier(i) = e
+        && i.value.eq_ignore_ascii_case("default")
+    {
+        return None;
     }
     Some(constant_text(e).unwrap_or_else(|| super::UNKNOWN_VALUE.to_owned()))
 }
