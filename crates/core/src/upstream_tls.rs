@@ -37,7 +37,8 @@ pub fn client_config(conn: &Connection) -> Result<Option<Arc<rustls::ClientConfi
             let pem =
                 std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-                let cert: CertificateDer<'static> = cert.map_err(|e| format!("bad CA file: {e}"))?;
+                let cert: CertificateDer<'static> =
+                    cert.map_err(|e| format!("bad CA file: {e}"))?;
                 roots
                     .add(cert)
                     .map_err(|e| format!("bad CA certificate: {e}"))?;

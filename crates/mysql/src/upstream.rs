@@ -15,9 +15,9 @@ use tokio::net::TcpStream;
 
 use crate::auth::{caching_sha2_password, native_password};
 use crate::capabilities::{
-    CONNECT_WITH_DB, DEPRECATE_EOF, LONG_PASSWORD, MULTI_RESULTS, MULTI_STATEMENTS,
-    PLUGIN_AUTH, PLUGIN_AUTH_LENENC_CLIENT_DATA, PROTOCOL_41, PS_MULTI_RESULTS, SECURE_CONNECTION,
-    SSL, TRANSACTIONS,
+    CONNECT_WITH_DB, DEPRECATE_EOF, LONG_PASSWORD, MULTI_RESULTS, MULTI_STATEMENTS, PLUGIN_AUTH,
+    PLUGIN_AUTH_LENENC_CLIENT_DATA, PROTOCOL_41, PS_MULTI_RESULTS, SECURE_CONNECTION, SSL,
+    TRANSACTIONS,
 };
 use crate::messages::auth_switch::{CACHING_SHA2_PASSWORD, CLEAR_PASSWORD, NATIVE_PASSWORD};
 use crate::messages::{
@@ -138,13 +138,18 @@ impl MysqlTarget {
         }
     }
 
-    async fn connect_inner(&self, client_caps: u32, charset: u8) -> Result<Upstream, UpstreamError> {
-        let tcp = TcpStream::connect(&self.addr)
-            .await
-            .map_err(|source| UpstreamError::Connect {
-                addr: self.addr.clone(),
-                source,
-            })?;
+    async fn connect_inner(
+        &self,
+        client_caps: u32,
+        charset: u8,
+    ) -> Result<Upstream, UpstreamError> {
+        let tcp =
+            TcpStream::connect(&self.addr)
+                .await
+                .map_err(|source| UpstreamError::Connect {
+                    addr: self.addr.clone(),
+                    source,
+                })?;
         let _ = tcp.set_nodelay(true);
         let mut plain = PacketStream::new(tcp, MAX_UPSTREAM_PAYLOAD);
         let greeting = plain.read().await?;
@@ -191,7 +196,11 @@ impl MysqlTarget {
                 false,
             ),
         };
-        let password = self.password.as_ref().map(|p| p.expose().as_bytes()).unwrap_or_default();
+        let password = self
+            .password
+            .as_ref()
+            .map(|p| p.expose().as_bytes())
+            .unwrap_or_default();
         let plugin = if hello.auth_plugin == CACHING_SHA2_PASSWORD {
             CACHING_SHA2_PASSWORD
         } else {
@@ -234,7 +243,11 @@ impl MysqlTarget {
                             stream.send(&clear, next).await?;
                         }
                         Some(0x04) => return Err(UpstreamError::FullAuthNeedsTls),
-                        _ => return Err(UpstreamError::UnsupportedAuth("caching_sha2_password (unknown step)".into())),
+                        _ => {
+                            return Err(UpstreamError::UnsupportedAuth(
+                                "caching_sha2_password (unknown step)".into(),
+                            ));
+                        }
                     }
                 }
                 Some(&found) => {

@@ -31,13 +31,10 @@ impl Listen {
     /// The `[listen]` keys set for protocols this version does not serve yet, with their
     /// addresses: nothing listens there (`gatehouse check` and `serve` say so).
     pub fn unserved(&self) -> Vec<(&'static str, &str)> {
-        [
-            ("ssh", self.ssh.as_deref()),
-            ("http", self.http.as_deref()),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect()
+        [("ssh", self.ssh.as_deref()), ("http", self.http.as_deref())]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect()
     }
 }
 

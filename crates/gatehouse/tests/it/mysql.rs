@@ -53,6 +53,14 @@ fn mysql_cli(gw: &Gateway, token: &str, db: Option<&str>, sql: &str, extra: &[&s
     cmd.output().expect("mariadb client")
 }
 
+/// A record's `detail`, whether exported as an object or as JSON text.
+fn detail_of(r: &serde_json::Value) -> serde_json::Value {
+    match &r["detail"] {
+        serde_json::Value::String(s) => serde_json::from_str(s).unwrap_or_default(),
+        other => other.clone(),
+    }
+}
+
 fn ok_stdout(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -63,7 +71,11 @@ fn ok_stdout(out: &Output) -> String {
 }
 
 fn err_text(out: &Output) -> String {
-    assert!(!out.status.success(), "client succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "client succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -80,15 +92,13 @@ fn the_cli_logs_in_with_a_token_over_tls_and_sees_card_numbers_masked() {
     );
     let text = ok_stdout(&out);
     assert_eq!(
-        text,
-        "1\t************1111\tfirst\n2\t************5559\tNULL\n",
+        text, "1\t************1111\tfirst\n2\t************5559\tNULL\n",
         "{text}"
     );
     assert!(!text.contains("4111111111111111"));
     let start = gw.wait_for_record(|r| r["kind"] == "session_start" && r["connection"] == "shop");
     assert_eq!(start["subject"], "fraud-bot");
-    let detail: serde_json::Value =
-        serde_json::from_str(start["detail"].as_str().unwrap_or("{}")).unwrap_or_default();
+    let detail = detail_of(&start);
     assert_eq!(detail["protocol"], "mysql", "{start}");
     assert_eq!(detail["tls"], true, "{start}");
     let stmt = gw.wait_for_record(|r| {
@@ -97,9 +107,8 @@ fn the_cli_logs_in_with_a_token_over_tls_and_sees_card_numbers_masked() {
                 .as_str()
                 .is_some_and(|s| s.contains("card_number, note"))
     });
-    let outcome = gw.wait_for_record(|r| {
-        r["kind"] == "outcome" && r["statement_seq"] == stmt["seq"]
-    });
+    let outcome =
+        gw.wait_for_record(|r| r["kind"] == "outcome" && r["statement_seq"] == stmt["seq"]);
     assert_eq!(outcome["outcome"], "ok", "{outcome}");
     let raw = outcome.to_string();
     assert!(raw.contains("card_number"), "mask counts recorded: {raw}");
@@ -115,9 +124,21 @@ fn wrong_tokens_unknown_connections_and_missing_tls_are_refused_with_mysql_codes
         .extra(MASKS)
         .start();
     let token = gw.token("fraud-bot", &["fraud-bots"]);
-    let e = err_text(&mysql_cli(&gw, "not-a-token", Some("shop"), "SELECT 1", &["--ssl"]));
+    let e = err_text(&mysql_cli(
+        &gw,
+        "not-a-token",
+        Some("shop"),
+        "SELECT 1",
+        &["--ssl"],
+    ));
     assert!(e.contains("1045"), "{e}");
-    let e = err_text(&mysql_cli(&gw, &token, Some("nowhere"), "SELECT 1", &["--ssl"]));
+    let e = err_text(&mysql_cli(
+        &gw,
+        &token,
+        Some("nowhere"),
+        "SELECT 1",
+        &["--ssl"],
+    ));
     assert!(e.contains("1049") && e.contains("nowhere"), "{e}");
     // tls.require: the cleartext plugin without TLS is refused before the token is read.
     let e = err_text(&mysql_cli(
@@ -132,11 +153,14 @@ fn wrong_tokens_unknown_connections_and_missing_tls_are_refused_with_mysql_codes
     let eve = gw.token("eve", &["marketing"]);
     let e = err_text(&mysql_cli(&gw, &eve, Some("shop"), "SELECT 1", &["--ssl"]));
     assert!(e.contains("1045") && e.contains("not in any group"), "{e}");
-    let failed = gw.wait_for_record(|r| {
-        r["kind"] == "login_failed" && r["connection"] == "nowhere"
-    });
+    let failed =
+        gw.wait_for_record(|r| r["kind"] == "login_failed" && r["connection"] == "nowhere");
     assert_eq!(failed["sqlstate"], "1049", "{failed}");
-    let raw = gw.export().iter().map(|r| r.to_string()).collect::<String>();
+    let raw = gw
+        .export()
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<String>();
     assert!(!raw.contains(&token), "the token is never recorded");
 }
 
@@ -154,7 +178,7 @@ fn without_tls_the_cleartext_plugin_carries_the_token_when_allowed() {
     );
     assert_eq!(ok_stdout(&out), "************1111\n");
     let start = gw.wait_for_record(|r| r["kind"] == "session_start" && r["connection"] == "shop");
-    assert!(start["detail"].as_str().unwrap_or_default().contains("\"tls\":false"), "{start}");
+    assert_eq!(detail_of(&start)["tls"], false, "{start}");
 }
 
 #[test]
@@ -181,8 +205,17 @@ fn rules_block_statements_and_the_server_keeps_its_rows() {
     });
     assert_eq!(blocked["sqlstate"], "1227", "{blocked}");
     // What the gateway cannot analyse is refused, not waved through.
-    let e = err_text(&mysql_cli(&gw, &token, Some("shop"), "SELEC card_number FRM payments", &tls));
-    assert!(e.contains("1227") && e.contains("builtin:unparseable"), "{e}");
+    let e = err_text(&mysql_cli(
+        &gw,
+        &token,
+        Some("shop"),
+        "SELEC card_number FRM payments",
+        &tls,
+    ));
+    assert!(
+        e.contains("1227") && e.contains("builtin:unparseable"),
+        "{e}"
+    );
     // Server-side files and dynamic SQL are builtin refusals.
     for sql in [
         "SELECT LOAD_FILE('/etc/passwd')",
@@ -201,10 +234,8 @@ fn masking_holds_through_computations_derived_tables_and_comments() {
     let tls = ["--ssl"];
     let run = |sql: &str| ok_stdout(&mysql_cli(&gw, &token, Some("shop"), sql, &tls));
     // Aliases and qualified names: the server names the source column.
-    assert_eq!(run("SELECT p.card_number AS c FROM shop.payments p WHERE p.id = 1"), "************1111\n");
-    // Through a derived table the server may not name the source: the lineage does.
     assert_eq!(
-        run("SELECT x FROM (SELECT card_number AS x FROM payments) t ORDER BY 1 LIMIT 1"),
+        run("SELECT p.card_number AS c FROM shop.payments p WHERE p.id = 1"),
         "************1111\n"
     );
     // Computing with a masked value is refused for now (the MySQL analysis does not yet tell
@@ -212,10 +243,15 @@ fn masking_holds_through_computations_derived_tables_and_comments() {
     for sql in [
         "SELECT concat(card_number, '') FROM payments WHERE id = 1",
         "SELECT x FROM (SELECT substr(card_number, 1, 8) AS x FROM payments) t",
+        // A derived table: the server may not name the source.
+        "SELECT x FROM (SELECT card_number AS x FROM payments) t",
         "SELECT id FROM payments WHERE card_number LIKE '4111%'",
     ] {
         let e = err_text(&mysql_cli(&gw, &token, Some("shop"), sql, &tls));
-        assert!(e.contains("1227") && e.contains("builtin:masked-inference"), "{sql}: {e}");
+        assert!(
+            e.contains("1227") && e.contains("builtin:masked-inference"),
+            "{sql}: {e}"
+        );
     }
     // A column hidden in an executable comment is still a column of the result.
     let out = run("SELECT id /*!, card_number */ FROM payments WHERE id = 1");
@@ -239,7 +275,13 @@ fn warnings_after_a_masked_statement_are_withheld() {
     let e = err_text(&out);
     assert!(e.contains("builtin:masked-diagnostics"), "{e}");
     // In a fresh statement on unmasked data they are served again.
-    let out = mysql_cli(&gw, &token, Some("shop"), "SELECT id FROM payments LIMIT 1; SHOW WARNINGS", &["--ssl"]);
+    let out = mysql_cli(
+        &gw,
+        &token,
+        Some("shop"),
+        "SELECT id FROM payments LIMIT 1; SHOW WARNINGS",
+        &["--ssl"],
+    );
     assert_eq!(ok_stdout(&out), "1\n");
 }
 
@@ -252,9 +294,24 @@ async fn a_statement_held_for_approval_runs_once_approved() {
     let held = std::thread::spawn(move || {
         Command::new("mariadb")
             .arg("--no-defaults")
-            .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "fraud-bot"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+                "-u",
+                "fraud-bot",
+            ])
             .arg(format!("-p{t}"))
-            .args(["-N", "-B", "-A", "--ssl", "-e", "SELECT note FROM payments WHERE id = 1", "shop"])
+            .args([
+                "-N",
+                "-B",
+                "-A",
+                "--ssl",
+                "-e",
+                "SELECT note FROM payments WHERE id = 1",
+                "shop",
+            ])
             .output()
             .expect("mariadb")
     });
@@ -264,7 +321,14 @@ async fn a_statement_held_for_approval_runs_once_approved() {
     assert_eq!(req["requester"], "fraud-bot");
     assert_eq!(req["connection"], "shop");
     let id = req["id"].as_str().unwrap_or_default().to_owned();
-    let (status, body) = api(&gw, "POST", &format!("/api/approvals/{id}/approve"), Some(&alice), None).await;
+    let (status, body) = api(
+        &gw,
+        "POST",
+        &format!("/api/approvals/{id}/approve"),
+        Some(&alice),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let out = held.join().expect("client thread");
     assert_eq!(ok_stdout(&out), "first\n");

@@ -155,7 +155,9 @@ impl Conn<'_> {
                     .await;
                     return EndReason::Protocol("change user refused");
                 }
-                CommandKind::StmtPrepare | CommandKind::StmtExecute | CommandKind::StmtFetch
+                CommandKind::StmtPrepare
+                | CommandKind::StmtExecute
+                | CommandKind::StmtFetch
                 | CommandKind::StmtReset => {
                     self.send_error(
                         1,
@@ -304,7 +306,9 @@ impl Conn<'_> {
         // Forward, as the client sent it.
         self.upstream.stream.queue_wire(&packet.wire);
         if self.upstream.stream.flush().await.is_err() {
-            outcome.end.set(gatehouse_core::session::StatementEnd::SessionEnded);
+            outcome
+                .end
+                .set(gatehouse_core::session::StatementEnd::SessionEnded);
             self.record_outcome(outcome, started);
             return Err(EndReason::UpstreamError);
         }
@@ -325,7 +329,9 @@ impl Conn<'_> {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "mysql statement relay failed");
-                outcome.end.set(gatehouse_core::session::StatementEnd::SessionEnded);
+                outcome
+                    .end
+                    .set(gatehouse_core::session::StatementEnd::SessionEnded);
                 self.record_outcome(outcome, started);
                 return Err(match e {
                     RelayError::Client(_) => EndReason::ClientError,
@@ -355,13 +361,14 @@ impl Conn<'_> {
                 self.database = Some(db);
             }
         }
-        if j
-            .statements
+        let reads_masked = j.reads_masked_values(&self.masks);
+        if j.statements
             .iter()
             .any(|s| !s.tables_read.is_empty() || !s.tables_written.is_empty())
         {
-            self.diagnostics_tainted = touches;
-        } else if touches {
+            // A statement that uses a table replaces the diagnostics.
+            self.diagnostics_tainted = reads_masked;
+        } else if reads_masked {
             self.diagnostics_tainted = true;
         }
         Ok(())

@@ -43,6 +43,18 @@ impl Judgement {
         .into_value()
     }
 
+    /// Whether the statement reads a masked column's values (its warnings could quote them).
+    pub fn reads_masked_values(&self, masks: &SessionMasks) -> bool {
+        masks.is_active()
+            && self.statements.iter().any(|s| {
+                s.columns_read
+                    .iter()
+                    .chain(s.outputs.iter().flatten().flat_map(|o| o.sources.iter()))
+                    .chain(s.uses.computed.iter())
+                    .any(|c| masks.source(c).is_some())
+            })
+    }
+
     /// Whether the statement reads or writes anything masked for the session.
     pub fn touches_masked(&self, masks: &SessionMasks) -> bool {
         masks.is_active()
@@ -212,23 +224,133 @@ fn strongest(masks: impl Iterator<Item = Option<ColumnMask>>) -> Option<ColumnMa
 /// not name: for a masked session, the inference judge refuses calling it.
 fn is_builtin_function(name: &str) -> bool {
     const BUILTINS: &[&str] = &[
-        "abs", "ascii", "avg", "bin", "bit_length", "ceil", "ceiling", "char_length",
-        "character_length", "coalesce", "concat", "concat_ws", "connection_id", "conv",
-        "convert", "count", "curdate", "current_date", "current_time", "current_timestamp",
-        "current_user", "curtime", "database", "date", "date_add", "date_format", "date_sub",
-        "datediff", "day", "dayname", "dayofmonth", "dayofweek", "dayofyear", "elt", "exp",
-        "extract", "field", "find_in_set", "floor", "format", "found_rows", "from_unixtime",
-        "greatest", "group_concat", "hex", "hour", "if", "ifnull", "in", "instr", "isnull",
-        "last_day", "last_insert_id", "lcase", "least", "left", "length", "ln", "locate",
-        "log", "lower", "lpad", "ltrim", "max", "md5", "mid", "min", "minute", "mod",
-        "month", "monthname", "now", "nullif", "oct", "octet_length", "ord", "position", "pow",
-        "power", "quarter", "rand", "repeat", "replace", "reverse", "right", "round",
-        "row_count", "rpad", "rtrim", "schema", "second", "session_user", "sha", "sha1",
-        "sha2", "sign", "space", "sqrt", "std", "stddev", "str_to_date", "strcmp", "substr",
-        "substring", "substring_index", "sum", "sysdate", "system_user", "time", "timestamp",
-        "timestampdiff", "trim", "truncate", "ucase", "unhex", "unix_timestamp", "upper",
-        "user", "utc_date", "utc_time", "utc_timestamp", "uuid", "version", "week",
-        "weekday", "year", "yearweek",
+        "abs",
+        "ascii",
+        "avg",
+        "bin",
+        "bit_length",
+        "ceil",
+        "ceiling",
+        "char_length",
+        "character_length",
+        "coalesce",
+        "concat",
+        "concat_ws",
+        "connection_id",
+        "conv",
+        "convert",
+        "count",
+        "curdate",
+        "current_date",
+        "current_time",
+        "current_timestamp",
+        "current_user",
+        "curtime",
+        "database",
+        "date",
+        "date_add",
+        "date_format",
+        "date_sub",
+        "datediff",
+        "day",
+        "dayname",
+        "dayofmonth",
+        "dayofweek",
+        "dayofyear",
+        "elt",
+        "exp",
+        "extract",
+        "field",
+        "find_in_set",
+        "floor",
+        "format",
+        "found_rows",
+        "from_unixtime",
+        "greatest",
+        "group_concat",
+        "hex",
+        "hour",
+        "if",
+        "ifnull",
+        "in",
+        "instr",
+        "isnull",
+        "last_day",
+        "last_insert_id",
+        "lcase",
+        "least",
+        "left",
+        "length",
+        "ln",
+        "locate",
+        "log",
+        "lower",
+        "lpad",
+        "ltrim",
+        "max",
+        "md5",
+        "mid",
+        "min",
+        "minute",
+        "mod",
+        "month",
+        "monthname",
+        "now",
+        "nullif",
+        "oct",
+        "octet_length",
+        "ord",
+        "position",
+        "pow",
+        "power",
+        "quarter",
+        "rand",
+        "repeat",
+        "replace",
+        "reverse",
+        "right",
+        "round",
+        "row_count",
+        "rpad",
+        "rtrim",
+        "schema",
+        "second",
+        "session_user",
+        "sha",
+        "sha1",
+        "sha2",
+        "sign",
+        "space",
+        "sqrt",
+        "std",
+        "stddev",
+        "str_to_date",
+        "strcmp",
+        "substr",
+        "substring",
+        "substring_index",
+        "sum",
+        "sysdate",
+        "system_user",
+        "time",
+        "timestamp",
+        "timestampdiff",
+        "trim",
+        "truncate",
+        "ucase",
+        "unhex",
+        "unix_timestamp",
+        "upper",
+        "user",
+        "utc_date",
+        "utc_time",
+        "utc_timestamp",
+        "uuid",
+        "version",
+        "week",
+        "weekday",
+        "year",
+        "yearweek",
     ];
     BUILTINS.binary_search(&name).is_ok()
 }
@@ -251,7 +373,9 @@ mod tests {
         assert!(reads_diagnostics("SHOW WARNINGS"));
         assert!(reads_diagnostics("  show\n errors limit 1"));
         assert!(reads_diagnostics("SHOW COUNT(*) WARNINGS"));
-        assert!(reads_diagnostics("GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT"));
+        assert!(reads_diagnostics(
+            "GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT"
+        ));
         assert!(!reads_diagnostics("SHOW TABLES"));
         assert!(!reads_diagnostics("SELECT 1"));
     }

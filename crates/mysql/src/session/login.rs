@@ -161,7 +161,9 @@ async fn establish_inner(
                     return refuse_with(&mut plain, first.next_seq(), (1043, "08S01"), msg).await;
                 };
                 let tcp = plain.into_inner()?;
-                let tls = tokio_rustls::TlsAcceptor::from(cfg.clone()).accept(tcp).await?;
+                let tls = tokio_rustls::TlsAcceptor::from(cfg.clone())
+                    .accept(tcp)
+                    .await?;
                 let mut client: PacketStream<Box<dyn Duplex>> =
                     PacketStream::new(Box::new(tls), MAX_LOGIN_PACKET);
                 let p = client.read().await?;
@@ -303,7 +305,8 @@ async fn establish_inner(
         adapter,
     };
     if session.start(started).await.is_err() {
-        let msg = "Gatehouse cannot record this session (audit store unavailable); refusing to proceed";
+        let msg =
+            "Gatehouse cannot record this session (audit store unavailable); refusing to proceed";
         return refuse_with(&mut client, seq, codes::GATEWAY_ERROR, msg).await;
     }
     let mut ok = Vec::new();

@@ -65,7 +65,9 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     AcceptLoop::new(listener, max_connections)
-        .run(shutdown, move |tcp, peer| serve_client(shared.clone(), tcp, peer))
+        .run(shutdown, move |tcp, peer| {
+            serve_client(shared.clone(), tcp, peer)
+        })
         .await;
 }
 

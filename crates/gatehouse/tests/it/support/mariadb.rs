@@ -104,7 +104,10 @@ fn start() -> MariaDb {
             "--skip-name-resolve",
             "--innodb-buffer-pool-size=16M",
         ])
-        .arg(format!("--log-error={}", dir.path().join("err.log").display()))
+        .arg(format!(
+            "--log-error={}",
+            dir.path().join("err.log").display()
+        ))
         .arg(format!("--pid-file={}", dir.path().join("pid").display()));
     if root {
         cmd.arg("--user=mysql");
