@@ -86,6 +86,13 @@ command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 deb_installed libclang-dev || missing+=(libclang-dev)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+mariadbd_bin() {
+    local p
+    for p in /usr/sbin/mariadbd /usr/bin/mariadbd; do [[ -x $p ]] && printf '%s' "$p" && return 0; done
+    command -v mariadbd 2>/dev/null
+}
+mariadbd_bin >/dev/null || missing+=(mariadb-server)
+command -v mariadb >/dev/null 2>&1 || missing+=(mariadb-client)
 if ! command -v cargo >/dev/null 2>&1; then
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     deb_installed ca-certificates || missing+=(ca-certificates)
@@ -180,6 +187,20 @@ stop_gateway() {
 
 pg_dir() { [[ -f $RUN/pg-location ]] && cat "$RUN/pg-location"; }
 
+stop_mariadb() {
+    local dir pid
+    dir=$(cat "$RUN/mariadb-location" 2>/dev/null) || return 0
+    [[ -f $dir/pid ]] || return 0
+    pid=$(<"$dir/pid")
+    if [[ $pid =~ ^[0-9]+$ ]] && [[ $(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") == *mariadbd* ]]; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+    fi
+}
+
 stop_postgres() {
     local dir
     dir=$(pg_dir) || return 0
@@ -191,6 +212,9 @@ stop_postgres() {
 remove_run() {
     local dir
     if dir=$(pg_dir) && [[ $dir == /tmp/gatehouse-demo-pg.* ]]; then rm -rf -- "$dir"; fi
+    if dir=$(cat "$RUN/mariadb-location" 2>/dev/null) && [[ $dir == /tmp/gatehouse-demo-mariadb.* ]]; then
+        rm -rf -- "$dir"
+    fi
     rm -rf -- "$RUN"
 }
 
@@ -203,6 +227,7 @@ cleanup() {
     fi
     stop_gateway
     stop_postgres
+    stop_mariadb
     if [[ ${DEMO_CLEAN:-0} == 1 ]]; then
         remove_run
         note "Stopped the gateway and PostgreSQL; removed $(rel "$RUN")."
@@ -216,6 +241,7 @@ cleanup() {
 if [[ -d $RUN ]]; then printf '%s\n' "$$" >"$RUN/owner"; fi
 stop_gateway
 stop_postgres
+stop_mariadb
 remove_run
 mkdir -p "$RUN"
 printf '%s\n' "$$" >"$RUN/owner" # a newer run takes over demo/run; our cleanup then leaves it
@@ -236,6 +262,8 @@ random_secret() { od -An -N18 -tx1 /dev/urandom | tr -d ' \n'; }
 
 PG_PORT=$(pick_port 25432)
 GW_PORT=$(pick_port 15432)
+MYSQL_UP_PORT=$(pick_port 23306)
+GW_MYSQL_PORT=$(pick_port 13306)
 ADMIN_PORT=$(pick_port 8080)
 SUPER_PW=$(random_secret)
 SVC_PW=$(random_secret)
@@ -281,6 +309,37 @@ env PGPASSWORD="$SVC_PW" "$PSQL" -X -q -v ON_ERROR_STOP=1 \
 ok "database payments: customers, payments (3 test card numbers, cvv); service role gatehouse_svc"
 note "The service role's password is random and only the gateway gets it (env PAYMENTS_DB_PASSWORD)."
 
+MARIADBD=$(mariadbd_bin) || die "mariadbd not found (Debian package mariadb-server)"
+step "Starting a throwaway MariaDB $("$MARIADBD" --version | awk '{ print $3 }') on 127.0.0.1:$MYSQL_UP_PORT"
+MYDIR=$(mktemp -d /tmp/gatehouse-demo-mariadb.XXXXXX)
+printf '%s\n' "$MYDIR" >"$RUN/mariadb-location"
+MY_USER=()
+if is_root; then
+    getent passwd mysql >/dev/null 2>&1 || die "running as root needs a 'mysql' OS user (Debian package mariadb-server)"
+    chown mysql: "$MYDIR"
+    MY_USER=(--user=mysql)
+fi
+mariadb-install-db --no-defaults --datadir="$MYDIR/data" --auth-root-authentication-method=normal \
+    --skip-test-db "${MY_USER[@]}" >"$RUN/mariadb-install.log" 2>&1 ||
+    die "mariadb-install-db failed: see $(rel "$RUN")/mariadb-install.log"
+"$MARIADBD" --no-defaults --datadir="$MYDIR/data" --socket="$MYDIR/sock" --port="$MYSQL_UP_PORT" \
+    --bind-address=127.0.0.1 --skip-name-resolve --innodb-buffer-pool-size=16M \
+    --log-error="$MYDIR/err.log" --pid-file="$MYDIR/pid" "${MY_USER[@]}" >/dev/null 2>&1 &
+my_root() { mariadb --no-defaults --socket="$MYDIR/sock" -u root "$@"; }
+for _ in $(seq 600); do
+    my_root -e "SELECT 1" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+my_root -e "SELECT 1" >/dev/null 2>&1 || die "MariaDB did not start: see $MYDIR/err.log"
+my_root <<EOF
+CREATE USER 'gatehouse_svc'@'%' IDENTIFIED BY '$SVC_PW';
+CREATE DATABASE shop;
+GRANT ALL ON shop.* TO 'gatehouse_svc'@'%';
+CREATE TABLE shop.payments (id int PRIMARY KEY, customer varchar(40), card_number varchar(19), amount decimal(10,2));
+INSERT INTO shop.payments VALUES (1, 'Ada', '4111111111111111', 12.50), (2, 'Grace', '5555555555554444', 99.00), (3, 'Linus', '378282246310005', 7.25);
+EOF
+ok "database shop: payments (3 test card numbers); service account gatehouse_svc (same random password)"
+
 # ---------------------------------------------------------------------------------------------
 # 5. The gateway
 # ---------------------------------------------------------------------------------------------
@@ -292,6 +351,7 @@ data_dir = "./data"        # local issuer key, audit signing key, TLS CA + certi
 
 [listen]
 postgres = "127.0.0.1:$GW_PORT"
+mysql    = "127.0.0.1:$GW_MYSQL_PORT"
 admin    = "127.0.0.1:$ADMIN_PORT"
 
 [tls]                      # no cert/key: a CA and certificate are generated into data_dir
@@ -315,9 +375,19 @@ password_env = "PAYMENTS_DB_PASSWORD"
 upstream_tls = "disable"   # the throwaway server has no TLS
 allow_groups = ["fraud-bots", "dba"]
 
+[[connection]]             # the same gate for MySQL/MariaDB clients
+name         = "shop"
+kind         = "mysql"
+upstream     = "127.0.0.1:$MYSQL_UP_PORT"
+database     = "shop"
+user         = "gatehouse_svc"
+password_env = "PAYMENTS_DB_PASSWORD"
+upstream_tls = "disable"
+allow_groups = ["fraud-bots", "dba"]
+
 [[mask]]                   # no card number reaches a client; cvv never shows
-connections   = ["payments"]
-columns       = ["public.payments.card_number", "*.*.cvv"]
+connections   = ["payments", "shop"]
+columns       = ["public.payments.card_number", "shop.payments.card_number", "*.*.cvv"]
 detectors     = ["pan"]    # any Luhn-valid card number in any text, whatever the column
 style         = "last4"
 exempt_groups = ["pci-auditors"]
@@ -334,6 +404,23 @@ connections = ["payments"]
 groups      = ["fraud-bots"]
 writes      = ["public.*"]
 action      = "block"
+
+[[rule]]                   # on MySQL too: the bot reads, never writes
+name        = "fraud-bot-read-only-shop"
+connections = ["shop"]
+groups      = ["fraud-bots"]
+writes      = ["shop.*"]
+action      = "block"
+
+[[rule]]                   # reading every card number at once waits for a human
+name          = "shop-bulk-card-read"
+connections   = ["shop"]
+groups        = ["fraud-bots"]
+reads         = ["shop.payments.card_number"]
+without_limit = true
+action        = "approve"
+approvers     = ["security"]
+timeout       = "2m"
 
 [[rule]]                   # a bulk export by the bot waits for a human of group security
 name        = "bulk-export-needs-approval"
@@ -353,7 +440,7 @@ PAYMENTS_DB_PASSWORD=$SVC_PW GATEHOUSE_LOG=${GATEHOUSE_LOG:-info} \
 GW_PID=$!
 printf '%s\n' "$GW_PID" >"$RUN/gatehouse.pid"
 for _ in $(seq 300); do
-    if port_busy "$GW_PORT" && port_busy "$ADMIN_PORT"; then break; fi
+    if port_busy "$GW_PORT" && port_busy "$GW_MYSQL_PORT" && port_busy "$ADMIN_PORT"; then break; fi
     if ! kill -0 "$GW_PID" 2>/dev/null; then
         tail -n 20 "$RUN/gatehouse.log" >&2 || true
         die "gatehouse serve exited during startup (log: $(rel "$RUN")/gatehouse.log)"
@@ -361,7 +448,7 @@ for _ in $(seq 300); do
     sleep 0.1
 done
 port_busy "$GW_PORT" || die "gatehouse did not start listening (log: $(rel "$RUN")/gatehouse.log)"
-ok "gatehouse serve (pid $GW_PID): PostgreSQL clients on 127.0.0.1:$GW_PORT, admin API on 127.0.0.1:$ADMIN_PORT"
+ok "gatehouse serve (pid $GW_PID): PostgreSQL clients on 127.0.0.1:$GW_PORT, MySQL clients on 127.0.0.1:$GW_MYSQL_PORT, admin API on 127.0.0.1:$ADMIN_PORT"
 
 token() { "$BIN" token issue -c "$CONFIG" "$@"; }
 FRAUD_TOKEN=$(token --subject fraud-bot --group fraud-bots --ttl 15m)
@@ -512,6 +599,51 @@ fi
 printf '%s\n' "$out"
 [[ $out == *"authentication failed"* ]] || die "unexpected refusal for the forged token: $out"
 
+step "4b. The same gate for MySQL: fraud-bot uses the mariadb client (TLS; the token is the password)"
+gw_mysql() {
+    local tok=$1
+    shift
+    mariadb --no-defaults -h 127.0.0.1 -P "$GW_MYSQL_PORT" -u fraud-bot -p"$tok" --ssl -A -t shop "$@"
+}
+M1="SELECT id, customer, card_number, amount FROM payments ORDER BY id LIMIT 10"
+shown "mariadb -h 127.0.0.1 -P $GW_MYSQL_PORT -u fraud-bot -p\$FRAUD_BOT_TOKEN --ssl shop -e \"$M1\""
+out=$(gw_mysql "$FRAUD_TOKEN" -e "$M1")
+printf '%s\n' "$out"
+for pan in 4111111111111111 5555555555554444 378282246310005; do
+    [[ $out != *"$pan"* ]] || die "a full card number reached the MySQL client"
+done
+[[ $out == *"************1111"* ]] || die "the MySQL result was not masked"
+for q in "DELETE FROM payments WHERE id = 3" "/*! DROP TABLE payments */" \
+    "SELECT id FROM payments WHERE card_number LIKE '4111%' LIMIT 10"; do
+    shown "mariadb ... shop -e \"$q\""
+    if out=$(gw_mysql "$FRAUD_TOKEN" -e "$q" 2>&1); then die "a refused MySQL statement ran: $out"; fi
+    printf '%s\n' "$out"
+    [[ $out == *"ERROR 1227"* ]] || die "unexpected answer: $out"
+done
+left=$(my_root -N -e "SELECT count(*) FROM shop.payments")
+[[ $left == 3 ]] || die "shop.payments changed: $left rows"
+note "Refused with MySQL's error 1227 naming the rule; an executable comment (/*! ... */) is read"
+note "as the server reads it. The table still has $left rows."
+M2="SELECT id, card_number FROM payments ORDER BY id"
+shown "mariadb ... shop -e \"$M2\" &    # every card number at once: held for approval"
+gw_mysql "$FRAUD_TOKEN" -e "$M2" >"$RUN/held-mysql.out" 2>&1 &
+HELD_PID=$!
+approval=""
+for _ in $(seq 100); do
+    pending=$(GATEHOUSE_TOKEN=$BOB_TOKEN "$BIN" approvals list -c "$CONFIG" --status pending)
+    approval=$(awk '$3 == "fraud-bot" { print $1; exit }' <<<"$pending")
+    [[ -n $approval ]] && break
+    sleep 0.1
+done
+[[ -n $approval ]] || die "the MySQL bulk read was not held for approval"
+printf '%s\n' "$pending"
+shown "GATEHOUSE_TOKEN=\$BOB_TOKEN $GH approvals approve $approval --reason \"case 1235\" -c $CFG"
+GATEHOUSE_TOKEN=$BOB_TOKEN "$BIN" approvals approve "$approval" --reason "case 1235" -c "$CONFIG" >/dev/null
+wait "$HELD_PID" || die "the approved MySQL read failed: $(cat "$RUN/held-mysql.out")"
+cat "$RUN/held-mysql.out"
+! grep -q 4111111111111111 "$RUN/held-mysql.out" || die "the approved read holds a full card number"
+ok "approved by bob; the read ran, masked, and is recorded in the same chain as the PostgreSQL sessions"
+
 step "5. The evidence: sessions, recorded by the gateway before anything reached the database"
 shown "$GH sessions list -c $CFG"
 fraud_session=""
@@ -581,6 +713,10 @@ Admin API:
   curl http://127.0.0.1:$ADMIN_PORT/metrics
   curl -H "Authorization: Bearer \$($GH token issue -c $CFG --subject you --group gatehouse-admins)" \\
     http://127.0.0.1:$ADMIN_PORT/api/sessions
+
+MySQL/MariaDB (the connection name is the database):
+
+  mariadb -h 127.0.0.1 -P $GW_MYSQL_PORT -u you -p"\$($GH token issue -c $CFG --subject you --group dba)" --ssl shop
 
 Gateway log: $(rel "$RUN")/gatehouse.log   PostgreSQL log: $(rel "$PGDIR")/postgres.log
 EOF

@@ -122,7 +122,7 @@ impl Conn<'_> {
                 CommandKind::Query => {
                     let body = packet.payload.get(1..).unwrap_or_default();
                     match std::str::from_utf8(body) {
-                        Ok(sql) => self.statement(&packet, &sql.to_owned(), None).await,
+                        Ok(sql) => self.statement(&packet, sql, None).await,
                         Err(_) => {
                             self.refuse_unreadable(&packet).await;
                             Ok(())
