@@ -334,3 +334,28 @@ async fn a_statement_held_for_approval_runs_once_approved() {
     assert_eq!(ok_stdout(&out), "first\n");
     gw.wait_for_record(|r| r["kind"] == "approval" && r["outcome"] == "ok");
 }
+
+#[test]
+fn mysqldump_dumps_through_the_gateway_with_card_numbers_masked() {
+    let gw = gateway(MASKS);
+    let token = gw.token("fraud-bot", &["dba"]);
+    let port = gw.mysql_port.expect("mysql").to_string();
+    let out = Command::new("mysqldump")
+        .arg("--no-defaults")
+        .args(["-h", "127.0.0.1", "-P", &port, "-u", "alice", "--ssl"])
+        .arg(format!("-p{token}"))
+        .args(["--single-transaction", "--skip-lock-tables", "shop", "payments"])
+        .output()
+        .expect("mysqldump");
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "mysqldump failed: {}\n{dump}\nlog: {}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log_text()
+    );
+    assert!(dump.contains("CREATE TABLE `payments`"), "{dump}");
+    assert!(dump.contains("INSERT INTO `payments` VALUES"), "{dump}");
+    assert!(dump.contains("************1111"), "{dump}");
+    assert!(!dump.contains("4111111111111111"), "{dump}");
+}

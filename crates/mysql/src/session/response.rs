@@ -107,18 +107,24 @@ impl Relay<'_> {
     fn error(&mut self, p: &Packet, done: &mut Relayed) -> Result<(), RelayError> {
         let err = ErrPacket::parse(&p.payload)?;
         done.end.set(StatementEnd::Failed(err.code.to_string()));
-        if self.withhold_errors {
-            let mut out = Vec::new();
-            ErrPacket {
-                message: b"the server's message is withheld by Gatehouse: the statement uses \
-                           masked columns"
+        // A message may quote values (a duplicate key, a failed conversion): withheld whole
+        // when the statement uses masked columns, and card numbers masked in any case.
+        let message = if self.withhold_errors {
+            Some(
+                b"the server's message is withheld by Gatehouse: the statement uses masked \
+                  columns"
                     .to_vec(),
-                ..err
-            }
-            .encode(&mut out);
-            self.client.queue(&out, p.first_seq);
+            )
         } else {
-            self.client.queue_wire(&p.wire);
+            self.masks.mask_pans(&err.message).map(|(m, _)| m)
+        };
+        match message {
+            Some(message) => {
+                let mut out = Vec::new();
+                ErrPacket { message, ..err }.encode(&mut out);
+                self.client.queue(&out, p.first_seq);
+            }
+            None => self.client.queue_wire(&p.wire),
         }
         Ok(())
     }

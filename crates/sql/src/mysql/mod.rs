@@ -156,5 +156,35 @@ fn analyze_on_this_thread(
             },
         }
     }
+    for info in &mut out {
+        mark_activity_reads(info);
+    }
     Ok(out)
+}
+
+/// Tables that show other sessions' statement texts (what `SHOW PROCESSLIST` shows), under
+/// any name the server accepts: reading them is `read_activity`, a guarded kind.
+const ACTIVITY_TABLES: &[(&str, &str)] = &[
+    ("information_schema", "processlist"),
+    ("performance_schema", "threads"),
+    ("performance_schema", "processlist"),
+    ("performance_schema", "events_statements_current"),
+    ("performance_schema", "events_statements_history"),
+    ("performance_schema", "events_statements_history_long"),
+    ("performance_schema", "events_statements_summary_by_digest"),
+    ("sys", "processlist"),
+    ("sys", "session"),
+    ("sys", "x$processlist"),
+    ("sys", "x$session"),
+];
+
+fn mark_activity_reads(info: &mut StatementInfo) {
+    let reads = info.tables_read.iter().any(|t| {
+        ACTIVITY_TABLES.iter().any(|(schema, name)| {
+            t.name == *name && t.schema.as_deref().is_none_or(|s| s == *schema)
+        })
+    });
+    if reads {
+        info.kinds.insert("read_activity".to_owned());
+    }
 }
