@@ -61,6 +61,8 @@ pub struct ColumnPlan {
 #[derive(Debug, Clone)]
 pub struct RowMask {
     columns: Vec<ColumnPlan>,
+    /// The columns' type codes, for reading binary-protocol rows.
+    types: Vec<u8>,
     detect: Option<MaskStyle>,
     counts: Vec<ReasonCounts>,
 }
@@ -117,9 +119,15 @@ impl RowMask {
             .collect();
         Self {
             counts: vec![ReasonCounts::default(); plans.len()],
+            types: plans.iter().map(|c| c.column_type).collect(),
             columns: plans,
             detect: masks.pan_style(),
         }
+    }
+
+    /// The columns' type codes (what a binary-protocol row is read with).
+    pub fn column_types(&self) -> &[u8] {
+        &self.types
     }
 
     /// The planned columns (their labels and masks).
@@ -165,8 +173,7 @@ impl RowMask {
         payload: &[u8],
         masks: &SessionMasks,
     ) -> Result<Option<Vec<u8>>, MessageError> {
-        let types: Vec<u8> = self.columns.iter().map(|c| c.column_type).collect();
-        let values = binary_row(payload, &types)?;
+        let values = binary_row(payload, &self.types)?;
         let Some(out) = self.rewrite(&values, |plan, c, v| match v {
             Some(v) => plan.binary_value(c, v, masks),
             // A derived value's NULL would tell whether its source is NULL: a text one
@@ -181,7 +188,7 @@ impl RowMask {
         };
         let refs: Vec<Option<&[u8]>> = out.iter().map(|v| v.as_deref()).collect();
         let mut row = Vec::with_capacity(payload.len());
-        encode_binary_row(&refs, &types, &mut row);
+        encode_binary_row(&refs, &self.types, &mut row);
         Ok(Some(row))
     }
 

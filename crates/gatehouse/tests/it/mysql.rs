@@ -344,7 +344,12 @@ fn mysqldump_dumps_through_the_gateway_with_card_numbers_masked() {
         .arg("--no-defaults")
         .args(["-h", "127.0.0.1", "-P", &port, "-u", "alice", "--ssl"])
         .arg(format!("-p{token}"))
-        .args(["--single-transaction", "--skip-lock-tables", "shop", "payments"])
+        .args([
+            "--single-transaction",
+            "--skip-lock-tables",
+            "shop",
+            "payments",
+        ])
         .output()
         .expect("mysqldump");
     let dump = String::from_utf8_lossy(&out.stdout);
@@ -358,4 +363,77 @@ fn mysqldump_dumps_through_the_gateway_with_card_numbers_masked() {
     assert!(dump.contains("INSERT INTO `payments` VALUES"), "{dump}");
     assert!(dump.contains("************1111"), "{dump}");
     assert!(!dump.contains("4111111111111111"), "{dump}");
+}
+
+/// mysql-connector-python with `cursor(prepared=True)`: COM_STMT_PREPARE / EXECUTE / CLOSE,
+/// binary-protocol rows masked, refusals at prepare time.
+const CONNECTOR_SCRIPT: &str = r#"
+import sys, mysql.connector
+c = mysql.connector.connect(host="127.0.0.1", port=int(sys.argv[1]), user="fraud-bot",
+                            password=sys.argv[2], database="shop", use_pure=(sys.argv[3] == "pure"))
+cur = c.cursor(prepared=True)
+cur.execute("SELECT id, card_number FROM payments WHERE id = %s", (1,))
+print("ROW", cur.fetchall())
+cur.execute("SELECT id, card_number FROM payments ORDER BY id")
+print("ROWS", cur.fetchall())
+cur.execute("SELECT %s AS echoed", ("4111111111111111",))
+print("ECHO", cur.fetchall())
+for sql in ("DELETE FROM payments WHERE id = %s", "SELECT id FROM payments WHERE card_number = %s"):
+    try:
+        cur.execute(sql, (2,))
+        print("RAN", sql)
+    except mysql.connector.Error as e:
+        print("ERR", e.errno, e.msg)
+cur.close()
+c.close()
+"#;
+
+#[test]
+fn prepared_statements_of_mysql_connector_are_judged_and_their_binary_rows_masked() {
+    let gw = gateway(&format!("{MASKS}{RULES}"));
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    let port = gw.mysql_port.expect("mysql").to_string();
+    {
+        let mode = "pure";
+        let out = Command::new("python3")
+            .args(["-c", CONNECTOR_SCRIPT, &port, &token, mode])
+            .output()
+            .expect("python3");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{mode}: {}\n{text}\nlog: {}",
+            String::from_utf8_lossy(&out.stderr),
+            gw.log_text()
+        );
+        assert!(
+            text.contains("ROW [(1, '************1111')]"),
+            "{mode}: {text}"
+        );
+        assert!(
+            text.contains("ROWS [(1, '************1111'), (2, '************5559')]"),
+            "{mode}: {text}"
+        );
+        assert!(
+            text.contains("ECHO [('************1111',)]"),
+            "{mode}: {text}"
+        );
+        assert!(
+            text.contains("ERR 1227 blocked by rule \"no-deletes\""),
+            "{mode}: {text}"
+        );
+        assert!(text.contains("builtin:masked-inference"), "{mode}: {text}");
+        assert!(!text.contains("RAN"), "{mode}: {text}");
+        assert!(!text.contains("4111111111111111"), "{mode}: {text}");
+    }
+    assert_eq!(mariadb().sql("SELECT count(*) FROM shop.payments"), "2\n");
+    let exec = gw.wait_for_record(|r| {
+        r["kind"] == "statement"
+            && r["statement"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("SELECT id, card_number FROM payments ORDER BY id"))
+    });
+    let outcome =
+        gw.wait_for_record(|r| r["kind"] == "outcome" && r["statement_seq"] == exec["seq"]);
+    assert_eq!(outcome["outcome"], "ok", "{outcome}");
 }

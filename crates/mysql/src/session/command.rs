@@ -1,11 +1,15 @@
 //! The command phase: one command at a time, judged before it is forwarded.
 //!
-//! What is relayed: COM_QUERY (analysed, judged, held, recorded, results masked), COM_INIT_DB
-//! (judged as `USE`), COM_PING, COM_STATISTICS, COM_RESET_CONNECTION, COM_SET_OPTION. What is
-//! refused, fail closed, with an error the client shows: the prepared-statement commands (not
-//! yet followed by the gateway), COM_FIELD_LIST, COM_CHANGE_USER (it would log in as another
-//! upstream account; it ends the session), and any command the gateway does not know.
+//! What is relayed: COM_QUERY (analysed, judged, held, recorded, results masked), the
+//! prepared-statement commands (COM_STMT_PREPARE judged like its text, each COM_STMT_EXECUTE
+//! judged again, recorded and its binary rows masked; CLOSE, RESET and SEND_LONG_DATA only for
+//! statements this session prepared), COM_INIT_DB (judged as `USE`), COM_PING,
+//! COM_STATISTICS, COM_RESET_CONNECTION, COM_SET_OPTION. What is refused, fail closed, with an
+//! error the client shows: cursors (COM_STMT_FETCH), COM_FIELD_LIST, COM_CHANGE_USER (it would
+//! log in as another upstream account; it ends the session), and any command the gateway does
+//! not know.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +32,8 @@ use crate::upstream::{MysqlTarget, Upstream};
 
 /// `ER_UNSUPPORTED_PS`: what a client that prepares a statement is told for now.
 const UNSUPPORTED_PS: (u16, &str) = (1295, "HY000");
+/// `ER_UNKNOWN_STMT_HANDLER`.
+const UNKNOWN_STMT: (u16, &str) = (1243, "HY000");
 /// `ER_NOT_SUPPORTED_YET`.
 const NOT_SUPPORTED: (u16, &str) = (1235, "42000");
 /// `ER_UNKNOWN_COM_ERROR`.
@@ -52,6 +58,9 @@ struct Conn<'a> {
     diagnostics_tainted: bool,
     /// A command the client sent while a statement was held.
     pending: Option<Packet>,
+    /// The statements this session prepared, by the server's id: their text, judged again at
+    /// every execution.
+    prepared: HashMap<u32, String>,
 }
 
 pub(crate) async fn run(shared: &Arc<Shared>, e: Established) {
@@ -74,6 +83,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, e: Established) {
         masks,
         diagnostics_tainted: false,
         pending: None,
+        prepared: HashMap::new(),
     };
     let reason = conn.serve().await;
     if reason.is_external()
@@ -122,7 +132,7 @@ impl Conn<'_> {
                 CommandKind::Query => {
                     let body = packet.payload.get(1..).unwrap_or_default();
                     match std::str::from_utf8(body) {
-                        Ok(sql) => self.statement(&packet, sql, None).await,
+                        Ok(sql) => self.statement(&packet, sql, None, false).await,
                         Err(_) => {
                             self.refuse_unreadable(&packet).await;
                             Ok(())
@@ -134,7 +144,8 @@ impl Conn<'_> {
                     match std::str::from_utf8(body) {
                         Ok(db) if !db.contains('`') => {
                             let sql = format!("USE `{db}`");
-                            self.statement(&packet, &sql, Some(db.to_owned())).await
+                            self.statement(&packet, &sql, Some(db.to_owned()), false)
+                                .await
                         }
                         _ => {
                             self.refuse_unreadable(&packet).await;
@@ -155,21 +166,47 @@ impl Conn<'_> {
                     .await;
                     return EndReason::Protocol("change user refused");
                 }
-                CommandKind::StmtPrepare
-                | CommandKind::StmtExecute
-                | CommandKind::StmtFetch
-                | CommandKind::StmtReset => {
+                CommandKind::StmtPrepare => {
+                    let body = packet.payload.get(1..).unwrap_or_default();
+                    match std::str::from_utf8(body) {
+                        Ok(sql) => self.prepare(&packet, sql).await,
+                        Err(_) => {
+                            self.refuse_unreadable(&packet).await;
+                            Ok(())
+                        }
+                    }
+                }
+                CommandKind::StmtExecute => self.execute(&packet).await,
+                CommandKind::StmtFetch => {
                     self.send_error(
                         1,
                         UNSUPPORTED_PS,
-                        "prepared statements are not supported through Gatehouse yet; \
-                         send the statement as text",
+                        "cursors are not supported through Gatehouse yet; fetch the whole result",
                     )
                     .await;
                     Ok(())
                 }
-                // No answer is due to these; there is no statement they could refer to.
-                CommandKind::StmtClose | CommandKind::StmtSendLongData => Ok(()),
+                CommandKind::StmtReset => match self.known_statement(&packet) {
+                    Some(_) => self.forward_simple(&packet).await,
+                    None => {
+                        self.send_error(1, UNKNOWN_STMT, "Unknown prepared statement handler")
+                            .await;
+                        Ok(())
+                    }
+                },
+                // No answer is due to these.
+                CommandKind::StmtClose => {
+                    if let Some(id) = self.known_statement(&packet) {
+                        self.prepared.remove(&id);
+                        self.forward_only(&packet).await
+                    } else {
+                        Ok(())
+                    }
+                }
+                CommandKind::StmtSendLongData => match self.known_statement(&packet) {
+                    Some(_) => self.forward_only(&packet).await,
+                    None => Ok(()),
+                },
                 CommandKind::FieldList => {
                     self.send_error(
                         1,
@@ -221,6 +258,98 @@ impl Conn<'_> {
             .map_err(|_| EndReason::ClientError)
     }
 
+    /// The id of a statement this session prepared, from a COM_STMT_* payload.
+    fn known_statement(&self, packet: &Packet) -> Option<u32> {
+        let id = packet.payload.get(1..5)?;
+        let id = u32::from_le_bytes(id.try_into().ok()?);
+        self.prepared.contains_key(&id).then_some(id)
+    }
+
+    /// Forwards a command that has no answer.
+    async fn forward_only(&mut self, packet: &Packet) -> Result<(), EndReason> {
+        self.upstream.stream.queue_wire(&packet.wire);
+        self.upstream
+            .stream
+            .flush()
+            .await
+            .map_err(|_| EndReason::UpstreamError)
+    }
+
+    /// COM_STMT_PREPARE: judged like the statement it prepares (a refusal is recorded and
+    /// nothing reaches the server); the server's answer (id, parameter and column
+    /// definitions) is relayed and the text kept for the executions.
+    async fn prepare(&mut self, packet: &Packet, sql: &str) -> Result<(), EndReason> {
+        let started = Instant::now();
+        let j = self.judge(sql);
+        if !j.allowed() && j.decision.action != Action::Approve {
+            let gate = self.session.gate().clone();
+            let event = self
+                .session
+                .info()
+                .statement_record(sql, &j.decision, &j.detail(), &CODES);
+            let seq = gate.auditor.record(event).await.ok();
+            let outcome = StatementOutcome {
+                seq,
+                refused: Some(Outcome::Blocked),
+                ..StatementOutcome::default()
+            };
+            self.refuse(&j.decision.client_message(), outcome, started)
+                .await;
+            return Ok(());
+        }
+        self.upstream.stream.queue_wire(&packet.wire);
+        if self.upstream.stream.flush().await.is_err() {
+            return Err(EndReason::UpstreamError);
+        }
+        let deprecate_eof = self.capabilities & DEPRECATE_EOF != 0;
+        let head = upstream_packet(self.upstream.stream.read().await)?;
+        self.client.queue_wire(&head.wire);
+        if head.payload.first() == Some(&0x00) {
+            let Some((id, columns, params)) = prepare_ok(&head.payload) else {
+                return Err(EndReason::Protocol(
+                    "upstream sent a malformed prepare answer",
+                ));
+            };
+            for n in [params, columns] {
+                if n == 0 {
+                    continue;
+                }
+                let extra = usize::from(!deprecate_eof);
+                for _ in 0..usize::from(n) + extra {
+                    let p = upstream_packet(self.upstream.stream.read().await)?;
+                    self.client.queue_wire(&p.wire);
+                }
+            }
+            self.prepared.insert(id, sql.to_owned());
+        }
+        self.client
+            .flush()
+            .await
+            .map_err(|_| EndReason::ClientError)
+    }
+
+    /// COM_STMT_EXECUTE: the prepared text judged again, recorded, held if a rule says so,
+    /// forwarded; its binary rows are masked as they stream.
+    async fn execute(&mut self, packet: &Packet) -> Result<(), EndReason> {
+        let Some(id) = self.known_statement(packet) else {
+            self.send_error(1, UNKNOWN_STMT, "Unknown prepared statement handler")
+                .await;
+            return Ok(());
+        };
+        // Cursor flags: the rows would come by COM_STMT_FETCH, which is not followed yet.
+        if packet.payload.get(5).is_some_and(|flags| flags & 0x07 != 0) {
+            self.send_error(
+                1,
+                UNSUPPORTED_PS,
+                "cursors are not supported through Gatehouse yet; execute without a cursor",
+            )
+            .await;
+            return Ok(());
+        }
+        let sql = self.prepared.get(&id).cloned().unwrap_or_default();
+        self.statement(packet, &sql, None, true).await
+    }
+
     fn judge(&self, sql: &str) -> Judgement {
         let info = self.session.info();
         let judge = Judge {
@@ -251,6 +380,7 @@ impl Conn<'_> {
         packet: &Packet,
         sql: &str,
         init_db: Option<String>,
+        binary: bool,
     ) -> Result<(), EndReason> {
         let started = Instant::now();
         let j = self.judge(sql);
@@ -323,6 +453,7 @@ impl Conn<'_> {
             withhold_errors: touches,
             capture: (gate.record_results == RecordResults::Masked)
                 .then_some((capture_cap, gate.redacted_columns.as_slice())),
+            binary,
         };
         let relayed = relay.run().await;
         let relayed = match relayed {
@@ -411,6 +542,25 @@ impl Conn<'_> {
             .outcome_record(outcome, &self.masks, &CODES);
         self.session.gate().auditor.record_unwaited(ev);
     }
+}
+
+/// A packet from the upstream, or how the session ends.
+fn upstream_packet(r: Result<Packet, StreamError>) -> Result<Packet, EndReason> {
+    match r {
+        Ok(p) => Ok(p),
+        Err(StreamError::Closed) => Err(EndReason::UpstreamClosed),
+        Err(_) => Err(EndReason::UpstreamError),
+    }
+}
+
+/// `COM_STMT_PREPARE_OK`: the statement id, its column and parameter counts.
+fn prepare_ok(payload: &[u8]) -> Option<(u32, u16, u16)> {
+    let mut r = crate::wire::Reader::new(payload);
+    r.u8("prepare OK header").ok()?;
+    let id = r.u32("statement id").ok()?;
+    let columns = r.u16("column count").ok()?;
+    let params = r.u16("parameter count").ok()?;
+    Some((id, columns, params))
 }
 
 /// The database a `USE db` statement switches to.

@@ -28,7 +28,9 @@ use crate::stream::{Duplex, PacketStream, StreamError};
 use crate::upstream::{MysqlTarget, Upstream};
 
 /// The version the gateway greets with (before it knows which upstream the client wants).
-pub const SERVER_VERSION: &[u8] = b"8.0.40-Gatehouse";
+/// 5.7 rather than 8.0: MySQL 8 clients then choose collations (utf8mb4_general_ci) that
+/// MariaDB knows too, instead of utf8mb4_0900_ai_ci, which MariaDB refuses.
+pub const SERVER_VERSION: &[u8] = b"5.7.99-Gatehouse";
 
 /// `SERVER_STATUS_AUTOCOMMIT`.
 const STATUS_AUTOCOMMIT: u16 = 0x0002;

@@ -12,8 +12,8 @@ use gatehouse_core::session::{CapturedValue, ResultCapture, StatementEnd};
 
 use super::judge::column_mask;
 use crate::codec::Packet;
-use crate::mask::RowMask;
-use crate::messages::command::text_row;
+use crate::mask::{RowMask, ValueKind};
+use crate::messages::command::{binary_row, is_temporal, text_row};
 use crate::messages::{ColumnDefinition, ErrPacket, MessageError, OkPacket};
 use crate::stream::{Duplex, PacketStream, StreamError};
 use crate::wire::Reader;
@@ -57,6 +57,8 @@ pub(crate) struct Relay<'a> {
     pub withhold_errors: bool,
     /// Keep the first result's rows (masked) up to this many bytes.
     pub capture: Option<(usize, &'a [String])>,
+    /// Rows come in the binary protocol (the answer to COM_STMT_EXECUTE).
+    pub binary: bool,
 }
 
 impl Relay<'_> {
@@ -185,24 +187,40 @@ impl Relay<'_> {
             }
             done.result_rows += 1;
             done.result_bytes += p.payload.len() as u64;
-            let rewritten = if active {
-                plan.text_row(&p.payload, masks)?
-            } else {
-                None
+            let rewritten = match (active, self.binary) {
+                (false, _) => None,
+                (true, false) => plan.text_row(&p.payload, masks)?,
+                (true, true) => plan.binary_row(&p.payload, masks)?,
             };
             if let (Some(c), Some((cap, redacted))) = (capture.as_mut(), &self.capture)
                 && !c.is_full()
             {
                 let payload = rewritten.as_deref().unwrap_or(&p.payload);
-                let values = text_row(payload, count)?;
-                c.push_row(
-                    values.iter().map(|v| match v {
-                        Some(b) => CapturedValue::Text(b),
-                        None => CapturedValue::Null,
-                    }),
-                    redacted,
-                    *cap,
-                );
+                if self.binary {
+                    let values = binary_row(payload, plan.column_types())?;
+                    let types = plan.column_types();
+                    c.push_row(
+                        values.iter().zip(types).map(|(v, t)| match v {
+                            None => CapturedValue::Null,
+                            Some(b) if ValueKind::of(*t) == ValueKind::Text && !is_temporal(*t) => {
+                                CapturedValue::Text(b)
+                            }
+                            Some(b) => CapturedValue::Binary(b.len()),
+                        }),
+                        redacted,
+                        *cap,
+                    );
+                } else {
+                    let values = text_row(payload, count)?;
+                    c.push_row(
+                        values.iter().map(|v| match v {
+                            Some(b) => CapturedValue::Text(b),
+                            None => CapturedValue::Null,
+                        }),
+                        redacted,
+                        *cap,
+                    );
+                }
             }
             match rewritten {
                 Some(row) => {
