@@ -47,6 +47,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         }
     }
 
+    /// Changes the largest payload accepted from now on (after the login, the configured
+    /// limit replaces the login's small one).
+    pub fn set_max_payload(&mut self, max_payload: usize) {
+        self.reader = PacketReader::new(max_payload);
+    }
+
     /// The next whole packet.
     pub async fn read(&mut self) -> Result<Packet, StreamError> {
         loop {

@@ -437,3 +437,182 @@ fn prepared_statements_of_mysql_connector_are_judged_and_their_binary_rows_maske
         gw.wait_for_record(|r| r["kind"] == "outcome" && r["statement_seq"] == exec["seq"]);
     assert_eq!(outcome["outcome"], "ok", "{outcome}");
 }
+
+/// A raw MySQL-protocol client: the bytes as sent, the packets as received.
+mod raw {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    pub fn connect(port: u16) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s
+    }
+
+    /// The next packet's (sequence id, payload), or `None` once the peer closed.
+    pub fn packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+        let mut head = [0u8; 4];
+        s.read_exact(&mut head).ok()?;
+        let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).ok()?;
+        Some((head[3], body))
+    }
+
+    pub fn send(s: &mut TcpStream, seq: u8, payload: &[u8]) {
+        let len = (payload.len() as u32).to_le_bytes();
+        let mut out = vec![len[0], len[1], len[2], seq];
+        out.extend_from_slice(payload);
+        s.write_all(&out).expect("send");
+    }
+
+    /// The error code of an ERR packet.
+    pub fn err_code(payload: &[u8]) -> Option<u16> {
+        (payload.first() == Some(&0xff)).then(|| u16::from_le_bytes([payload[1], payload[2]]))
+    }
+
+    /// Logs in without TLS with the cleartext plugin; panics unless the gateway says OK.
+    pub fn login(port: u16, token: &str) -> TcpStream {
+        let mut s = connect(port);
+        packet(&mut s).expect("greeting");
+        // PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH | PLUGIN_AUTH_LENENC | CONNECT_WITH_DB
+        // | DEPRECATE_EOF | MULTI_RESULTS | LONG_PASSWORD | TRANSACTIONS
+        let caps: u32 = (1 << 9)
+            | (1 << 15)
+            | (1 << 19)
+            | (1 << 21)
+            | (1 << 3)
+            | (1 << 24)
+            | (1 << 17)
+            | 1
+            | (1 << 13);
+        let mut p = caps.to_le_bytes().to_vec();
+        p.extend_from_slice(&(1u32 << 24).to_le_bytes());
+        p.push(45);
+        p.extend_from_slice(&[0u8; 23]);
+        p.extend_from_slice(b"raw\0");
+        let mut auth = token.as_bytes().to_vec();
+        auth.push(0);
+        // A length-encoded integer (PLUGIN_AUTH_LENENC_CLIENT_DATA).
+        let n = u16::try_from(auth.len()).expect("short token");
+        if n < 251 {
+            p.push(n as u8);
+        } else {
+            p.push(0xfc);
+            p.extend_from_slice(&n.to_le_bytes());
+        }
+        p.extend_from_slice(&auth);
+        p.extend_from_slice(b"shop\0mysql_clear_password\0");
+        send(&mut s, 1, &p);
+        let (_, ok) = packet(&mut s).expect("login answer");
+        assert_eq!(ok.first(), Some(&0x00), "{}", String::from_utf8_lossy(&ok));
+        s
+    }
+
+    pub fn closed(s: &mut TcpStream) -> bool {
+        let mut b = [0u8; 1];
+        matches!(s.read(&mut b), Ok(0))
+    }
+}
+
+#[test]
+fn malformed_input_gets_a_mysql_error_and_other_sessions_are_served() {
+    let gw = gateway(MASKS);
+    let port = gw.mysql_port.expect("mysql");
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    // Garbage instead of a login (an HTTP request): its "length" is far over the login limit.
+    let mut s = raw::connect(port);
+    let (_, greeting) = raw::packet(&mut s).expect("greeting");
+    assert_eq!(greeting[0], 10, "protocol 10 greeting");
+    std::io::Write::write_all(&mut s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let (_, err) = raw::packet(&mut s).expect("an error packet");
+    assert_eq!(raw::err_code(&err), Some(1043), "{err:?}");
+    assert!(raw::closed(&mut s));
+    // A truncated login.
+    let mut s = raw::connect(port);
+    raw::packet(&mut s).expect("greeting");
+    raw::send(&mut s, 1, &[0x0d, 0xa2, 0x00]);
+    let (_, err) = raw::packet(&mut s).expect("an error packet");
+    assert_eq!(raw::err_code(&err), Some(1043), "{err:?}");
+    assert!(raw::closed(&mut s));
+    // A pre-4.1 login.
+    let mut s = raw::connect(port);
+    raw::packet(&mut s).expect("greeting");
+    raw::send(&mut s, 1, &[0u8; 40]);
+    let (_, err) = raw::packet(&mut s).expect("an error packet");
+    assert_eq!(raw::err_code(&err), Some(1043), "{err:?}");
+    // The gateway goes on serving everyone else.
+    let out = mysql_cli(
+        &gw,
+        &token,
+        Some("shop"),
+        "SELECT count(*) FROM payments",
+        &["--ssl"],
+    );
+    assert_eq!(ok_stdout(&out), "2\n");
+}
+
+#[test]
+fn bad_commands_after_login_are_answered_and_oversized_ones_close_the_session() {
+    let gw = Gateway::builder()
+        .mysql()
+        .extra(MASKS)
+        .start_edited(|c| c.replacen("[listen]\n", "[listen]\nmax_message_bytes = 1048576\n", 1));
+    let port = gw.mysql_port.expect("mysql");
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    // An unknown command is refused and the session goes on.
+    let mut s = raw::login(port, &token);
+    raw::send(&mut s, 0, &[0x99, 1, 2, 3]);
+    let (_, err) = raw::packet(&mut s).expect("answer");
+    assert_eq!(raw::err_code(&err), Some(1047), "{err:?}");
+    raw::send(&mut s, 0, &[0x0e]); // COM_PING
+    let (_, ok) = raw::packet(&mut s).expect("answer");
+    assert_eq!(ok.first(), Some(&0x00));
+    // A query's rows through the raw client are masked too.
+    raw::send(
+        &mut s,
+        0,
+        b"\x03SELECT card_number FROM payments WHERE id = 1",
+    );
+    let mut packets = Vec::new();
+    while let Some((_, p)) = raw::packet(&mut s) {
+        let end = p.first() == Some(&0xfe) && p.len() < 9;
+        packets.push(p);
+        if end {
+            break;
+        }
+    }
+    let bytes: Vec<u8> = packets.concat();
+    assert!(
+        bytes.windows(16).any(|w| w == b"************1111"),
+        "{packets:?}"
+    );
+    // A command out of sequence ends the session with 1156.
+    raw::send(&mut s, 7, &[0x0e]);
+    let (_, err) = raw::packet(&mut s).expect("answer");
+    assert_eq!(raw::err_code(&err), Some(1156), "{err:?}");
+    assert!(raw::closed(&mut s));
+    // A packet announced over max_message_bytes: 1153 at its header, nothing more is read.
+    let mut s = raw::login(port, &token);
+    std::io::Write::write_all(&mut s, &[0xff, 0xff, 0xff, 0x00, 0x03]).expect("write");
+    let (_, err) = raw::packet(&mut s).expect("answer");
+    assert_eq!(raw::err_code(&err), Some(1153), "{err:?}");
+    assert!(raw::closed(&mut s));
+    // COM_CHANGE_USER is refused and ends the session.
+    let mut s = raw::login(port, &token);
+    raw::send(&mut s, 0, b"\x11root\0");
+    let (_, err) = raw::packet(&mut s).expect("answer");
+    assert_eq!(raw::err_code(&err), Some(1227), "{err:?}");
+    assert!(raw::closed(&mut s));
+    // Everyone else is still served.
+    let out = mysql_cli(
+        &gw,
+        &token,
+        Some("shop"),
+        "SELECT count(*) FROM payments",
+        &["--ssl"],
+    );
+    assert_eq!(ok_stdout(&out), "2\n");
+}

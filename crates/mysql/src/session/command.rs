@@ -32,6 +32,8 @@ use crate::upstream::{MysqlTarget, Upstream};
 
 /// `ER_UNSUPPORTED_PS`: what a client that prepares a statement is told for now.
 const UNSUPPORTED_PS: (u16, &str) = (1295, "HY000");
+/// `ER_NET_PACKET_TOO_LARGE` (also for other framing errors: the stream is unusable).
+const PACKET_TOO_LARGE: (u16, &str) = (1153, "08S01");
 /// `ER_UNKNOWN_STMT_HANDLER`.
 const UNKNOWN_STMT: (u16, &str) = (1243, "HY000");
 /// `ER_NOT_SUPPORTED_YET`.
@@ -109,6 +111,12 @@ impl Conn<'_> {
             let packet = match packet {
                 Ok(p) => p,
                 Err(StreamError::Closed) => return EndReason::ClientDisconnected,
+                Err(StreamError::Codec(e)) => {
+                    // The stream cannot be read past this point: say why, then close.
+                    self.send_error(0, PACKET_TOO_LARGE, &format!("Bad packet: {e}"))
+                        .await;
+                    return EndReason::Protocol("protocol error");
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "mysql client stream failed");
                     return EndReason::ClientError;

@@ -147,7 +147,14 @@ async fn establish_inner(
     .encode(&mut greeting);
     let mut plain = PacketStream::new(tcp, MAX_LOGIN_PACKET);
     plain.send(&greeting, 0).await?;
-    let first = plain.read().await?;
+    let first = match plain.read().await {
+        Ok(p) => p,
+        Err(StreamError::Codec(e)) => {
+            let msg = format!("Bad handshake: {e}");
+            return refuse_with(&mut plain, 1, (1043, "08S01"), &msg).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     let hello = match ClientHello::parse(&first.payload) {
         Ok(h) => h,
         Err(e) => {
@@ -318,6 +325,7 @@ async fn establish_inner(
     }
     .encode(&mut ok);
     client.send(&ok, seq).await?;
+    client.set_max_payload(shared.max_packet);
     Ok(Some(Established {
         session,
         client,
