@@ -99,7 +99,18 @@ pub async fn explain(
     }
     let policy = Policy::new(&cfg.rules);
     let mut loaded: Option<gatehouse_pg::catalog::Catalog> = None;
-    let stmts = match gatehouse_sql::analyze(sql, &ctx) {
+    let is_mysql = conn.kind == gatehouse_core::config::ConnectionKind::Mysql;
+    let analysed = if is_mysql {
+        let mctx = gatehouse_sql::mysql::MysqlContext {
+            database: Some(conn.database.clone()),
+        };
+        gatehouse_sql::mysql::analyze_mysql(sql, &mctx)
+    } else {
+        gatehouse_sql::analyze(sql, &ctx)
+    };
+    let stmts = match analysed {
+        // MySQL: no catalog is read (names resolve to the connection's database).
+        Ok(s) if is_mysql => s,
         Ok(s) => {
             let catalog = match conn.password().map_err(|e| anyhow!("{e}")).and_then(|pw| {
                 gatehouse_pg::upstream::UpstreamTarget::new(conn, pw).map_err(|e| anyhow!("{e}"))
@@ -156,14 +167,19 @@ pub async fn explain(
     let mut overall: Option<gatehouse_core::policy::Decision> = None;
     for (i, s) in stmts.iter().enumerate() {
         let mut d = policy.decide_as(connection, Some(&conn.user), groups, s);
-        if d.action != Action::Block
-            && let Some(refusal) = gatehouse_pg::masked_inference(
+        let inference = if is_mysql {
+            gatehouse_mysql::session::masked_inference(&masks, s)
+        } else {
+            gatehouse_pg::masked_inference(
                 loaded.as_ref(),
                 &masks,
                 &ctx.search_path,
                 &conn.user,
                 s,
             )
+        };
+        if d.action != Action::Block
+            && let Some(refusal) = inference
         {
             d = refusal;
         }

@@ -616,3 +616,33 @@ fn bad_commands_after_login_are_answered_and_oversized_ones_close_the_session() 
     );
     assert_eq!(ok_stdout(&out), "2\n");
 }
+
+#[test]
+fn explain_judges_mysql_statements_in_mysqls_dialect() {
+    let gw = gateway(&format!("{MASKS}{RULES}"));
+    let explain = |sql: &str| {
+        let out = gw.cli(&[
+            "explain",
+            "--connection",
+            "shop",
+            "--subject",
+            "bot",
+            "--group",
+            "fraud-bots",
+            sql,
+        ]);
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, text) = explain("SELECT id FROM payments; /*! DELETE FROM payments */");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("statement 1: select"), "{text}");
+    assert!(text.contains("shop.payments"), "{text}");
+    assert!(text.contains("statement 2: delete"), "{text}");
+    assert!(text.contains("rule \"no-deletes\""), "{text}");
+    let (_, text) = explain("SELECT id FROM payments WHERE card_number LIKE '4%'");
+    assert!(text.contains("builtin:masked-inference"), "{text}");
+    let (code, text) = explain("SELECT `id` FROM `payments` WHERE id = 1");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("decision:  allow"), "{text}");
+    assert_eq!(mariadb().sql("SELECT count(*) FROM shop.payments"), "2\n");
+}

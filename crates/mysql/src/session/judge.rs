@@ -78,6 +78,15 @@ impl MaskedData for Masked<'_> {
     }
 }
 
+/// The `builtin:masked-inference` refusal of `stmt` for `masks`, if any (for `gatehouse
+/// explain` and the session alike).
+pub fn masked_inference(masks: &SessionMasks, stmt: &StatementInfo) -> Option<Decision> {
+    if !masks.is_active() {
+        return None;
+    }
+    inference::judge(stmt, &Masked(masks))
+}
+
 /// What one session needs to judge a statement.
 pub(crate) struct Judge<'a> {
     pub connection: &'a str,
@@ -122,11 +131,12 @@ impl Judge<'_> {
             self.groups,
             &statements,
         );
-        if decision.action != Action::Block && self.masks.is_active() {
-            let data = Masked(self.masks);
-            if let Some(d) = statements.iter().find_map(|s| inference::judge(s, &data)) {
-                decision = d;
-            }
+        if decision.action != Action::Block
+            && let Some(d) = statements
+                .iter()
+                .find_map(|s| masked_inference(self.masks, s))
+        {
+            decision = d;
         }
         Judgement {
             decision,

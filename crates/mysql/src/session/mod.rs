@@ -26,6 +26,8 @@ use tokio::sync::watch;
 
 use crate::upstream::MysqlTarget;
 
+pub use judge::masked_inference;
+
 /// What every MySQL session shares; built once when the gateway starts. The services every
 /// protocol shares (identity, rules, masks, approvals, grants, audit) are the [`Gate`].
 pub struct Shared {
