@@ -170,13 +170,7 @@ pub async fn explain(
         let inference = if is_mysql {
             gatehouse_mysql::session::masked_inference(&masks, s)
         } else {
-            gatehouse_pg::masked_inference(
-                loaded.as_ref(),
-                &masks,
-                &ctx.search_path,
-                &conn.user,
-                s,
-            )
+            gatehouse_pg::masked_inference(loaded.as_ref(), &masks, &ctx.search_path, &conn.user, s)
         };
         if d.action != Action::Block
             && let Some(refusal) = inference

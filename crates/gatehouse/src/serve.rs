@@ -125,6 +125,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
             .iter()
             .map(|c| (c.name.clone(), c.on_parse_error))
             .collect(),
+        analysis: gatehouse_sql::AnalysisCache::new(ANALYSIS_CACHE_BYTES),
     });
     let shared = Arc::new(Shared {
         gate,

@@ -14,22 +14,34 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::mysql::{MysqlContext, analyze_mysql};
 use crate::{AnalysisContext, AnalysisError, StatementInfo, analyze};
 
 type Outcome = Result<Arc<Vec<StatementInfo>>, AnalysisError>;
+
+/// Which dialect a text was analysed in, with the session state that shapes its meaning.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+enum Dialect {
+    Postgres(AnalysisContext),
+    Mysql(MysqlContext),
+}
 
 #[derive(Debug, Hash, PartialEq, Eq)]
 struct Key {
     /// The exact text, or the shape when `shaped`.
     sql: String,
-    ctx: AnalysisContext,
+    ctx: Dialect,
     shaped: bool,
 }
 
 impl Key {
-    /// What an entry counts against the bound: its SQL text and its `search_path` text.
+    /// What an entry counts against the bound: its SQL text and its context's text.
     fn cost(&self) -> usize {
-        self.sql.len() + self.ctx.search_path.iter().map(String::len).sum::<usize>()
+        self.sql.len()
+            + match &self.ctx {
+                Dialect::Postgres(c) => c.search_path.iter().map(String::len).sum::<usize>(),
+                Dialect::Mysql(c) => c.database.as_ref().map_or(0, String::len),
+            }
     }
 }
 
@@ -128,27 +140,28 @@ impl AnalysisCache {
     pub fn analyze(&self, sql: &str, ctx: &AnalysisContext) -> Outcome {
         let exact = || Key {
             sql: sql.to_owned(),
-            ctx: ctx.clone(),
+            ctx: Dialect::Postgres(ctx.clone()),
             shaped: false,
         };
+        let miss = || self.miss(|| analyze(sql, ctx));
         let shape = if ctx.standard_conforming_strings {
             crate::shape::of(sql)
         } else {
             None
         };
         let Some(shape) = shape else {
-            return self.by_exact_text(exact(), sql, ctx);
+            return self.by_exact_text(exact(), miss);
         };
         let shaped = Key {
             sql: shape,
-            ctx: ctx.clone(),
+            ctx: Dialect::Postgres(ctx.clone()),
             shaped: true,
         };
         match self.lookup(&shaped) {
             Some(Cached::Analysis(outcome)) => self.hit(outcome),
-            Some(Cached::NotShareable) => self.by_exact_text(exact(), sql, ctx),
+            Some(Cached::NotShareable) => self.by_exact_text(exact(), miss),
             None => {
-                let outcome = self.miss(sql, ctx);
+                let outcome = miss();
                 if shareable(&outcome) {
                     self.insert(shaped, Cached::Analysis(outcome.clone()), &outcome);
                 } else {
@@ -160,12 +173,24 @@ impl AnalysisCache {
         }
     }
 
-    /// The entry of this exact text, analysed and stored on a miss.
-    fn by_exact_text(&self, key: Key, sql: &str, ctx: &AnalysisContext) -> Outcome {
+    /// [`analyze_mysql`], answered from the cache when this exact text was analysed before
+    /// with the same current database (MySQL texts are keyed by their exact text only: the
+    /// shape scanner reads PostgreSQL's lexical rules).
+    pub fn analyze_mysql(&self, sql: &str, ctx: &MysqlContext) -> Outcome {
+        let key = Key {
+            sql: sql.to_owned(),
+            ctx: Dialect::Mysql(ctx.clone()),
+            shaped: false,
+        };
+        self.by_exact_text(key, || self.miss(|| analyze_mysql(sql, ctx)))
+    }
+
+    /// The entry of this exact text, analysed (`miss`) and stored on a miss.
+    fn by_exact_text(&self, key: Key, miss: impl FnOnce() -> Outcome) -> Outcome {
         if let Some(Cached::Analysis(outcome)) = self.lookup(&key) {
             return self.hit(outcome);
         }
-        let outcome = self.miss(sql, ctx);
+        let outcome = miss();
         self.insert(key, Cached::Analysis(outcome.clone()), &outcome);
         outcome
     }
@@ -175,9 +200,9 @@ impl AnalysisCache {
         outcome
     }
 
-    fn miss(&self, sql: &str, ctx: &AnalysisContext) -> Outcome {
+    fn miss(&self, analyse: impl FnOnce() -> Result<Vec<StatementInfo>, AnalysisError>) -> Outcome {
         self.inner.misses.fetch_add(1, Ordering::Relaxed);
-        analyze(sql, ctx).map(Arc::new)
+        analyse().map(Arc::new)
     }
 
     /// The entry for `key`, marked as used.

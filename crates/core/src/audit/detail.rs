@@ -426,6 +426,38 @@ mod tests {
         assert_eq!(DetailEvent::of_detail(Some("not json")), None);
     }
 
+    /// The statement judgement every adapter records, as the PostgreSQL adapter's `json!`.
+    #[test]
+    fn statement_judgements_serialize_like_the_json_object_before_them() {
+        use crate::policy::{Action, Decision, StatementInfo, TableRef};
+        let decision = Decision {
+            action: Action::Block,
+            rule: Some("no-drops".into()),
+            reason: "DROP public.t".into(),
+        };
+        let mut stmt = StatementInfo {
+            kind: "drop".into(),
+            ..StatementInfo::default()
+        };
+        stmt.tables_written.insert(TableRef {
+            schema: Some("public".into()),
+            name: "t".into(),
+        });
+        stmt.tables_read.insert(TableRef {
+            schema: None,
+            name: "u".into(),
+        });
+        let typed = StatementJudged::of(&decision, &[stmt], Some("x")).into_value();
+        let old = serde_json::json!({
+            "decision": "block",
+            "reason": "DROP public.t",
+            "kinds": ["drop"],
+            "tables": ["u", "public.t"],
+            "parse_error": "x",
+        });
+        assert_eq!(typed.to_string(), old.to_string());
+    }
+
     /// The typed details come out byte-for-byte as the `json!` objects they replace.
     #[test]
     fn typed_details_serialize_like_the_json_objects_before_them() {

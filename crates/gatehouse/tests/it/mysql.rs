@@ -221,6 +221,14 @@ fn rules_block_statements_and_the_server_keeps_its_rows() {
         "SELECT LOAD_FILE('/etc/passwd')",
         "SELECT card_number FROM payments INTO OUTFILE '/tmp/cards.txt'",
         "PREPARE s FROM @q",
+        "ALTER USER 'gatehouse_svc'@'%' IDENTIFIED BY 'taken-over'",
+        "SET PASSWORD = 'taken-over'",
+        "KILL 1",
+        "SET sql_mode = 'NO_BACKSLASH_ESCAPES'",
+        "SET NAMES gbk",
+        "SHOW PROCESSLIST",
+        "SELECT info FROM information_schema.processlist",
+        "SHOW BINLOG EVENTS",
     ] {
         let e = err_text(&mysql_cli(&gw, &token, Some("shop"), sql, &tls));
         assert!(e.contains("1227") && e.contains("builtin:"), "{sql}: {e}");
@@ -631,7 +639,10 @@ fn explain_judges_mysql_statements_in_mysqls_dialect() {
             "fraud-bots",
             sql,
         ]);
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     let (code, text) = explain("SELECT id FROM payments; /*! DELETE FROM payments */");
     assert_eq!(code, Some(3), "{text}");

@@ -373,6 +373,7 @@ impl Conn<'_> {
                 .copied()
                 .unwrap_or_default(),
             database: self.database.clone(),
+            cache: &self.shared.analysis,
         };
         let mut j = judge.judge(sql);
         if j.allowed() && self.diagnostics_tainted && reads_diagnostics(sql) {

@@ -7,11 +7,14 @@
 //! table or view, take what the analysis says could flow into them — the whole statement's
 //! masked columns when it cannot say per column).
 
+use std::sync::Arc;
+
 use gatehouse_core::config::ParseErrorAction;
 use gatehouse_core::masking::inference::{self, MaskedData};
 use gatehouse_core::masking::{ColumnMask, SessionMasks};
 use gatehouse_core::policy::{Action, ColumnRef, Decision, StatementInfo};
-use gatehouse_sql::mysql::{MysqlContext, analyze_mysql};
+use gatehouse_sql::AnalysisCache;
+use gatehouse_sql::mysql::MysqlContext;
 
 use crate::messages::ColumnDefinition;
 
@@ -24,7 +27,7 @@ pub const MASKED_DIAGNOSTICS_RULE: &str = "builtin:masked-diagnostics";
 #[derive(Debug)]
 pub(crate) struct Judgement {
     pub decision: Decision,
-    pub statements: Vec<StatementInfo>,
+    pub statements: Arc<Vec<StatementInfo>>,
     pub parse_error: Option<String>,
 }
 
@@ -96,6 +99,7 @@ pub(crate) struct Judge<'a> {
     pub masks: &'a SessionMasks,
     pub on_parse_error: ParseErrorAction,
     pub database: Option<String>,
+    pub cache: &'a AnalysisCache,
 }
 
 impl Judge<'_> {
@@ -103,7 +107,9 @@ impl Judge<'_> {
         let ctx = MysqlContext {
             database: self.database.clone(),
         };
-        let statements = match analyze_mysql(sql, &ctx) {
+        // A very large text is analysed off the runtime's threads by the analyser's pool
+        // either way; the cache keeps repeated texts from being parsed again.
+        let statements = match self.cache.analyze_mysql(sql, &ctx) {
             Ok(s) => s,
             Err(e) => {
                 let forward = self.on_parse_error == ParseErrorAction::Forward
@@ -120,7 +126,7 @@ impl Judge<'_> {
                 };
                 return Judgement {
                     decision,
-                    statements: Vec::new(),
+                    statements: Arc::new(Vec::new()),
                     parse_error: Some(e.to_string()),
                 };
             }

@@ -42,6 +42,8 @@ pub struct Shared {
     pub max_packet: usize,
     /// `on_parse_error` per connection name.
     pub on_parse_error: HashMap<String, ParseErrorAction>,
+    /// The analyses of recent statement texts (shared with nobody else: keyed by dialect).
+    pub analysis: gatehouse_sql::AnalysisCache,
 }
 
 impl std::fmt::Debug for Shared {
