@@ -157,7 +157,13 @@ impl MysqlTarget {
             return Err(server_error(&greeting.payload));
         }
         let hello = HandshakeV10::parse(&greeting.payload)?;
-        let wanted = (client_caps & (FRAMING | MULTI_STATEMENTS | crate::capabilities::FOUND_ROWS))
+        // LOCAL_FILES: the server may then ask for a client file, which the relay passes on
+        // only for the client's own judged LOAD DATA LOCAL naming it.
+        let wanted = (client_caps
+            & (FRAMING
+                | MULTI_STATEMENTS
+                | crate::capabilities::FOUND_ROWS
+                | crate::capabilities::LOCAL_FILES))
             | PROTOCOL_41
             | LONG_PASSWORD
             | TRANSACTIONS

@@ -657,3 +657,54 @@ fn explain_judges_mysql_statements_in_mysqls_dialect() {
     assert!(text.contains("decision:  allow"), "{text}");
     assert_eq!(mariadb().sql("SELECT count(*) FROM shop.payments"), "2\n");
 }
+
+#[test]
+fn load_data_local_infile_is_judged_as_a_write_and_streams_the_clients_file() {
+    let gw = gateway(&format!(
+        "{MASKS}{RULES}\n[[rule]]\nname = \"no-bot-imports\"\nconnections = [\"shop\"]\n\
+         groups = [\"fraud-bots\"]\nwrites = [\"shop.imports\"]\naction = \"block\"\n"
+    ));
+    mariadb().sql("CREATE TABLE IF NOT EXISTS shop.imports (id int, card varchar(32))");
+    let file = gw.dir.path().join("imports.csv");
+    let rows: String = (1..=2000)
+        .map(|i| format!("{i},4000000000000002\n"))
+        .collect();
+    std::fs::write(&file, rows).expect("csv");
+    let sql = format!(
+        "LOAD DATA LOCAL INFILE '{}' INTO TABLE imports FIELDS TERMINATED BY ','",
+        file.display()
+    );
+    // The bot may not write there: refused before the server asks for anything.
+    let bot = gw.token("fraud-bot", &["fraud-bots"]);
+    let e = err_text(&mysql_cli(
+        &gw,
+        &bot,
+        Some("shop"),
+        &sql,
+        &["--ssl", "--local-infile=1"],
+    ));
+    assert!(e.contains("1227") && e.contains("no-bot-imports"), "{e}");
+    assert_eq!(mariadb().sql("SELECT count(*) FROM shop.imports"), "0\n");
+    // A dba may: the file streams through the gateway to the server.
+    let dba = gw.token("alice", &["dba"]);
+    ok_stdout(&mysql_cli(
+        &gw,
+        &dba,
+        Some("shop"),
+        &sql,
+        &["--ssl", "--local-infile=1"],
+    ));
+    assert_eq!(mariadb().sql("SELECT count(*) FROM shop.imports"), "2000\n");
+    let stmt = gw.wait_for_record(|r| {
+        r["kind"] == "statement"
+            && r["subject"] == "alice"
+            && r["statement"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("LOAD DATA LOCAL"))
+    });
+    let outcome =
+        gw.wait_for_record(|r| r["kind"] == "outcome" && r["statement_seq"] == stmt["seq"]);
+    assert_eq!(outcome["outcome"], "ok", "{outcome}");
+    assert_eq!(outcome["rows"], 2000, "{outcome}");
+    mariadb().sql("DROP TABLE shop.imports");
+}

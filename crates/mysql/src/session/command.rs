@@ -24,7 +24,7 @@ use super::judge::{Judge, Judgement, diagnostics_refusal, reads_diagnostics};
 use super::login::Established;
 use super::response::{Relay, RelayError};
 use super::{CODES, Shared};
-use crate::capabilities::DEPRECATE_EOF;
+use crate::capabilities::{DEPRECATE_EOF, LOCAL_FILES};
 use crate::codec::Packet;
 use crate::messages::{CommandKind, ErrPacket, codes};
 use crate::stream::{Duplex, PacketStream, StreamError};
@@ -463,6 +463,9 @@ impl Conn<'_> {
             capture: (gate.record_results == RecordResults::Masked)
                 .then_some((capture_cap, gate.redacted_columns.as_slice())),
             binary,
+            local_infile: self.capabilities & LOCAL_FILES != 0
+                && j.statements.iter().any(|s| s.kind == "copy_from"),
+            sql,
         };
         let relayed = relay.run().await;
         let relayed = match relayed {

@@ -30,8 +30,6 @@ pub(crate) enum RelayError {
     Client(StreamError),
     #[error("upstream sent a packet the gateway cannot read: {0}")]
     Message(#[from] MessageError),
-    #[error("upstream asked for a client-side file, which was never allowed")]
-    LocalInfile,
 }
 
 /// What the relay saw, for the outcome record.
@@ -59,6 +57,10 @@ pub(crate) struct Relay<'a> {
     pub capture: Option<(usize, &'a [String])>,
     /// Rows come in the binary protocol (the answer to COM_STMT_EXECUTE).
     pub binary: bool,
+    /// The statement is a judged `LOAD DATA LOCAL INFILE` of a client that allows it: the
+    /// server may ask for a file the statement names (`sql`), and only that one.
+    pub local_infile: bool,
+    pub sql: &'a str,
 }
 
 impl Relay<'_> {
@@ -90,7 +92,11 @@ impl Relay<'_> {
                     self.error(&p, &mut done)?;
                     false
                 }
-                Some(0xfb) => return Err(RelayError::LocalInfile),
+                Some(0xfb) => {
+                    self.local_file(&p, &mut done).await?;
+                    // The answer to the whole statement follows.
+                    continue;
+                }
                 _ => self.result_set(&p, index, &mut done).await?,
             };
             index += 1;
@@ -104,6 +110,50 @@ impl Relay<'_> {
             .await
             .map_err(|e| RelayError::Client(e.into()))?;
         Ok(done)
+    }
+
+    /// The server asks for a client-side file (`LOCAL INFILE` request). Relayed only when the
+    /// client's own judged `LOAD DATA LOCAL` statement names that file — a server asking for
+    /// anything else (a rogue or compromised upstream reading the client's files) gets an
+    /// empty file instead, and the client never sees the request. The file's packets stream
+    /// from the client to the server as they come, up to the empty packet that ends it.
+    async fn local_file(&mut self, p: &Packet, done: &mut Relayed) -> Result<(), RelayError> {
+        let name = p.payload.get(1..).unwrap_or_default();
+        let named =
+            !name.is_empty() && std::str::from_utf8(name).is_ok_and(|n| self.sql.contains(n));
+        if !(self.local_infile && named) {
+            tracing::warn!(
+                file = %String::from_utf8_lossy(name),
+                "the upstream asked for a client file the statement does not name; sent none"
+            );
+            self.upstream.queue(&[], p.next_seq());
+            return self
+                .upstream
+                .flush()
+                .await
+                .map_err(|e| RelayError::Upstream(e.into()));
+        }
+        self.client.queue_wire(&p.wire);
+        self.client
+            .flush()
+            .await
+            .map_err(|e| RelayError::Client(e.into()))?;
+        loop {
+            let data = self.client.read().await.map_err(RelayError::Client)?;
+            done.result_bytes += data.payload.len() as u64;
+            self.upstream.queue_wire(&data.wire);
+            if data.payload.is_empty() {
+                break;
+            }
+            self.upstream
+                .flush_if_full()
+                .await
+                .map_err(|e| RelayError::Upstream(e.into()))?;
+        }
+        self.upstream
+            .flush()
+            .await
+            .map_err(|e| RelayError::Upstream(e.into()))
     }
 
     fn error(&mut self, p: &Packet, done: &mut Relayed) -> Result<(), RelayError> {
