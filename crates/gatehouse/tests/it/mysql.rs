@@ -708,3 +708,56 @@ fn load_data_local_infile_is_judged_as_a_write_and_streams_the_clients_file() {
     assert_eq!(outcome["rows"], 2000, "{outcome}");
     mariadb().sql("DROP TABLE shop.imports");
 }
+
+#[test]
+fn mysql_sessions_replay_masked_and_count_in_the_evidence() {
+    let gw = gateway(MASKS);
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    let out = mysql_cli(
+        &gw,
+        &token,
+        Some("shop"),
+        "SELECT card_number FROM payments WHERE id = 2",
+        &["--ssl"],
+    );
+    assert_eq!(ok_stdout(&out), "************5559\n");
+    let start = gw.wait_for_record(|r| r["kind"] == "session_start" && r["connection"] == "shop");
+    let sid = start["session_id"].as_str().unwrap_or_default().to_owned();
+    gw.wait_for_record(|r| r["kind"] == "session_end" && r["session_id"] == sid.as_str());
+    let out = gw.cli(&["sessions", "replay", &sid]);
+    let replay = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{replay}");
+    assert!(
+        replay.contains("SELECT card_number FROM payments WHERE id = 2"),
+        "{replay}"
+    );
+    // Results are recorded with the masked columns redacted, as for PostgreSQL.
+    assert!(replay.contains("[\"[redacted]\"]"), "{replay}");
+    assert!(replay.contains("application \"mysql\""), "{replay}");
+    assert!(!replay.contains("5500005555555559"), "{replay}");
+    let o = Command::new("date")
+        .args(["-u", "+%F"])
+        .output()
+        .expect("date");
+    let today = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let path = gw.dir.path().join("evidence.json");
+    let o = gw.cli(&[
+        "evidence",
+        "--from",
+        &today,
+        "--to",
+        &today,
+        "--format",
+        "json",
+        "-o",
+        path.to_str().unwrap_or_default(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = std::fs::read_to_string(&path).unwrap_or_default();
+    // The mariadb CLI is an interactive tool (10.2.1.2): its session is listed.
+    assert!(
+        report.contains(&sid),
+        "the MySQL session is in the evidence: {report}"
+    );
+    assert!(!report.contains("5500005555555559"));
+}

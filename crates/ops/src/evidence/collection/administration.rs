@@ -40,6 +40,16 @@ const ADMIN_KINDS: &[&str] = &[
 /// `application_name` prefixes (lowercase) of interactive tools (10.2.1.2 interactive use).
 const INTERACTIVE_APPS: &[&str] = &["psql", "pgcli", "pgadmin", "dbeaver", "datagrip", "usql"];
 
+/// Interactive MySQL clients, by their exact program name (the `program_name` connection
+/// attribute; `mysql` as a prefix would take in mysqldump and mysqlslap, which are not).
+const INTERACTIVE_MYSQL_APPS: &[&str] = &["mysql", "mariadb", "mycli", "mysqlsh"];
+
+fn is_interactive(app: &str) -> bool {
+    let lower = app.to_ascii_lowercase();
+    INTERACTIVE_APPS.iter().any(|p| lower.starts_with(p))
+        || INTERACTIVE_MYSQL_APPS.contains(&lower.as_str())
+}
+
 pub(super) struct AdminAcc {
     /// Gateway administration records per `kind:event`.
     events: BTreeMap<String, u64>,
@@ -78,8 +88,7 @@ impl AdminAcc {
             1,
         );
         if let Some(a) = &app {
-            let lower = a.to_ascii_lowercase();
-            if INTERACTIVE_APPS.iter().any(|p| lower.starts_with(p)) {
+            if is_interactive(a) {
                 let session = SessionRef {
                     session_id: e.session_id.clone(),
                     time: e.time.clone(),
@@ -151,7 +160,11 @@ impl AdminAcc {
             gateway_admin_records: self.records,
             admin_statements_by_kind: self.statements_by_kind,
             admin_statements: self.statements,
-            interactive_applications: INTERACTIVE_APPS.iter().map(|k| (*k).to_owned()).collect(),
+            interactive_applications: INTERACTIVE_APPS
+                .iter()
+                .chain(INTERACTIVE_MYSQL_APPS)
+                .map(|k| (*k).to_owned())
+                .collect(),
             interactive_sessions: self.interactive,
             service_groups: self.service_groups,
             service_identity_interactive_sessions: self.service_interactive,
