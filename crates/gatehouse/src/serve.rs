@@ -126,6 +126,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
             .map(|c| (c.name.clone(), c.on_parse_error))
             .collect(),
         analysis: gatehouse_sql::AnalysisCache::new(ANALYSIS_CACHE_BYTES),
+        sessions: gatehouse_mysql::session::Registry::default(),
     });
     let shared = Arc::new(Shared {
         gate,

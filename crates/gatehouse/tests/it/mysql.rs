@@ -761,3 +761,79 @@ fn mysql_sessions_replay_masked_and_count_in_the_evidence() {
     );
     assert!(!report.contains("5500005555555559"));
 }
+
+#[test]
+fn an_identity_stops_its_own_running_statement_and_no_one_elses() {
+    let gw = gateway(MASKS);
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    let port = gw.mysql_port.expect("mysql");
+    let t = token.clone();
+    let started = std::time::Instant::now();
+    let long = std::thread::spawn(move || {
+        Command::new("mariadb")
+            .arg("--no-defaults")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+                "-u",
+                "fraud-bot",
+            ])
+            .arg(format!("-p{t}"))
+            .args([
+                "-N",
+                "-B",
+                "-A",
+                "--ssl",
+                "-e",
+                "SELECT SLEEP(30) AS slept",
+                "shop",
+            ])
+            .output()
+            .expect("mariadb")
+    });
+    // The upstream's id for the running statement (what CONNECTION_ID() says in that session).
+    let mut upstream_id = String::new();
+    for _ in 0..200 {
+        upstream_id = mariadb().sql(
+            "SELECT id FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(30)%'",
+        );
+        if !upstream_id.trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let upstream_id = upstream_id.trim().to_owned();
+    if upstream_id.is_empty() {
+        let out = long.join().expect("client thread");
+        panic!(
+            "the statement never ran: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Another identity may not stop it.
+    let eve = gw.token("eve", &["dba"]);
+    let kill = format!("KILL QUERY {upstream_id}");
+    let e = err_text(&mysql_cli(&gw, &eve, Some("shop"), &kill, &["--ssl"]));
+    assert!(
+        e.contains("1227") && e.contains("builtin:signal-backend"),
+        "{e}"
+    );
+    // Its own identity may, from another connection.
+    ok_stdout(&mysql_cli(&gw, &token, Some("shop"), &kill, &["--ssl"]));
+    let out = long.join().expect("client thread");
+    // SLEEP interrupted by KILL QUERY returns 1 (or the statement fails as interrupted).
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(25),
+        "the statement ran to its end: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let rec = gw.wait_for_record(|r| {
+        r["kind"] == "statement"
+            && r["statement"].as_str() == Some(kill.as_str())
+            && r["subject"] == "fraud-bot"
+    });
+    assert!(rec["outcome"].is_null() || rec["outcome"] == "ok", "{rec}");
+}

@@ -10,6 +10,8 @@
 //! not know.
 
 use std::collections::HashMap;
+
+use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,15 +19,16 @@ use gatehouse_core::audit::Outcome;
 use gatehouse_core::config::RecordResults;
 use gatehouse_core::masking::SessionMasks;
 use gatehouse_core::pan::mask_pans;
-use gatehouse_core::policy::Action;
+use gatehouse_core::policy::{Action, Decision};
 use gatehouse_core::session::{EndReason, HoldRequest, Session, StatementOutcome, Verdict};
 
 use super::judge::{Judge, Judgement, diagnostics_refusal, reads_diagnostics};
 use super::login::Established;
+use super::registry::parse_kill;
 use super::response::{Relay, RelayError};
 use super::{CODES, Shared};
 use crate::capabilities::{DEPRECATE_EOF, LOCAL_FILES};
-use crate::codec::Packet;
+use crate::codec::{Packet, write_packets};
 use crate::messages::{CommandKind, ErrPacket, codes};
 use crate::stream::{Duplex, PacketStream, StreamError};
 use crate::upstream::{MysqlTarget, Upstream};
@@ -72,6 +75,15 @@ pub(crate) async fn run(shared: &Arc<Shared>, e: Established) {
             .gate()
             .masks
             .for_session(&info.connection, &info.principal.groups)
+    };
+    let _registration = {
+        let info = e.session.info();
+        shared.sessions.register(
+            e.connection_id,
+            &info.principal.subject,
+            &info.connection,
+            e.upstream.connection_id,
+        )
     };
     let mut conn = Conn {
         shared,
@@ -358,6 +370,53 @@ impl Conn<'_> {
         self.statement(packet, &sql, None, true).await
     }
 
+    /// `KILL [QUERY] n` naming a session of this identity on this connection (by the id the
+    /// gateway's greeting gave, or by the upstream's): allowed, and rewritten to the upstream's
+    /// id for that session. Any other KILL is judged as usual (`builtin:signal-backend`).
+    fn own_kill(&self, sql: &str) -> Option<(Judgement, BytesMut)> {
+        let (query, n) = parse_kill(sql)?;
+        let info = self.session.info();
+        let upstream_id =
+            self.shared
+                .sessions
+                .own_upstream_id(n, &info.principal.subject, &info.connection)?;
+        let ctx = gatehouse_sql::mysql::MysqlContext {
+            database: self.database.clone(),
+        };
+        let statements = self
+            .shared
+            .analysis
+            .analyze_mysql(sql, &ctx)
+            .unwrap_or_default();
+        let j = Judgement {
+            decision: Decision {
+                action: Action::Allow,
+                rule: None,
+                reason: format!(
+                    "ends {} of the identity's own session {n} (upstream connection {upstream_id})",
+                    if query {
+                        "the running statement"
+                    } else {
+                        "the connection"
+                    }
+                ),
+            },
+            statements,
+            parse_error: None,
+        };
+        let text = format!(
+            "KILL {} {upstream_id}",
+            if query { "QUERY" } else { "CONNECTION" }
+        );
+        let mut wire = BytesMut::new();
+        write_packets(
+            &crate::messages::command::query(text.as_bytes()),
+            0,
+            &mut wire,
+        );
+        Some((j, wire))
+    }
+
     fn judge(&self, sql: &str) -> Judgement {
         let info = self.session.info();
         let judge = Judge {
@@ -392,7 +451,10 @@ impl Conn<'_> {
         binary: bool,
     ) -> Result<(), EndReason> {
         let started = Instant::now();
-        let j = self.judge(sql);
+        let (j, rewritten) = match self.own_kill(sql) {
+            Some((j, wire)) => (j, Some(wire)),
+            None => (self.judge(sql), None),
+        };
         let gate = self.session.gate().clone();
         let event = self
             .session
@@ -442,8 +504,10 @@ impl Conn<'_> {
             return Ok(());
         }
 
-        // Forward, as the client sent it.
-        self.upstream.stream.queue_wire(&packet.wire);
+        // Forward, as the client sent it (a KILL of the identity's own session: rewritten).
+        self.upstream
+            .stream
+            .queue_wire(rewritten.as_deref().unwrap_or(&packet.wire));
         if self.upstream.stream.flush().await.is_err() {
             outcome
                 .end

@@ -48,6 +48,8 @@ pub(crate) struct Established {
     pub capabilities: u32,
     /// The client's program name (connection attribute), shown to approvers.
     pub application_name: Option<String>,
+    /// The id the greeting gave the client (what its `KILL QUERY` names).
+    pub connection_id: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,10 +136,11 @@ async fn establish_inner(
         (0..20).map(|_| rng.random_range(0x21u8..0x7f)).collect()
     };
     let offers = GATEWAY_OFFERS | if shared.tls.is_some() { SSL } else { 0 };
+    let connection_id = shared.sessions.next_id();
     let mut greeting = Vec::new();
     HandshakeV10 {
         server_version: SERVER_VERSION.to_vec(),
-        connection_id: rand::rng().random_range(1..u32::MAX / 2),
+        connection_id,
         auth_data: scramble.clone(),
         capabilities: offers,
         charset: 45,
@@ -333,6 +336,7 @@ async fn establish_inner(
         target,
         capabilities,
         application_name: attempt.application_name,
+        connection_id,
     }))
 }
 

@@ -12,6 +12,7 @@
 mod command;
 mod judge;
 mod login;
+mod registry;
 mod response;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ use tokio::sync::watch;
 use crate::upstream::MysqlTarget;
 
 pub use judge::masked_inference;
+pub use registry::Registry;
 
 /// What every MySQL session shares; built once when the gateway starts. The services every
 /// protocol shares (identity, rules, masks, approvals, grants, audit) are the [`Gate`].
@@ -44,6 +46,8 @@ pub struct Shared {
     pub on_parse_error: HashMap<String, ParseErrorAction>,
     /// The analyses of recent statement texts (shared with nobody else: keyed by dialect).
     pub analysis: gatehouse_sql::AnalysisCache,
+    /// Open sessions by connection id (for `KILL QUERY` of a client's own statement).
+    pub sessions: Registry,
 }
 
 impl std::fmt::Debug for Shared {

@@ -87,22 +87,22 @@ impl AdminAcc {
             app.as_deref().unwrap_or("(none)"),
             1,
         );
-        if let Some(a) = &app {
-            if is_interactive(a) {
-                let session = SessionRef {
-                    session_id: e.session_id.clone(),
-                    time: e.time.clone(),
-                    subject: masked_opt(&e.subject),
-                    application_name: app.clone(),
-                    client_addr: masked_opt(&e.client_addr),
-                    connection: masked_opt(&e.connection),
-                    grant: masked_str(detail.get("grant")),
-                };
-                if e.groups.iter().any(|g| self.service_groups.contains(g)) {
-                    self.service_interactive.push(session.clone());
-                }
-                self.interactive.push(session);
+        if let Some(a) = &app
+            && is_interactive(a)
+        {
+            let session = SessionRef {
+                session_id: e.session_id.clone(),
+                time: e.time.clone(),
+                subject: masked_opt(&e.subject),
+                application_name: app.clone(),
+                client_addr: masked_opt(&e.client_addr),
+                connection: masked_opt(&e.connection),
+                grant: masked_str(detail.get("grant")),
+            };
+            if e.groups.iter().any(|g| self.service_groups.contains(g)) {
+                self.service_interactive.push(session.clone());
             }
+            self.interactive.push(session);
         }
     }
 
