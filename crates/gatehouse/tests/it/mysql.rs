@@ -837,3 +837,41 @@ fn an_identity_stops_its_own_running_statement_and_no_one_elses() {
     });
     assert!(rec["outcome"].is_null() || rec["outcome"] == "ok", "{rec}");
 }
+
+#[test]
+fn a_login_without_a_database_binds_to_the_identitys_only_mysql_connection() {
+    let gw = gateway(&format!(
+        "{MASKS}\n[[connection]]\nname = \"shop-copy\"\nkind = \"mysql\"\nupstream = \"127.0.0.1:{}\"\n\
+         database = \"shop\"\nuser = \"{}\"\npassword_env = \"TEST_DB_PASSWORD\"\n\
+         upstream_tls = \"disable\"\nallow_groups = [\"dba\"]\n",
+        mariadb().port,
+        crate::support::SVC_USER
+    ));
+    // fraud-bots may use only `shop`: a login without a database lands there.
+    let bot = gw.token("fraud-bot", &["fraud-bots"]);
+    let out = mysql_cli(
+        &gw,
+        &bot,
+        None,
+        "SELECT card_number FROM shop.payments WHERE id = 1",
+        &["--ssl"],
+    );
+    assert_eq!(ok_stdout(&out), "************1111\n");
+    let start = gw.wait_for_record(|r| r["kind"] == "session_start" && r["subject"] == "fraud-bot");
+    assert_eq!(start["connection"], "shop", "{start}");
+    // dba may use both: it must say which.
+    let dba = gw.token("alice", &["dba"]);
+    let e = err_text(&mysql_cli(&gw, &dba, None, "SELECT 1", &["--ssl"]));
+    assert!(
+        e.contains("1046") && e.contains("No database selected"),
+        "{e}"
+    );
+    let ok = mysql_cli(
+        &gw,
+        &dba,
+        Some("shop-copy"),
+        "SELECT count(*) FROM payments",
+        &["--ssl"],
+    );
+    assert_eq!(ok_stdout(&ok), "2\n");
+}

@@ -32,6 +32,9 @@ use crate::upstream::{MysqlTarget, Upstream};
 /// MariaDB knows too, instead of utf8mb4_0900_ai_ci, which MariaDB refuses.
 pub const SERVER_VERSION: &[u8] = b"5.7.99-Gatehouse";
 
+/// `ER_NO_DB_ERROR`: a login without a database, for an identity with no single connection.
+const NO_DATABASE: (u16, &str) = (1046, "3D000");
+
 /// `SERVER_STATUS_AUTOCOMMIT`.
 const STATUS_AUTOCOMMIT: u16 = 0x0002;
 
@@ -102,6 +105,7 @@ async fn refuse_with<S: Duplex>(
 /// The code a refused login is answered and recorded with.
 fn code_of(r: &LoginRefusal) -> &'static str {
     match r {
+        LoginRefusal::UnknownConnection(c) if c.is_empty() => "1046",
         LoginRefusal::UnknownConnection(_) => "1049",
         _ => "1045",
     }
@@ -109,6 +113,7 @@ fn code_of(r: &LoginRefusal) -> &'static str {
 
 fn wire_code(r: &LoginRefusal) -> (u16, &'static str) {
     match r {
+        LoginRefusal::UnknownConnection(c) if c.is_empty() => NO_DATABASE,
         LoginRefusal::UnknownConnection(_) => codes::UNKNOWN_CONNECTION,
         _ => codes::ACCESS_DENIED,
     }
@@ -119,6 +124,9 @@ fn refusal_message(r: &LoginRefusal) -> String {
         LoginRefusal::TlsRequired => {
             "Gatehouse requires TLS (tls.require = true): connect with --ssl".to_owned()
         }
+        LoginRefusal::UnknownConnection(c) if c.is_empty() => "No database selected: name a \
+            Gatehouse connection as the database (this identity may use none or several)"
+            .to_owned(),
         LoginRefusal::UnknownConnection(c) => {
             format!("Unknown database '{c}' (no such Gatehouse connection)")
         }
@@ -193,14 +201,13 @@ async fn establish_inner(
                 (client, false, l, first.next_seq())
             }
         };
-    let attempt = LoginAttempt {
+    let mut attempt = LoginAttempt {
         peer: peer.to_string(),
         connection: login
             .database
             .as_deref()
             .filter(|d| !d.is_empty())
-            .map(|d| String::from_utf8_lossy(d).into_owned())
-            .or_else(|| only_connection(shared)),
+            .map(|d| String::from_utf8_lossy(d).into_owned()),
         client_user: Some(String::from_utf8_lossy(&login.user).into_owned()),
         application_name: attribute(&login, b"program_name"),
     };
@@ -265,6 +272,9 @@ async fn establish_inner(
         p.payload.to_vec()
     };
     let token = String::from_utf8_lossy(token.strip_suffix(&[0]).unwrap_or(&token)).into_owned();
+    if attempt.connection.is_none() {
+        attempt.connection = default_connection(shared, token.trim()).await;
+    }
     let admitted = gate.admit(&attempt, token.trim(), code_of).await;
     drop(token);
     let admitted = match admitted {
@@ -340,10 +350,21 @@ async fn establish_inner(
     }))
 }
 
-/// The connection a login without a database binds to: the only MySQL connection there is.
-fn only_connection(shared: &Shared) -> Option<String> {
-    let mut names = shared.targets.keys();
-    match (names.next(), names.next()) {
+/// The connection a login without a database (mysqldump does this) binds to: the only MySQL
+/// connection this identity may use (by `allow_groups` or an active grant). `None` when the
+/// token is not valid (admission then refuses it) or there is no single such connection.
+async fn default_connection(shared: &Shared, token: &str) -> Option<String> {
+    let principal = shared.gate.verifier.verify(token).await.ok()?;
+    let gate = &shared.gate;
+    let mut mine = shared.targets.keys().filter(|name| {
+        let allowed = gate.allow_groups.get(*name).is_some_and(|groups| {
+            groups
+                .iter()
+                .any(|g| g == "*" || principal.groups.iter().any(|h| h == g))
+        });
+        allowed || gate.grants.admits(&principal, name).is_some()
+    });
+    match (mine.next(), mine.next()) {
         (Some(only), None) => Some(only.clone()),
         _ => None,
     }
