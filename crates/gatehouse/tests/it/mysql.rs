@@ -875,3 +875,46 @@ fn a_login_without_a_database_binds_to_the_identitys_only_mysql_connection() {
     );
     assert_eq!(ok_stdout(&ok), "2\n");
 }
+
+/// node mysql2 (`npm ci` in `crates/gatehouse/tests/js`; `.ci/run` does it): `query()` and
+/// `execute()` over TLS.
+#[test]
+fn node_mysql2_queries_and_executes_through_the_gateway() {
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        js.join("node_modules/mysql2").exists(),
+        "run `npm ci --prefix {}` first (node's mysql2 client)",
+        js.display()
+    );
+    let gw = gateway(&format!("{MASKS}{RULES}"));
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    let port = gw.mysql_port.expect("mysql").to_string();
+    let out = Command::new("node")
+        .arg(js.join("mysql2_client.js"))
+        .args([&port, &token])
+        .current_dir(&js)
+        .output()
+        .expect("node");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{text}\nlog: {}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log_text()
+    );
+    assert!(
+        text.contains(r#"QUERY [{"id":1,"card_number":"************1111"},{"id":2,"card_number":"************5559"}]"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"EXECUTE [{"id":2,"card_number":"************5559"}]"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("ERR 1227 blocked by rule \"no-deletes\""),
+        "{text}"
+    );
+    assert!(text.contains("builtin:masked-inference"), "{text}");
+    assert!(!text.contains("RAN"), "{text}");
+    assert_eq!(mariadb().sql("SELECT count(*) FROM shop.payments"), "2\n");
+}
