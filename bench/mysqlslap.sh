@@ -10,6 +10,7 @@
 #
 #   bash bench/mysqlslap.sh
 #   QUERIES=20000 CLIENT_SET="8" bash bench/mysqlslap.sh
+#   PROFILE=1 bash bench/mysqlslap.sh     # perf profile of the gateway during an 8-client run (TOP=N)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -92,6 +93,18 @@ start_gatehouse
 TOKEN=$("$GH" token issue -c "$WORK/gatehouse.toml" --subject mysqlslap --group bench --ttl 1h)
 
 QUERY="SELECT id, card_number, amount FROM payments WHERE id = 42"
+if [ -n "${PROFILE:-}" ]; then
+  command -v perf >/dev/null 2>&1 || { echo "perf is required (apt-get install linux-perf)" >&2; exit 1; }
+  mysqlslap --no-defaults -h 127.0.0.1 -P "$GH_PORT" -u bench -p"$TOKEN" --skip-ssl --create-schema=shop \
+    --no-drop --concurrency=8 --iterations=1 --number-of-queries=$((QUERIES * 2)) --query="$QUERY" >/dev/null 2>&1 &
+  SLAP_PID=$!
+  sleep 1
+  perf record -F 999 -g -o "$WORK/perf.data" -p "$GH_PID" -- sleep 4 2>/dev/null
+  wait "$SLAP_PID" || true
+  perf report -i "$WORK/perf.data" --no-children -g none --sort symbol --stdio 2>/dev/null |
+    grep -v '^#' | grep '%' | head -"${TOP:-45}"
+  exit 0
+fi
 # Queries per second of one mysqlslap run: port password clients queries
 slap() {
   local secs

@@ -918,3 +918,57 @@ fn node_mysql2_queries_and_executes_through_the_gateway() {
     assert!(!text.contains("RAN"), "{text}");
     assert_eq!(mariadb().sql("SELECT count(*) FROM shop.payments"), "2\n");
 }
+
+#[test]
+fn a_running_statement_ends_with_the_session_when_the_gateway_stops() {
+    let mut gw = gateway(MASKS);
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    let port = gw.mysql_port.expect("mysql");
+    let started = std::time::Instant::now();
+    let long = std::thread::spawn(move || {
+        Command::new("mariadb")
+            .arg("--no-defaults")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+                "-u",
+                "fraud-bot",
+            ])
+            .arg(format!("-p{token}"))
+            .args([
+                "-N",
+                "-B",
+                "-A",
+                "--ssl",
+                "-e",
+                "SELECT SLEEP(29) AS slept",
+                "shop",
+            ])
+            .output()
+            .expect("mariadb")
+    });
+    let mut running = false;
+    for _ in 0..200 {
+        let ids = mariadb().sql(
+            "SELECT id FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(29)%'",
+        );
+        if !ids.trim().is_empty() {
+            running = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(running, "the statement never ran");
+    gw.stop();
+    let out = long.join().expect("client thread");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "waited for the statement"
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("1927") || e.contains("shutting down"), "{e}");
+    let end = gw.wait_for_record(|r| r["kind"] == "session_end" && r["connection"] == "shop");
+    assert!(end.to_string().contains("gateway shutdown"), "{end}");
+}

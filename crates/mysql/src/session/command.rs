@@ -173,10 +173,14 @@ impl Conn<'_> {
                         }
                     }
                 }
-                CommandKind::Ping
-                | CommandKind::Statistics
-                | CommandKind::ResetConnection
-                | CommandKind::SetOption => self.forward_simple(&packet).await,
+                CommandKind::Ping | CommandKind::Statistics | CommandKind::SetOption => {
+                    self.forward_simple(&packet).await
+                }
+                CommandKind::ResetConnection => {
+                    // The server forgets the session's prepared statements.
+                    self.prepared.clear();
+                    self.forward_simple(&packet).await
+                }
                 CommandKind::ChangeUser => {
                     self.send_error(
                         1,
@@ -531,7 +535,16 @@ impl Conn<'_> {
                 && j.statements.iter().any(|s| s.kind == "copy_from"),
             sql,
         };
-        let relayed = relay.run().await;
+        // The session may have to end while the statement runs (the gateway stops, the grant
+        // that admitted it ends): the answer is then not awaited.
+        let relayed = tokio::select! {
+            r = relay.run() => r,
+            reason = self.session.ending() => {
+                outcome.end.set(gatehouse_core::session::StatementEnd::SessionEnded);
+                self.record_outcome(outcome, started);
+                return Err(reason);
+            }
+        };
         let relayed = match relayed {
             Ok(r) => r,
             Err(e) => {
