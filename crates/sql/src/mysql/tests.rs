@@ -425,3 +425,40 @@ fn dml_targets() {
     assert_eq!(s.tables_written, [t("a"), t("b")].into());
     assert_eq!(one("SELECT a FROM t LIMIT 10").limit, Some(10));
 }
+
+#[test]
+fn total_functions_of_the_result_return_derivatives_and_nothing_else_does() {
+    for sql in [
+        "SELECT concat(card_number, '-') FROM payments",
+        "SELECT substr(card_number, 1, 6), reverse(card_number) FROM payments",
+        "SELECT SUBSTRING(card_number FROM 2 FOR 3) FROM payments",
+        "SELECT lower(coalesce(note, card_number)) AS x FROM payments",
+    ] {
+        let s = one(sql);
+        assert!(
+            !s.uses.computed.contains(&card()),
+            "{sql}: {:?}",
+            s.uses.computed
+        );
+        let o = &s.outputs.as_ref().unwrap()[0];
+        assert!(o.derived.contains(&card()), "{sql}: masked whole");
+    }
+    for sql in [
+        "SELECT card_number = 'x' FROM payments",
+        "SELECT card_number + 0 FROM payments",
+        "SELECT concat(card_number = 'x', '') FROM payments",
+        "SELECT CASE WHEN card_number LIKE '4%' THEN 1 END FROM payments",
+        "SELECT concat(card_number) FROM payments WHERE card_number > '4'",
+        "SELECT concat(card_number) OVER () FROM payments",
+        "SELECT group_concat(card_number) FROM payments",
+        "SELECT my_udf(card_number) FROM payments",
+        "SELECT x FROM (SELECT concat(card_number, '') AS x FROM payments) t",
+    ] {
+        let s = one(sql);
+        assert!(
+            s.uses.computed.contains(&card()),
+            "{sql}: {:?}",
+            s.uses.computed
+        );
+    }
+}

@@ -306,6 +306,96 @@ fn is_plain(e: &Expr) -> bool {
         || matches!(e, Expr::Nested(inner) if is_plain(inner))
 }
 
+/// Functions that answer every value of their arguments (no error, whatever the card number:
+/// MySQL turns bad input into NULL or a warning, and warnings after masked reads are withheld)
+/// and that compute from their arguments only.
+const TOTAL_FUNCTIONS: &[&str] = &[
+    "char_length",
+    "character_length",
+    "coalesce",
+    "concat",
+    "concat_ws",
+    "hex",
+    "ifnull",
+    "lcase",
+    "left",
+    "length",
+    "lower",
+    "lpad",
+    "ltrim",
+    "md5",
+    "mid",
+    "octet_length",
+    "repeat",
+    "replace",
+    "reverse",
+    "right",
+    "rpad",
+    "rtrim",
+    "sha",
+    "sha1",
+    "sha2",
+    "substr",
+    "substring",
+    "trim",
+    "ucase",
+    "upper",
+];
+
+/// Whether `e` is built only of column references, literals and calls of
+/// [`TOTAL_FUNCTIONS`] (no operators, comparisons, CASE, subqueries, window or aggregate
+/// clauses); its column references are pushed to `leaves`.
+fn total_leaves<'e>(e: &'e Expr, leaves: &mut Vec<&'e Expr>) -> bool {
+    match e {
+        Expr::Identifier(i) if !i.value.starts_with('@') => {
+            leaves.push(e);
+            true
+        }
+        Expr::CompoundIdentifier(_) => {
+            leaves.push(e);
+            true
+        }
+        Expr::Value(_) => true,
+        Expr::Nested(inner) => total_leaves(inner, leaves),
+        Expr::Substring {
+            expr,
+            substring_from,
+            substring_for,
+            ..
+        } => {
+            total_leaves(expr, leaves)
+                && substring_from
+                    .as_deref()
+                    .is_none_or(|f| total_leaves(f, leaves))
+                && substring_for
+                    .as_deref()
+                    .is_none_or(|f| total_leaves(f, leaves))
+        }
+        Expr::Function(f) => {
+            let name = function_name(&f.name);
+            if !TOTAL_FUNCTIONS.contains(&name.as_str())
+                || f.over.is_some()
+                || f.filter.is_some()
+                || f.null_treatment.is_some()
+                || !f.within_group.is_empty()
+                || !matches!(f.parameters, FunctionArguments::None)
+            {
+                return false;
+            }
+            let FunctionArguments::List(list) = &f.args else {
+                return false;
+            };
+            list.duplicate_treatment.is_none()
+                && list.clauses.is_empty()
+                && list.args.iter().all(|a| match a {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => total_leaves(x, leaves),
+                    _ => false,
+                })
+        }
+        _ => false,
+    }
+}
+
 fn plain_leaf(e: &Expr) -> &Expr {
     match e {
         Expr::Nested(inner) => plain_leaf(inner),
@@ -337,8 +427,19 @@ pub(crate) fn collect<V: Visit>(node: &V, outer: Option<&Query>, ctx: &MysqlCont
         for s in selects {
             c.outer_selects.insert(std::ptr::from_ref(s));
             for item in &s.projection {
-                if let Some(e) = item_expr(item).filter(|e| is_plain(e)) {
+                let Some(e) = item_expr(item) else {
+                    continue;
+                };
+                if is_plain(e) {
                     c.plain_exprs.insert(std::ptr::from_ref(plain_leaf(e)));
+                    continue;
+                }
+                // A result computed from columns by total functions only: its columns are
+                // returned (as a derivative, masked whole), not computed with.
+                let mut leaves = Vec::new();
+                if total_leaves(e, &mut leaves) {
+                    c.plain_exprs
+                        .extend(leaves.into_iter().map(std::ptr::from_ref));
                 }
             }
         }
