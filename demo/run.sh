@@ -458,6 +458,18 @@ BOB_TOKEN=$(token --subject bob --group security)
 shown "FRAUD_BOT_TOKEN=\$($GH token issue -c $CFG --subject fraud-bot --group fraud-bots --ttl 15m)"
 note "Tokens issued by the local issuer (Ed25519 key in $(rel "$RUN")/data): fraud-bot (fraud-bots), alice (dba), eve (marketing), bob (security)."
 
+# Waits for fraud-bot's pending approval request: sets $approval and $pending (the list).
+wait_for_approval() {
+    approval=""
+    for _ in $(seq 100); do
+        pending=$(GATEHOUSE_TOKEN=$BOB_TOKEN "$BIN" approvals list -c "$CONFIG" --status pending)
+        approval=$(awk '$3 == "fraud-bot" { print $1; exit }' <<<"$pending")
+        [[ -n $approval ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # psql through the gateway: the token is the password, the connection name is the database.
 gw_psql() {
     local tok=$1
@@ -546,14 +558,7 @@ shown "PGPASSWORD=\$FRAUD_BOT_TOKEN psql \"$(gw_conn fraud-bot sslmode=require)\
 gw_psql "$FRAUD_TOKEN" "$(gw_conn fraud-bot sslmode=require)" \
     -c "SET gatehouse.reason = 'chargeback review'" -c "$Q7" >"$RUN/held.out" 2>&1 &
 HELD_PID=$!
-approval=""
-for _ in $(seq 100); do
-    pending=$(GATEHOUSE_TOKEN=$BOB_TOKEN "$BIN" approvals list -c "$CONFIG" --status pending)
-    approval=$(awk '$3 == "fraud-bot" { print $1; exit }' <<<"$pending")
-    [[ -n $approval ]] && break
-    sleep 0.1
-done
-[[ -n $approval ]] || die "the export was not held for approval"
+wait_for_approval || die "the export was not held for approval"
 shown "GATEHOUSE_TOKEN=\$BOB_TOKEN $GH approvals list -c $CFG --status pending"
 printf '%s\n' "$pending"
 kill -0 "$HELD_PID" 2>/dev/null || die "the held export finished before anyone approved it"
@@ -628,14 +633,7 @@ M2="SELECT id, card_number FROM payments ORDER BY id"
 shown "mariadb ... shop -e \"$M2\" &    # every card number at once: held for approval"
 gw_mysql "$FRAUD_TOKEN" -e "$M2" >"$RUN/held-mysql.out" 2>&1 &
 HELD_PID=$!
-approval=""
-for _ in $(seq 100); do
-    pending=$(GATEHOUSE_TOKEN=$BOB_TOKEN "$BIN" approvals list -c "$CONFIG" --status pending)
-    approval=$(awk '$3 == "fraud-bot" { print $1; exit }' <<<"$pending")
-    [[ -n $approval ]] && break
-    sleep 0.1
-done
-[[ -n $approval ]] || die "the MySQL bulk read was not held for approval"
+wait_for_approval || die "the MySQL bulk read was not held for approval"
 printf '%s\n' "$pending"
 shown "GATEHOUSE_TOKEN=\$BOB_TOKEN $GH approvals approve $approval --reason \"case 1235\" -c $CFG"
 GATEHOUSE_TOKEN=$BOB_TOKEN "$BIN" approvals approve "$approval" --reason "case 1235" -c "$CONFIG" >/dev/null

@@ -7,6 +7,7 @@
 
 pub mod analysis;
 pub mod decide;
+pub mod judgement;
 pub mod pattern;
 pub mod rules;
 pub mod settings;
@@ -15,6 +16,7 @@ pub use analysis::{
     ColumnRef, ColumnUses, Compared, CopyInfo, OutputColumn, StatementInfo, TableRef,
 };
 pub use decide::{Decision, Policy};
+pub use judgement::{Judgement, UNPARSEABLE_RULE};
 pub use rules::{
     Action, BUILTIN_PREFIX, DEFAULT_LIMIT_ABOVE, Rule, RuleError, STATEMENT_KINDS, validate_rules,
 };

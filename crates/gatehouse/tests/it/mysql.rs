@@ -39,7 +39,12 @@ fn gateway(extra: &str) -> Gateway {
 
 /// The `mariadb` CLI against the gateway: batch mode, no column names, no auto-rehash.
 fn mysql_cli(gw: &Gateway, token: &str, db: Option<&str>, sql: &str, extra: &[&str]) -> Output {
-    let port = gw.mysql_port.expect("listen.mysql").to_string();
+    cli_at(gw.mysql_port.expect("listen.mysql"), token, db, sql, extra)
+}
+
+/// [`mysql_cli`] by port, for a client that runs in its own thread.
+fn cli_at(port: u16, token: &str, db: Option<&str>, sql: &str, extra: &[&str]) -> Output {
+    let port = port.to_string();
     let mut cmd = Command::new("mariadb");
     cmd.arg("--no-defaults")
         .args(["-h", "127.0.0.1", "-P", &port, "-u", "fraud-bot"])
@@ -51,6 +56,31 @@ fn mysql_cli(gw: &Gateway, token: &str, db: Option<&str>, sql: &str, extra: &[&s
         cmd.arg(db);
     }
     cmd.output().expect("mariadb client")
+}
+
+/// Runs `sql` over TLS in its own thread (a statement that blocks: held, sleeping).
+fn cli_in_thread(gw: &Gateway, token: &str, sql: &str) -> std::thread::JoinHandle<Output> {
+    let (port, token, sql) = (
+        gw.mysql_port.expect("mysql"),
+        token.to_owned(),
+        sql.to_owned(),
+    );
+    std::thread::spawn(move || cli_at(port, &token, Some("shop"), &sql, &["--ssl"]))
+}
+
+/// The upstream's id of the connection running a statement that starts with `prefix`, once
+/// it runs (`None` after 10 s).
+fn running_upstream_id(prefix: &str) -> Option<String> {
+    for _ in 0..200 {
+        let id = mariadb().sql(&format!(
+            "SELECT id FROM information_schema.processlist WHERE info LIKE '{prefix}%'"
+        ));
+        if !id.trim().is_empty() {
+            return Some(id.trim().to_owned());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
 }
 
 /// A record's `detail`, whether exported as an object or as JSON text.
@@ -313,32 +343,7 @@ fn warnings_after_a_masked_statement_are_withheld() {
 async fn a_statement_held_for_approval_runs_once_approved() {
     let gw = gateway(&format!("{MASKS}{RULES}"));
     let token = gw.token("fraud-bot", &["fraud-bots"]);
-    let port = gw.mysql_port.expect("mysql");
-    let t = token.clone();
-    let held = std::thread::spawn(move || {
-        Command::new("mariadb")
-            .arg("--no-defaults")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-P",
-                &port.to_string(),
-                "-u",
-                "fraud-bot",
-            ])
-            .arg(format!("-p{t}"))
-            .args([
-                "-N",
-                "-B",
-                "-A",
-                "--ssl",
-                "-e",
-                "SELECT note FROM payments WHERE id = 1",
-                "shop",
-            ])
-            .output()
-            .expect("mariadb")
-    });
+    let held = cli_in_thread(&gw, &token, "SELECT note FROM payments WHERE id = 1");
     let alice = gw.token("alice", &["security"]);
     let req = pending_approval(&gw, &alice).await;
     assert_eq!(req["rule"], "notes-need-approval", "{req}");
@@ -782,45 +787,9 @@ fn mysql_sessions_replay_masked_and_count_in_the_evidence() {
 fn an_identity_stops_its_own_running_statement_and_no_one_elses() {
     let gw = gateway(MASKS);
     let token = gw.token("fraud-bot", &["fraud-bots"]);
-    let port = gw.mysql_port.expect("mysql");
-    let t = token.clone();
     let started = std::time::Instant::now();
-    let long = std::thread::spawn(move || {
-        Command::new("mariadb")
-            .arg("--no-defaults")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-P",
-                &port.to_string(),
-                "-u",
-                "fraud-bot",
-            ])
-            .arg(format!("-p{t}"))
-            .args([
-                "-N",
-                "-B",
-                "-A",
-                "--ssl",
-                "-e",
-                "SELECT SLEEP(30) AS slept",
-                "shop",
-            ])
-            .output()
-            .expect("mariadb")
-    });
-    // The upstream's id for the running statement (what CONNECTION_ID() says in that session).
-    let mut upstream_id = String::new();
-    for _ in 0..200 {
-        upstream_id = mariadb().sql(
-            "SELECT id FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(30)%'",
-        );
-        if !upstream_id.trim().is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let upstream_id = upstream_id.trim().to_owned();
+    let long = cli_in_thread(&gw, &token, "SELECT SLEEP(30) AS slept");
+    let upstream_id = running_upstream_id("SELECT SLEEP(30)").unwrap_or_default();
     if upstream_id.is_empty() {
         let out = long.join().expect("client thread");
         panic!(
@@ -939,44 +908,12 @@ fn node_mysql2_queries_and_executes_through_the_gateway() {
 fn a_running_statement_ends_with_the_session_when_the_gateway_stops() {
     let mut gw = gateway(MASKS);
     let token = gw.token("fraud-bot", &["fraud-bots"]);
-    let port = gw.mysql_port.expect("mysql");
     let started = std::time::Instant::now();
-    let long = std::thread::spawn(move || {
-        Command::new("mariadb")
-            .arg("--no-defaults")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-P",
-                &port.to_string(),
-                "-u",
-                "fraud-bot",
-            ])
-            .arg(format!("-p{token}"))
-            .args([
-                "-N",
-                "-B",
-                "-A",
-                "--ssl",
-                "-e",
-                "SELECT SLEEP(29) AS slept",
-                "shop",
-            ])
-            .output()
-            .expect("mariadb")
-    });
-    let mut running = false;
-    for _ in 0..200 {
-        let ids = mariadb().sql(
-            "SELECT id FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(29)%'",
-        );
-        if !ids.trim().is_empty() {
-            running = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(running, "the statement never ran");
+    let long = cli_in_thread(&gw, &token, "SELECT SLEEP(29) AS slept");
+    assert!(
+        running_upstream_id("SELECT SLEEP(29)").is_some(),
+        "the statement never ran"
+    );
     gw.stop();
     let out = long.join().expect("client thread");
     assert!(

@@ -22,7 +22,7 @@ use gatehouse_core::pan::mask_pans;
 use gatehouse_core::policy::{Action, Decision};
 use gatehouse_core::session::{EndReason, HoldRequest, Session, StatementOutcome, Verdict};
 
-use super::judge::{Judge, Judgement, diagnostics_refusal, reads_diagnostics};
+use super::judge::{Judge, Judgement, MaskedReads, diagnostics_refusal, reads_diagnostics};
 use super::login::Established;
 use super::registry::parse_kill;
 use super::response::{Relay, RelayError};

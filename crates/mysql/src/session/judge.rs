@@ -7,8 +7,6 @@
 //! table or view, take what the analysis says could flow into them — the whole statement's
 //! masked columns when it cannot say per column).
 
-use std::sync::Arc;
-
 use gatehouse_core::config::ParseErrorAction;
 use gatehouse_core::masking::inference::{self, MaskedData};
 use gatehouse_core::masking::{ColumnMask, SessionMasks};
@@ -18,36 +16,22 @@ use gatehouse_sql::mysql::MysqlContext;
 
 use crate::messages::ColumnDefinition;
 
-/// Name of the builtin rule for statements the analyser cannot read.
-pub const UNPARSEABLE_RULE: &str = "builtin:unparseable";
 /// Name of the builtin rule that keeps a masked session's warnings and errors to itself.
 pub const MASKED_DIAGNOSTICS_RULE: &str = "builtin:masked-diagnostics";
 
-/// The decision for one COM_QUERY, with what the audit needs to explain it.
-#[derive(Debug)]
-pub(crate) struct Judgement {
-    pub decision: Decision,
-    pub statements: Arc<Vec<StatementInfo>>,
-    pub parse_error: Option<String>,
+/// The decision for one COM_QUERY (or prepared text), with what the audit needs.
+pub(crate) use gatehouse_core::policy::Judgement;
+
+/// Whether a judged text reads or writes masked data (for what the server may quote back).
+pub(crate) trait MaskedReads {
+    /// Whether the statement reads a masked column's values (its warnings could quote them).
+    fn reads_masked_values(&self, masks: &SessionMasks) -> bool;
+    /// Whether the statement reads or writes anything masked for the session.
+    fn touches_masked(&self, masks: &SessionMasks) -> bool;
 }
 
-impl Judgement {
-    pub fn allowed(&self) -> bool {
-        self.decision.action == Action::Allow
-    }
-
-    /// The explanation stored with the statement record.
-    pub fn detail(&self) -> serde_json::Value {
-        gatehouse_core::audit::detail::StatementJudged::of(
-            &self.decision,
-            &self.statements,
-            self.parse_error.as_deref(),
-        )
-        .into_value()
-    }
-
-    /// Whether the statement reads a masked column's values (its warnings could quote them).
-    pub fn reads_masked_values(&self, masks: &SessionMasks) -> bool {
+impl MaskedReads for Judgement {
+    fn reads_masked_values(&self, masks: &SessionMasks) -> bool {
         masks.is_active()
             && self.statements.iter().any(|s| {
                 s.columns_read
@@ -58,8 +42,7 @@ impl Judgement {
             })
     }
 
-    /// Whether the statement reads or writes anything masked for the session.
-    pub fn touches_masked(&self, masks: &SessionMasks) -> bool {
+    fn touches_masked(&self, masks: &SessionMasks) -> bool {
         masks.is_active()
             && self
                 .statements
@@ -115,20 +98,7 @@ impl Judge<'_> {
                 let forward = self.on_parse_error == ParseErrorAction::Forward
                     && matches!(e, gatehouse_sql::AnalysisError::Parse { .. })
                     && !self.masks.is_active();
-                let decision = if forward {
-                    Decision::default_allow()
-                } else {
-                    Decision {
-                        action: Action::Block,
-                        rule: Some(UNPARSEABLE_RULE.to_owned()),
-                        reason: format!("the statement cannot be analysed: {e}"),
-                    }
-                };
-                return Judgement {
-                    decision,
-                    statements: Arc::new(Vec::new()),
-                    parse_error: Some(e.to_string()),
-                };
+                return Judgement::unparseable(&e, forward);
             }
         };
         let (mut decision, _) = self.policy.decide_all_as(

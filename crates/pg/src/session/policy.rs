@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use gatehouse_core::config::ParseErrorAction;
-use gatehouse_core::policy::{Action, Decision, Policy, StatementInfo};
+use gatehouse_core::policy::{Policy, StatementInfo};
 use gatehouse_sql::{AnalysisCache, AnalysisContext, AnalysisError};
 
 use crate::catalog::CatalogCache;
@@ -27,32 +27,26 @@ pub struct PolicyPoint {
     pub on_parse_error: HashMap<String, ParseErrorAction>,
 }
 
-/// Name of the builtin rule for statements the parser rejects.
-pub const UNPARSEABLE_RULE: &str = "builtin:unparseable";
+pub use gatehouse_core::policy::UNPARSEABLE_RULE;
 
-/// The decision for one Query or Parse, with what the audit needs to explain it.
+/// The decision for one Query or Parse (the core's [`gatehouse_core::policy::Judgement`]),
+/// with what actually runs: the statements, plus the body of each `EXECUTE name`.
 #[derive(Debug)]
 pub(crate) struct Judgement {
-    pub decision: Decision,
-    pub statements: Arc<Vec<StatementInfo>>,
-    /// What actually runs: the statements, plus the body of each `EXECUTE name`.
+    judged: gatehouse_core::policy::Judgement,
     pub effective: Vec<StatementInfo>,
-    pub parse_error: Option<String>,
 }
 
-impl Judgement {
-    pub fn allowed(&self) -> bool {
-        self.decision.action == Action::Allow
+impl std::ops::Deref for Judgement {
+    type Target = gatehouse_core::policy::Judgement;
+    fn deref(&self) -> &Self::Target {
+        &self.judged
     }
+}
 
-    /// The explanation stored with the statement record.
-    pub fn detail(&self) -> serde_json::Value {
-        gatehouse_core::audit::detail::StatementJudged::of(
-            &self.decision,
-            &self.statements,
-            self.parse_error.as_deref(),
-        )
-        .into_value()
+impl std::ops::DerefMut for Judgement {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.judged
     }
 }
 
@@ -129,20 +123,9 @@ impl SessionPolicy {
                 let forward = point.on_parse_error.get(connection)
                     == Some(&ParseErrorAction::Forward)
                     && matches!(e, AnalysisError::Parse { .. });
-                let decision = if forward {
-                    Decision::default_allow()
-                } else {
-                    Decision {
-                        action: Action::Block,
-                        rule: Some(UNPARSEABLE_RULE.to_owned()),
-                        reason: format!("the statement cannot be analysed: {e}"),
-                    }
-                };
                 return Judgement {
-                    decision,
-                    statements: Arc::new(Vec::new()),
+                    judged: gatehouse_core::policy::Judgement::unparseable(&e, forward),
                     effective: Vec::new(),
-                    parse_error: Some(e.to_string()),
                 };
             }
         };
@@ -168,10 +151,12 @@ impl SessionPolicy {
                 .policy
                 .decide_all_as(connection, Some(&target.user), groups, &effective);
         Judgement {
-            decision,
-            statements,
+            judged: gatehouse_core::policy::Judgement {
+                decision,
+                statements,
+                parse_error: None,
+            },
             effective,
-            parse_error: None,
         }
     }
 

@@ -3,11 +3,11 @@
 //! with the gateway's service account and a `shop` database holding sample card data.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::{SVC_PASSWORD, SVC_USER, free_port};
+use super::{SVC_PASSWORD, SVC_USER, free_port, run_until_exit};
 
 pub struct MariaDb {
     pub port: u16,
@@ -120,15 +120,7 @@ fn start() -> MariaDb {
         line.join(" "),
         dir.display()
     );
-    let mut child = Command::new("bash")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mariadbd");
-    let stdin = child.stdin.take().expect("stdin");
-    std::mem::forget(child);
+    let stdin = run_until_exit(Command::new("bash").args(["-c", &script]));
     let server = MariaDb {
         port,
         socket,

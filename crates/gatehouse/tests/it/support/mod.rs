@@ -179,15 +179,7 @@ impl PgCluster {
             data = data.display(),
             dir = dir.display(),
         );
-        let mut child = as_pg_user("bash")
-            .args(["-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start postgres");
-        let stdin = child.stdin.take().expect("stdin");
-        std::mem::forget(child);
+        let stdin = run_until_exit(as_pg_user("bash").args(["-c", &script]));
         let c = PgCluster {
             port,
             dir,
@@ -438,6 +430,21 @@ pub fn sample_data() -> String {
              (1, '{}', '123', 10.50), (2, '{}', '456', 99.99), (1, '{}', '789', 5.00);",
         CARDS[0], CARDS[1], CARDS[2]
     )
+}
+
+/// Spawns `shell` (a `bash -c` script that starts a server, waits for its stdin to close,
+/// then stops the server and removes its directory) and keeps the pipe: when the test process
+/// exits, however it exits, the pipe closes and the server goes (a static's `Drop` never runs).
+pub fn run_until_exit(shell: &mut Command) -> std::process::ChildStdin {
+    let mut child = shell
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a throwaway server");
+    let stdin = child.stdin.take().expect("stdin");
+    std::mem::forget(child);
+    stdin
 }
 
 /// A running `gatehouse serve` with its own data dir and ports.
