@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::{SVC_PASSWORD, SVC_USER, free_port, run_until_exit};
+use super::{SVC_PASSWORD, SVC_USER, free_port, is_root, run_until_exit};
 
 pub struct MariaDb {
     pub port: u16,
@@ -25,14 +25,6 @@ fn mariadbd() -> String {
         .find(|p| std::path::Path::new(p).exists())
         .unwrap_or("mariadbd")
         .to_owned()
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 /// The one server of this test binary, stopped when the process exits.
