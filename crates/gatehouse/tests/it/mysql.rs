@@ -925,3 +925,78 @@ fn a_running_statement_ends_with_the_session_when_the_gateway_stops() {
     let end = gw.wait_for_record(|r| r["kind"] == "session_end" && r["connection"] == "shop");
     assert!(end.to_string().contains("gateway shutdown"), "{end}");
 }
+
+#[test]
+fn the_upstream_login_follows_upstream_tls_and_verifies_the_server() {
+    use crate::support::mariadb::TLS_USER;
+    let server = mariadb();
+    let conn = |name: &str, tls: &str, ca: &str| {
+        format!(
+            "\n[[connection]]\nname = \"{name}\"\nkind = \"mysql\"\nupstream = \"127.0.0.1:{}\"\n\
+             database = \"shop\"\nuser = \"{TLS_USER}\"\npassword_env = \"TEST_DB_PASSWORD\"\n\
+             upstream_tls = \"{tls}\"\n{ca}allow_groups = [\"dba\"]\n",
+            server.port
+        )
+    };
+    let ca = format!("upstream_ca_file = \"{}\"\n", server.ca_file().display());
+    // Another CA (the test PostgreSQL's): the MariaDB certificate does not chain to it.
+    let other_ca = format!(
+        "upstream_ca_file = \"{}\"\n",
+        crate::support::cluster().ca_file().display()
+    );
+    let gw = gateway(&format!(
+        "{MASKS}{}{}{}{}",
+        conn("shop-verified", "verify-full", &ca),
+        conn("shop-encrypted", "require", ""),
+        conn("shop-plain", "disable", ""),
+        conn("shop-wrong-ca", "verify-full", &other_ca)
+    ));
+    let dba = gw.token("alice", &["dba"]);
+    for name in ["shop-verified", "shop-encrypted"] {
+        let out = mysql_cli(
+            &gw,
+            &dba,
+            Some(name),
+            "SELECT count(*) FROM payments",
+            &["--ssl"],
+        );
+        assert_eq!(ok_stdout(&out), "2\n", "{name}");
+        let start = gw.wait_for_record(|r| r["kind"] == "session_start" && r["connection"] == name);
+        assert_eq!(detail_of(&start)["upstream_tls"], true, "{start}");
+    }
+    // The account requires TLS: without it the server refuses the gateway, and the client
+    // hears only that the upstream could not be reached.
+    let e = err_text(&mysql_cli(
+        &gw,
+        &dba,
+        Some("shop-plain"),
+        "SELECT 1",
+        &["--ssl"],
+    ));
+    assert!(
+        e.contains("1105") && e.contains("could not connect to the upstream"),
+        "{e}"
+    );
+    assert!(!e.contains(crate::support::SVC_PASSWORD), "{e}");
+    let failed =
+        gw.wait_for_record(|r| r["kind"] == "login_failed" && r["connection"] == "shop-plain");
+    assert!(
+        failed.to_string().contains("upstream_unavailable"),
+        "{failed}"
+    );
+    // verify-full against a CA the server's certificate does not chain to: refused.
+    let e = err_text(&mysql_cli(
+        &gw,
+        &dba,
+        Some("shop-wrong-ca"),
+        "SELECT 1",
+        &["--ssl"],
+    ));
+    assert!(e.contains("1105"), "{e}");
+    let failed =
+        gw.wait_for_record(|r| r["kind"] == "login_failed" && r["connection"] == "shop-wrong-ca");
+    assert!(
+        failed.to_string().to_lowercase().contains("tls"),
+        "{failed}"
+    );
+}

@@ -7,11 +7,16 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::{SVC_PASSWORD, SVC_USER, free_port, is_root, run_until_exit};
+use super::{SVC_PASSWORD, SVC_USER, free_port, is_root, make_upstream_certs, run_until_exit};
+
+/// A service account that may log in only over TLS (`REQUIRE SSL`).
+pub const TLS_USER: &str = "gatehouse_tls";
 
 pub struct MariaDb {
     pub port: u16,
     socket: PathBuf,
+    /// The CA of the server's TLS certificate (for 127.0.0.1 and localhost).
+    ca: PathBuf,
     /// The server runs under a shell that waits on this pipe: when the test process exits
     /// (however it exits), the pipe closes and the shell stops the server and removes its
     /// directory. A static's `Drop` would never run.
@@ -39,6 +44,10 @@ pub const SHOP_SQL: &str = "CREATE DATABASE shop;
      INSERT INTO shop.payments VALUES (1, '4111111111111111', 'first'), (2, '5500005555555559', NULL);";
 
 impl MariaDb {
+    pub fn ca_file(&self) -> &std::path::Path {
+        &self.ca
+    }
+
     /// Runs `sql` as the server's root over its socket; stdout, or a panic with stderr.
     pub fn sql(&self, sql: &str) -> String {
         let out = Command::new("mariadb")
@@ -59,6 +68,7 @@ impl MariaDb {
 fn start() -> MariaDb {
     let dir = tempfile::tempdir().expect("tempdir");
     let data: PathBuf = dir.path().join("data");
+    make_upstream_certs(dir.path());
     let root = is_root();
     if root {
         assert!(
@@ -97,6 +107,15 @@ fn start() -> MariaDb {
             "--innodb-buffer-pool-size=16M",
         ])
         .arg(format!(
+            "--ssl-cert={}",
+            dir.path().join("server.crt").display()
+        ))
+        .arg(format!(
+            "--ssl-key={}",
+            dir.path().join("server.key").display()
+        ))
+        .arg(format!("--ssl-ca={}", dir.path().join("ca.crt").display()))
+        .arg(format!(
             "--log-error={}",
             dir.path().join("err.log").display()
         ))
@@ -116,6 +135,7 @@ fn start() -> MariaDb {
     let server = MariaDb {
         port,
         socket,
+        ca: dir.join("ca.crt"),
         _keepalive: std::sync::Mutex::new(stdin),
     };
     // Ready once the socket answers the CLI.
@@ -137,6 +157,8 @@ fn start() -> MariaDb {
     server.sql(&format!(
         "CREATE USER '{SVC_USER}'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('{SVC_PASSWORD}');
          GRANT ALL ON *.* TO '{SVC_USER}'@'%';
+         CREATE USER '{TLS_USER}'@'%' IDENTIFIED BY '{SVC_PASSWORD}' REQUIRE SSL;
+         GRANT ALL ON shop.* TO '{TLS_USER}'@'%';
          {SHOP_SQL}"
     ));
     server
