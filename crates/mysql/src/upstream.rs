@@ -279,6 +279,44 @@ impl MysqlTarget {
     }
 }
 
+impl Upstream {
+    /// Runs `sql` (the gateway's own query, before the client's first command) and returns
+    /// the first row of its result, text values as sent.
+    pub async fn query_row(&mut self, sql: &str) -> Result<Vec<Option<Vec<u8>>>, UpstreamError> {
+        let deprecate_eof = self.capabilities & DEPRECATE_EOF != 0;
+        self.stream
+            .send(&crate::messages::command::query(sql.as_bytes()), 0)
+            .await?;
+        let head = self.stream.read().await?;
+        match head.payload.first() {
+            Some(0xff) => return Err(server_error(&head.payload)),
+            Some(0x00) => return Ok(Vec::new()),
+            _ => {}
+        }
+        let columns = crate::wire::Reader::new(&head.payload)
+            .lenenc("column count")
+            .map_err(MessageError::from)?;
+        let columns = usize::try_from(columns).unwrap_or(usize::MAX).min(4096);
+        for _ in 0..columns + usize::from(!deprecate_eof) {
+            self.stream.read().await?;
+        }
+        let mut first = None;
+        loop {
+            let p = self.stream.read().await?;
+            match p.payload.first() {
+                Some(0xfe) if p.payload.len() < 0xff_ffff => break,
+                Some(0xff) => return Err(server_error(&p.payload)),
+                _ if first.is_none() => {
+                    let values = crate::messages::command::text_row(&p.payload, columns)?;
+                    first = Some(values.into_iter().map(|v| v.map(<[u8]>::to_vec)).collect());
+                }
+                _ => {}
+            }
+        }
+        Ok(first.unwrap_or_default())
+    }
+}
+
 /// Which result-shaping capability the client has and `granted` lacks.
 pub fn missing_framing(client: u32, granted: u32) -> Option<&'static str> {
     [

@@ -1000,3 +1000,53 @@ fn the_upstream_login_follows_upstream_tls_and_verifies_the_server() {
         "{failed}"
     );
 }
+
+/// MariaDB Connector/J (Debian `libmariadb-java`) with server-side prepared statements.
+#[test]
+fn connector_j_prepares_server_side_through_the_gateway() {
+    let jar = std::path::Path::new("/usr/share/java/mariadb-java-client.jar");
+    assert!(
+        jar.exists(),
+        "install Debian's libmariadb-java (Connector/J)"
+    );
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/java/ConnectorJ.java");
+    let gw = gateway(&format!("{MASKS}{RULES}"));
+    let classes = gw.dir.path().join("classes");
+    let javac = Command::new("javac")
+        .arg("-d")
+        .arg(&classes)
+        .arg(&src)
+        .output()
+        .expect("javac");
+    assert!(
+        javac.status.success(),
+        "{}",
+        String::from_utf8_lossy(&javac.stderr)
+    );
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    let port = gw.mysql_port.expect("mysql").to_string();
+    let cp = format!("{}:{}", jar.display(), classes.display());
+    let out = Command::new("java")
+        .args(["-cp", &cp, "ConnectorJ", &port, &token])
+        .output()
+        .expect("java");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{text}\nlog: {}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log_text()
+    );
+    assert!(text.contains("ROW 1 ************1111"), "{text}");
+    assert!(
+        text.contains("ERR 1227") && text.contains("no-deletes"),
+        "{text}"
+    );
+    assert!(!text.contains("RAN"), "{text}");
+    assert_eq!(mariadb().sql("SELECT count(*) FROM shop.payments"), "2\n");
+    // The driver prepared on the server: the gateway recorded an execution of the text.
+    gw.wait_for_record(|r| {
+        r["kind"] == "statement"
+            && r["statement"].as_str() == Some("SELECT id, card_number FROM payments WHERE id = ?")
+    });
+}

@@ -308,6 +308,33 @@ async fn establish_inner(
             return refuse_with(&mut client, seq, codes::GATEWAY_ERROR, &msg).await;
         }
     };
+    // The server must start in a state the gateway parses as it does: a global sql_mode with
+    // NO_BACKSLASH_ESCAPES or ANSI_QUOTES (set outside the gateway) would change how every
+    // statement is read.
+    let mut upstream = upstream;
+    let problem = match upstream.query_row("SELECT @@SESSION.sql_mode").await {
+        Ok(row) => {
+            let mode = row.into_iter().next().flatten().unwrap_or_default();
+            let mode = String::from_utf8_lossy(&mode).into_owned();
+            gatehouse_core::policy::settings::setting_refusal(
+                "sql_mode",
+                gatehouse_core::policy::settings::SettingValue::Known(&mode),
+                "the upstream session starts with",
+            )
+            .map(|d| d.reason)
+        }
+        Err(e) => Some(format!(
+            "the upstream session's sql_mode could not be read: {e}"
+        )),
+    };
+    if let Some(problem) = problem {
+        tracing::warn!(connection = %connection, %problem, "mysql upstream session state refused");
+        session
+            .fail(&attempt, "upstream_state_refused", "1227", problem.clone())
+            .await;
+        let msg = format!("Gatehouse refuses this session: {problem}");
+        return refuse_with(&mut client, seq, codes::REFUSED, &msg).await;
+    }
     let mut adapter = serde_json::Map::new();
     adapter.insert("protocol".into(), "mysql".into());
     adapter.insert("upstream_tls".into(), upstream.tls.into());

@@ -13,8 +13,9 @@ use std::collections::BTreeSet;
 
 use gatehouse_core::policy::{ColumnRef, StatementInfo, TableRef};
 use sqlparser::ast::{
-    ContextModifier, Expr, FromTable, GranteeName, Ident, ObjectName, ObjectType, OnInsert, Query,
-    Set, SetExpr, Statement, TableFactor, TableObject, TableWithJoins, Value,
+    ContextModifier, Expr, FromTable, FunctionArg, FunctionArgExpr, FunctionArguments, GranteeName,
+    Ident, ObjectName, ObjectType, OnInsert, Query, Set, SetExpr, Statement, TableFactor,
+    TableObject, TableWithJoins, Value,
 };
 
 use super::MysqlContext;
@@ -154,7 +155,44 @@ fn setting_value(e: &Expr) -> Option<String> {
     {
         return None;
     }
-    Some(constant_text(e).unwrap_or_else(|| super::UNKNOWN_VALUE.to_owned()))
+    Some(
+        constant_text(e)
+            .or_else(|| appended_to_current(e))
+            .unwrap_or_else(|| super::UNKNOWN_VALUE.to_owned()),
+    )
+}
+
+/// `CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES')` (what drivers such as Connector/J send at
+/// connect): the session's current value with constants appended. The current value is safe
+/// (the gateway refuses a session whose upstream starts in an unsafe state, and every change
+/// is judged), so the assignment is judged by what it appends: the constants, joined.
+fn appended_to_current(e: &Expr) -> Option<String> {
+    let Expr::Function(f) = e else {
+        return None;
+    };
+    if !walk::function_name(&f.name).eq_ignore_ascii_case("concat") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let mut appended = String::new();
+    let mut current = false;
+    for arg in &list.args {
+        let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = arg else {
+            return None;
+        };
+        match x {
+            Expr::Identifier(i) if i.value.starts_with("@@") => current = true,
+            Expr::CompoundIdentifier(parts)
+                if parts.first().is_some_and(|p| p.value.starts_with("@@")) =>
+            {
+                current = true;
+            }
+            other => appended.push_str(&constant_text(other)?),
+        }
+    }
+    current.then_some(appended)
 }
 
 fn set_assignments(b: &mut Builder, assigns: &[(Option<&ContextModifier>, &ObjectName, &Expr)]) {

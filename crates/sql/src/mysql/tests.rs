@@ -462,3 +462,25 @@ fn total_functions_of_the_result_return_derivatives_and_nothing_else_does() {
         );
     }
 }
+
+#[test]
+fn appending_to_the_current_sql_mode_is_judged_by_what_is_appended() {
+    let s = one("SET sql_mode = concat(@@sql_mode, ',STRICT_TRANS_TABLES')");
+    assert_eq!(
+        s.set_setting,
+        Some(("sql_mode".into(), Some(",STRICT_TRANS_TABLES".into())))
+    );
+    assert_eq!(
+        decide("SET sql_mode = concat(@@sql_mode, ',STRICT_TRANS_TABLES')").action,
+        Action::Allow
+    );
+    blocked_by(
+        "SET sql_mode = CONCAT(@@session.sql_mode, ',ANSI_QUOTES')",
+        "builtin:sql-mode",
+    );
+    blocked_by("SET sql_mode = concat(@@sql_mode, @x)", "builtin:sql-mode");
+    blocked_by(
+        "SET sql_mode = concat('NO_BACKSLASH', '_ESCAPES')",
+        "builtin:sql-mode",
+    );
+}
