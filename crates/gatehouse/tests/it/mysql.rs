@@ -1050,3 +1050,45 @@ fn connector_j_prepares_server_side_through_the_gateway() {
             && r["statement"].as_str() == Some("SELECT id, card_number FROM payments WHERE id = ?")
     });
 }
+
+/// PyMySQL (pure Python, the text protocol; parameters interpolated by the client) over TLS.
+const PYMYSQL_SCRIPT: &str = r#"
+import sys, ssl, pymysql
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+c = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="fraud-bot",
+                    password=sys.argv[2], database="shop", ssl=ctx)
+with c.cursor() as cur:
+    cur.execute("SELECT id, card_number FROM payments WHERE id = %s", (1,))
+    print("ROW", cur.fetchall())
+    try:
+        cur.execute("DELETE FROM payments WHERE id = %s", (1,))
+        print("RAN")
+    except pymysql.err.MySQLError as e:
+        print("ERR", e.args[0], e.args[1])
+c.close()
+"#;
+
+#[test]
+fn pymysql_queries_through_the_gateway_over_tls() {
+    let gw = gateway(&format!("{MASKS}{RULES}"));
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    let port = gw.mysql_port.expect("mysql").to_string();
+    let out = Command::new("python3")
+        .args(["-c", PYMYSQL_SCRIPT, &port, &token])
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("ROW ((1, '************1111'),)"), "{text}");
+    assert!(
+        text.contains("ERR 1227 blocked by rule \"no-deletes\""),
+        "{text}"
+    );
+    assert!(!text.contains("RAN"), "{text}");
+}
