@@ -824,7 +824,7 @@ fn an_identity_stops_its_own_running_statement_and_no_one_elses() {
 }
 
 #[test]
-fn a_login_without_a_database_binds_to_the_identitys_only_mysql_connection() {
+fn a_login_without_a_database_binds_to_the_only_connection_or_at_the_first_use() {
     let gw = gateway(&format!(
         "{MASKS}\n[[connection]]\nname = \"shop-copy\"\nkind = \"mysql\"\nupstream = \"127.0.0.1:{}\"\n\
          database = \"shop\"\nuser = \"{}\"\npassword_env = \"TEST_DB_PASSWORD\"\n\
@@ -844,7 +844,8 @@ fn a_login_without_a_database_binds_to_the_identitys_only_mysql_connection() {
     assert_eq!(ok_stdout(&out), "************1111\n");
     let start = gw.wait_for_record(|r| r["kind"] == "session_start" && r["subject"] == "fraud-bot");
     assert_eq!(start["connection"], "shop", "{start}");
-    // dba may use both: it must say which.
+    // dba may use both: logged in unbound, 1046 until it says which, then bound by USE
+    // (COM_INIT_DB from the CLI) or a USE statement.
     let dba = gw.token("alice", &["dba"]);
     let e = err_text(&mysql_cli(&gw, &dba, None, "SELECT 1", &["--ssl"]));
     assert!(
@@ -854,11 +855,31 @@ fn a_login_without_a_database_binds_to_the_identitys_only_mysql_connection() {
     let ok = mysql_cli(
         &gw,
         &dba,
-        Some("shop-copy"),
-        "SELECT count(*) FROM payments",
+        None,
+        "USE `shop-copy`; SELECT count(*) FROM payments",
         &["--ssl"],
     );
     assert_eq!(ok_stdout(&ok), "2\n");
+    let start = gw.wait_for_record(|r| r["kind"] == "session_start" && r["subject"] == "alice");
+    assert_eq!(start["connection"], "shop-copy", "{start}");
+    // Binding to a connection that does not exist is refused like a login.
+    let e = err_text(&mysql_cli(
+        &gw,
+        &dba,
+        None,
+        "USE nowhere; SELECT 1",
+        &["--ssl"],
+    ));
+    assert!(e.contains("1049"), "{e}");
+    // A bad token is refused at login, not at the bind.
+    let e = err_text(&mysql_cli(
+        &gw,
+        "forged",
+        None,
+        "USE shop; SELECT 1",
+        &["--ssl"],
+    ));
+    assert!(e.contains("1045"), "{e}");
 }
 
 /// node mysql2 (`npm ci` in `crates/gatehouse/tests/js`; `.ci/run` does it): `query()` and

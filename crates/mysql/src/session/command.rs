@@ -653,7 +653,7 @@ fn prepare_ok(payload: &[u8]) -> Option<(u32, u16, u16)> {
 }
 
 /// The database a `USE db` statement switches to.
-fn use_target(sql: &str) -> Option<String> {
+pub(super) fn use_target(sql: &str) -> Option<String> {
     let rest = sql.trim_start();
     let rest = rest
         .get(..3)

@@ -21,8 +21,8 @@ use super::Shared;
 use crate::capabilities::{GATEWAY_OFFERS, SSL, negotiated};
 use crate::messages::auth_switch::{CACHING_SHA2_PASSWORD, CLEAR_PASSWORD};
 use crate::messages::{
-    AuthMoreData, AuthSwitchRequest, ClientHello, ErrPacket, HandshakeResponse41, HandshakeV10,
-    OkPacket, codes,
+    AuthMoreData, AuthSwitchRequest, ClientHello, CommandKind, ErrPacket, HandshakeResponse41,
+    HandshakeV10, OkPacket, codes,
 };
 use crate::stream::{Duplex, PacketStream, StreamError};
 use crate::upstream::{MysqlTarget, Upstream};
@@ -275,6 +275,30 @@ async fn establish_inner(
     if attempt.connection.is_none() {
         attempt.connection = default_connection(shared, token.trim()).await;
     }
+    if attempt.connection.is_none() {
+        // No database and no single connection for this identity: the login is accepted once
+        // the token is, and the session binds at the client's first COM_INIT_DB or USE
+        // (within the startup timeout); until then every statement gets 1046.
+        if let Err(e) = gate.verifier.verify(token.trim()).await {
+            let r = gate.refuse(&attempt, None, e.into(), code_of).await;
+            return refuse_with(&mut client, seq, wire_code(&r), &refusal_message(&r)).await;
+        }
+        let mut ok = Vec::new();
+        OkPacket {
+            status: STATUS_AUTOCOMMIT,
+            ..OkPacket::default()
+        }
+        .encode(&mut ok);
+        client.send(&ok, seq).await?;
+        match await_database(&mut client).await? {
+            Some(db) => {
+                attempt.connection = Some(db);
+                // The bind answers the client's COM_INIT_DB or USE.
+                seq = 1;
+            }
+            None => return Ok(None),
+        }
+    }
     let admitted = gate.admit(&attempt, token.trim(), code_of).await;
     drop(token);
     let admitted = match admitted {
@@ -375,6 +399,54 @@ async fn establish_inner(
         application_name: attempt.application_name,
         connection_id,
     }))
+}
+
+/// Serves a logged-in client that named no database until it names one (`COM_INIT_DB` or
+/// `USE`): pings are answered, everything else gets `1046`. `None`: the client quit.
+async fn await_database(
+    client: &mut PacketStream<Box<dyn Duplex>>,
+) -> Result<Option<String>, LoginError> {
+    loop {
+        let p = match client.read().await {
+            Ok(p) => p,
+            Err(StreamError::Closed) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let body = p.payload.get(1..).unwrap_or_default();
+        let mut out = Vec::new();
+        match CommandKind::of(&p.payload) {
+            Ok(CommandKind::Quit) => return Ok(None),
+            Ok(CommandKind::InitDb) => {
+                return Ok(Some(String::from_utf8_lossy(body).into_owned()));
+            }
+            Ok(CommandKind::Query) => {
+                if let Some(db) = std::str::from_utf8(body)
+                    .ok()
+                    .and_then(super::command::use_target)
+                {
+                    return Ok(Some(db));
+                }
+                ErrPacket::new(
+                    NO_DATABASE,
+                    "No database selected: USE a Gatehouse connection",
+                )
+                .encode(&mut out);
+            }
+            Ok(CommandKind::Ping) => OkPacket {
+                status: STATUS_AUTOCOMMIT,
+                ..OkPacket::default()
+            }
+            .encode(&mut out),
+            // No answer is due to these.
+            Ok(CommandKind::StmtClose | CommandKind::StmtSendLongData) => continue,
+            _ => ErrPacket::new(
+                NO_DATABASE,
+                "No database selected: USE a Gatehouse connection",
+            )
+            .encode(&mut out),
+        }
+        client.send(&out, p.next_seq()).await?;
+    }
 }
 
 /// The connection a login without a database (mysqldump does this) binds to: the only MySQL
