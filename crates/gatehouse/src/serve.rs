@@ -127,6 +127,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
             .collect(),
         analysis: gatehouse_sql::AnalysisCache::new(ANALYSIS_CACHE_BYTES),
         sessions: gatehouse_mysql::session::Registry::default(),
+        views: gatehouse_mysql::views::ViewCache::default(),
     });
     let shared = Arc::new(Shared {
         gate,

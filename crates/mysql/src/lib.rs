@@ -21,6 +21,7 @@ pub mod messages;
 pub mod session;
 pub mod stream;
 pub mod upstream;
+pub mod views;
 pub mod wire;
 
 pub use codec::{CodecError, Packet, PacketReader, write_packets};

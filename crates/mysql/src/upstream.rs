@@ -280,9 +280,23 @@ impl MysqlTarget {
 }
 
 impl Upstream {
-    /// Runs `sql` (the gateway's own query, before the client's first command) and returns
-    /// the first row of its result, text values as sent.
+    /// Runs `sql` (the gateway's own query, between the client's commands) and returns the
+    /// first row of its result, text values as sent.
     pub async fn query_row(&mut self, sql: &str) -> Result<Vec<Option<Vec<u8>>>, UpstreamError> {
+        Ok(self
+            .query_rows(sql)
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default())
+    }
+
+    /// Runs `sql` (the gateway's own query) and returns its rows, text values as sent, at most
+    /// [`MAX_OWN_ROWS`] of them (the rest are read and dropped).
+    pub async fn query_rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<Vec<u8>>>>, UpstreamError> {
         let deprecate_eof = self.capabilities & DEPRECATE_EOF != 0;
         self.stream
             .send(&crate::messages::command::query(sql.as_bytes()), 0)
@@ -300,22 +314,25 @@ impl Upstream {
         for _ in 0..columns + usize::from(!deprecate_eof) {
             self.stream.read().await?;
         }
-        let mut first = None;
+        let mut rows = Vec::new();
         loop {
             let p = self.stream.read().await?;
             match p.payload.first() {
                 Some(0xfe) if p.payload.len() < 0xff_ffff => break,
                 Some(0xff) => return Err(server_error(&p.payload)),
-                _ if first.is_none() => {
+                _ if rows.len() < MAX_OWN_ROWS => {
                     let values = crate::messages::command::text_row(&p.payload, columns)?;
-                    first = Some(values.into_iter().map(|v| v.map(<[u8]>::to_vec)).collect());
+                    rows.push(values.into_iter().map(|v| v.map(<[u8]>::to_vec)).collect());
                 }
                 _ => {}
             }
         }
-        Ok(first.unwrap_or_default())
+        Ok(rows)
     }
 }
+
+/// The most rows the gateway keeps of its own queries (the views of a server).
+pub const MAX_OWN_ROWS: usize = 100_000;
 
 /// Which result-shaping capability the client has and `granted` lacks.
 pub fn missing_framing(client: u32, granted: u32) -> Option<&'static str> {

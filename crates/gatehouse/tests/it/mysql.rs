@@ -1113,3 +1113,34 @@ fn pymysql_queries_through_the_gateway_over_tls() {
     );
     assert!(!text.contains("RAN"), "{text}");
 }
+
+#[test]
+fn views_are_seen_through_for_masking_and_inference() {
+    mariadb().sql(
+        "CREATE OR REPLACE VIEW shop.cards_v AS SELECT id, card_number AS c FROM shop.payments;
+         CREATE OR REPLACE VIEW shop.cards_w AS SELECT id, concat(card_number, '') AS c FROM shop.payments;
+         CREATE OR REPLACE VIEW shop.cards_vv AS SELECT c AS cc FROM shop.cards_v",
+    );
+    let gw = gateway(MASKS);
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    let run = |sql: &str| ok_stdout(&mysql_cli(&gw, &token, Some("shop"), sql, &["--ssl"]));
+    // The server names the view, not the card column: the view's query says what it shows.
+    assert_eq!(
+        run("SELECT * FROM cards_v WHERE id = 1"),
+        "1\t************1111\n"
+    );
+    // A view that computes from the card number shows a derivative: masked whole.
+    assert_eq!(run("SELECT c FROM cards_w WHERE id = 1"), "[REDACTED]\n");
+    // Views over views are followed.
+    assert_eq!(run("SELECT cc FROM cards_vv LIMIT 1"), "************1111\n");
+    // Inference through a view's column is refused like through the table's.
+    let e = err_text(&mysql_cli(
+        &gw,
+        &token,
+        Some("shop"),
+        "SELECT id FROM cards_v WHERE c LIKE '4111%'",
+        &["--ssl"],
+    ));
+    assert!(e.contains("builtin:masked-inference"), "{e}");
+    mariadb().sql("DROP VIEW shop.cards_vv, shop.cards_v, shop.cards_w");
+}

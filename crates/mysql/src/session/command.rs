@@ -32,6 +32,7 @@ use crate::codec::{Packet, write_packets};
 use crate::messages::{CommandKind, ErrPacket, codes};
 use crate::stream::{Duplex, PacketStream, StreamError};
 use crate::upstream::{MysqlTarget, Upstream};
+use crate::views::ViewCatalog;
 
 /// `ER_UNSUPPORTED_PS`: what a client that prepares a statement is told for now.
 const UNSUPPORTED_PS: (u16, &str) = (1295, "HY000");
@@ -66,6 +67,8 @@ struct Conn<'a> {
     /// The statements this session prepared, by the server's id: their text, judged again at
     /// every execution.
     prepared: HashMap<u32, String>,
+    /// The upstream's views, for a masked session (read again when stale).
+    views: Option<Arc<ViewCatalog>>,
 }
 
 pub(crate) async fn run(shared: &Arc<Shared>, e: Established) {
@@ -98,6 +101,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, e: Established) {
         diagnostics_tainted: false,
         pending: None,
         prepared: HashMap::new(),
+        views: None,
     };
     let reason = conn.serve().await;
     if reason.is_external()
@@ -299,11 +303,39 @@ impl Conn<'_> {
             .map_err(|_| EndReason::UpstreamError)
     }
 
+    /// For a masked session: the upstream's views, current within [`crate::views::VIEWS_TTL`]
+    /// (read with this session's upstream connection when stale). Fail closed: a catalog that
+    /// cannot be read ends the session.
+    async fn refresh_views(&mut self) -> Result<(), EndReason> {
+        if !self.masks.is_active() {
+            return Ok(());
+        }
+        let connection = self.session.info().connection.clone();
+        match self.shared.views.get(&connection, &mut self.upstream).await {
+            Ok(v) => {
+                self.views = Some(v);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(connection = %connection, error = %e, "the upstream's views could not be read");
+                self.send_error(
+                    1,
+                    codes::GATEWAY_ERROR,
+                    "Gatehouse could not read the upstream's views, which masking needs; the \
+                     session ends",
+                )
+                .await;
+                Err(EndReason::UpstreamError)
+            }
+        }
+    }
+
     /// COM_STMT_PREPARE: judged like the statement it prepares (a refusal is recorded and
     /// nothing reaches the server); the server's answer (id, parameter and column
     /// definitions) is relayed and the text kept for the executions.
     async fn prepare(&mut self, packet: &Packet, sql: &str) -> Result<(), EndReason> {
         let started = Instant::now();
+        self.refresh_views().await?;
         let j = self.judge(sql);
         if !j.allowed() && j.decision.action != Action::Approve {
             let gate = self.session.gate().clone();
@@ -437,6 +469,7 @@ impl Conn<'_> {
                 .unwrap_or_default(),
             database: self.database.clone(),
             cache: &self.shared.analysis,
+            views: self.views.as_deref(),
         };
         let mut j = judge.judge(sql);
         if j.allowed() && self.diagnostics_tainted && reads_diagnostics(sql) {
@@ -455,6 +488,7 @@ impl Conn<'_> {
         binary: bool,
     ) -> Result<(), EndReason> {
         let started = Instant::now();
+        self.refresh_views().await?;
         let (j, rewritten) = match self.own_kill(sql) {
             Some((j, wire)) => (j, Some(wire)),
             None => (self.judge(sql), None),
@@ -526,6 +560,7 @@ impl Conn<'_> {
             upstream: &mut self.upstream.stream,
             deprecate_eof: self.capabilities & DEPRECATE_EOF != 0,
             masks: &self.masks,
+            views: self.views.as_deref(),
             statements: &j.statements,
             withhold_errors: touches,
             capture: (gate.record_results == RecordResults::Masked)
@@ -568,7 +603,12 @@ impl Conn<'_> {
         outcome.masked = relayed.masked;
         outcome.results = relayed.capture;
         self.record_outcome(outcome, started);
-        // Follow the session's state.
+        // Follow the session's state; DDL may have changed the views masking relies on.
+        if j.statements.iter().any(|s| s.kinds.contains("ddl")) {
+            self.shared
+                .views
+                .invalidate(&self.session.info().connection);
+        }
         if !failed {
             if let Some(db) = init_db {
                 self.database = Some(db);

@@ -10,11 +10,12 @@
 use gatehouse_core::config::ParseErrorAction;
 use gatehouse_core::masking::inference::{self, MaskedData};
 use gatehouse_core::masking::{ColumnMask, SessionMasks};
-use gatehouse_core::policy::{Action, ColumnRef, Decision, StatementInfo};
+use gatehouse_core::policy::{Action, ColumnRef, Decision, StatementInfo, TableRef};
 use gatehouse_sql::AnalysisCache;
 use gatehouse_sql::mysql::MysqlContext;
 
 use crate::messages::ColumnDefinition;
+use crate::views::ViewCatalog;
 
 /// Name of the builtin rule that keeps a masked session's warnings and errors to itself.
 pub const MASKED_DIAGNOSTICS_RULE: &str = "builtin:masked-diagnostics";
@@ -43,34 +44,83 @@ impl MaskedReads for Judgement {
     }
 
     fn touches_masked(&self, masks: &SessionMasks) -> bool {
+        let data = Masked { masks, views: None };
         masks.is_active()
             && self
                 .statements
                 .iter()
-                .any(|s| inference::touches_masked(s, &Masked(masks)))
+                .any(|s| inference::touches_masked(s, &data))
     }
 }
 
-/// The session's masks as the inference judge asks for them.
-struct Masked<'a>(&'a SessionMasks);
+/// The session's masks, with the upstream's views seen through.
+#[derive(Clone, Copy)]
+pub(crate) struct Masked<'a> {
+    pub masks: &'a SessionMasks,
+    pub views: Option<&'a ViewCatalog>,
+}
+
+impl Masked<'_> {
+    /// How a value of `column` is masked: as the table column it names, and as every table
+    /// column that can flow into it when it is a view's column (masked whole when the view
+    /// computes it, or when the view's definition cannot be read).
+    pub fn source(&self, column: &ColumnRef) -> Option<ColumnMask> {
+        let own = self.masks.source(column);
+        let via_view = self.views.and_then(|v| v.lineage(column)).and_then(|l| {
+            let seen = strongest(l.sources.iter().map(|s| {
+                self.masks
+                    .source(s)
+                    .map(|m| if l.derived.contains(s) { m.derive() } else { m })
+            }));
+            if l.star && self.masks.is_active() {
+                // What the view shows is not known: masked whole.
+                Some(seen.map_or(UNKNOWN_VIEW_MASK, |m| m.merge(UNKNOWN_VIEW_MASK)))
+            } else {
+                seen
+            }
+        });
+        match (own, via_view) {
+            (Some(a), Some(b)) => Some(a.merge(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The mask of a column whose view cannot be seen into.
+const UNKNOWN_VIEW_MASK: ColumnMask = ColumnMask {
+    style: gatehouse_core::masking::MaskStyle::Redact,
+    verification_code: false,
+    derived: true,
+};
 
 impl MaskedData for Masked<'_> {
     fn mask(&self, column: &ColumnRef) -> Option<ColumnMask> {
-        self.0.source(column)
+        self.source(column)
     }
 
     fn opaque_function(&self, name: &str) -> bool {
         !is_builtin_function(name)
+    }
+
+    fn views(&self, table: &TableRef) -> Vec<&StatementInfo> {
+        self.views
+            .map(|v| v.views_named(table).into_iter().map(|v| &v.query).collect())
+            .unwrap_or_default()
     }
 }
 
 /// The `builtin:masked-inference` refusal of `stmt` for `masks`, if any (for `gatehouse
 /// explain` and the session alike).
 pub fn masked_inference(masks: &SessionMasks, stmt: &StatementInfo) -> Option<Decision> {
-    if !masks.is_active() {
+    masked_inference_with(Masked { masks, views: None }, stmt)
+}
+
+/// [`masked_inference`] with the upstream's views seen through.
+pub(crate) fn masked_inference_with(data: Masked<'_>, stmt: &StatementInfo) -> Option<Decision> {
+    if !data.masks.is_active() {
         return None;
     }
-    inference::judge(stmt, &Masked(masks))
+    inference::judge(stmt, &data)
 }
 
 /// What one session needs to judge a statement.
@@ -83,6 +133,8 @@ pub(crate) struct Judge<'a> {
     pub on_parse_error: ParseErrorAction,
     pub database: Option<String>,
     pub cache: &'a AnalysisCache,
+    /// The upstream's views (for a masked session).
+    pub views: Option<&'a ViewCatalog>,
 }
 
 impl Judge<'_> {
@@ -108,9 +160,15 @@ impl Judge<'_> {
             &statements,
         );
         if decision.action != Action::Block
-            && let Some(d) = statements
-                .iter()
-                .find_map(|s| masked_inference(self.masks, s))
+            && let Some(d) = statements.iter().find_map(|s| {
+                masked_inference_with(
+                    Masked {
+                        masks: self.masks,
+                        views: self.views,
+                    },
+                    s,
+                )
+            })
         {
             decision = d;
         }
@@ -153,19 +211,39 @@ pub fn diagnostics_refusal() -> Decision {
 /// How the result column at `position` (of `columns`) of the result of `stmt` is masked by the analysis
 /// (on top of what its definition names). `None` for `stmt`: not known which statement the
 /// result belongs to, so every statement of the string counts.
-pub fn column_mask(
-    masks: &SessionMasks,
+pub(crate) fn column_mask(
+    data: Masked<'_>,
     stmt: Option<&StatementInfo>,
     all: &[StatementInfo],
     position: usize,
     columns: usize,
     column: &ColumnDefinition,
 ) -> Option<ColumnMask> {
+    let masks = data.masks;
     if !masks.is_active() {
         return None;
     }
-    let named_by_server = !column.org_table.is_empty() && {
-        let org = String::from_utf8_lossy(&column.org_table).to_ascii_lowercase();
+    let org = String::from_utf8_lossy(&column.org_table).to_ascii_lowercase();
+    let named = ColumnRef {
+        table: Some(TableRef {
+            schema: Some(String::from_utf8_lossy(&column.schema).to_ascii_lowercase())
+                .filter(|s| !s.is_empty()),
+            name: org.clone(),
+        }),
+        column: String::from_utf8_lossy(&column.org_name).to_ascii_lowercase(),
+    };
+    // A view's column (MySQL names the view, not what it shows): as what its query computes.
+    let from_view = data
+        .views
+        .filter(|v| {
+            !org.is_empty()
+                && named
+                    .table
+                    .as_ref()
+                    .is_some_and(|t| !v.views_named(t).is_empty())
+        })
+        .map(|_| data.source(&named));
+    let named_by_server = from_view.is_none() && !org.is_empty() && {
         // The server names a base table of the statement: its definition is the source.
         stmt.into_iter()
             .chain(all.iter())
@@ -178,11 +256,14 @@ pub fn column_mask(
         && let Some(o) = outputs.get(position)
         && outputs.len() == columns
     {
-        return strongest(o.sources.iter().map(|c| {
-            masks
-                .source(c)
+        let positional = strongest(o.sources.iter().map(|c| {
+            data.source(c)
                 .map(|m| if o.derived.contains(c) { m.derive() } else { m })
         }));
+        return strongest([positional, from_view.flatten()].into_iter());
+    }
+    if let Some(view) = from_view {
+        return view;
     }
     if named_by_server {
         return None;
@@ -197,7 +278,7 @@ pub fn column_mask(
         s.columns_read
             .iter()
             .chain(s.outputs.iter().flatten().flat_map(|o| o.sources.iter()))
-            .map(|c| masks.source(c).map(ColumnMask::derive))
+            .map(|c| data.source(c).map(ColumnMask::derive))
     }))
 }
 

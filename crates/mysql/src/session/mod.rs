@@ -48,6 +48,8 @@ pub struct Shared {
     pub analysis: gatehouse_sql::AnalysisCache,
     /// Open sessions by connection id (for `KILL QUERY` of a client's own statement).
     pub sessions: Registry,
+    /// The upstream's views per connection (what masked sessions see through).
+    pub views: crate::views::ViewCache,
 }
 
 impl std::fmt::Debug for Shared {

@@ -10,7 +10,7 @@ use gatehouse_core::masking::{MaskCounts, SessionMasks};
 use gatehouse_core::policy::StatementInfo;
 use gatehouse_core::session::{CapturedValue, ResultCapture, StatementEnd};
 
-use super::judge::column_mask;
+use super::judge::{Masked, column_mask};
 use crate::codec::Packet;
 use crate::mask::{RowMask, ValueKind};
 use crate::messages::command::{binary_row, is_temporal, text_row};
@@ -49,6 +49,8 @@ pub(crate) struct Relay<'a> {
     pub upstream: &'a mut PacketStream<Box<dyn Duplex>>,
     pub deprecate_eof: bool,
     pub masks: &'a SessionMasks,
+    /// The upstream's views (masked sessions): a view's columns are masked as what they show.
+    pub views: Option<&'a crate::views::ViewCatalog>,
     /// The analysis of the command's statements, in order (one result each).
     pub statements: &'a [StatementInfo],
     /// The statements use masked values: the server's error messages could quote them.
@@ -211,8 +213,12 @@ impl Relay<'_> {
         let stmt = self.statements.get(index);
         let masks = self.masks;
         let all = self.statements;
+        let data = Masked {
+            masks,
+            views: self.views,
+        };
         let mut plan = RowMask::plan_with(&defs, masks, |i, c| {
-            column_mask(masks, stmt, all, i, count, c)
+            column_mask(data, stmt, all, i, count, c)
         });
         let active = plan.active();
         let mut capture = match (&self.capture, &done.capture) {
