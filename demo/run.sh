@@ -641,6 +641,20 @@ wait "$HELD_PID" || die "the approved MySQL read failed: $(cat "$RUN/held-mysql.
 cat "$RUN/held-mysql.out"
 ! grep -q 4111111111111111 "$RUN/held-mysql.out" || die "the approved read holds a full card number"
 ok "approved by bob; the read ran, masked, and is recorded in the same chain as the PostgreSQL sessions"
+my_session=""
+for _ in $(seq 100); do
+    # The held read's session (the newest closed fraud-bot session on shop).
+    my_session=$("$BIN" sessions list -c "$CONFIG" | awk '$3 == "fraud-bot" && $4 == "shop" { if ($NF != "(open)") print $1; exit }')
+    [[ -n $my_session ]] && break
+    sleep 0.1
+done
+[[ -n $my_session ]] || die "the MySQL session was not recorded"
+shown "$GH sessions replay $my_session -c $CFG"
+replay=$("$BIN" sessions replay "$my_session" -c "$CONFIG")
+printf '%s\n' "$replay"
+[[ $replay == *"approval"* || $replay == *"SELECT id, card_number FROM payments"* ]] ||
+    die "the MySQL replay does not show the held read"
+! grep -q 4111111111111111 <<<"$replay" || die "the MySQL replay shows a full card number"
 
 step "5. The evidence: sessions, recorded by the gateway before anything reached the database"
 shown "$GH sessions list -c $CFG"
