@@ -379,3 +379,24 @@ fn server_error(payload: &[u8]) -> UpstreamError {
         Err(e) => UpstreamError::Message(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_must_grant_the_framing_the_client_agreed() {
+        assert_eq!(
+            missing_framing(PROTOCOL_41 | DEPRECATE_EOF, PROTOCOL_41),
+            Some("CLIENT_DEPRECATE_EOF")
+        );
+        assert_eq!(
+            missing_framing(PROTOCOL_41, PROTOCOL_41 | DEPRECATE_EOF),
+            None
+        );
+        assert_eq!(
+            missing_framing(MULTI_RESULTS, 0),
+            Some("CLIENT_MULTI_RESULTS")
+        );
+    }
+}

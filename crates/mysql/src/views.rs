@@ -215,3 +215,96 @@ impl ViewCache {
             .remove(connection);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(schema: &str, table: &str, c: &str) -> ColumnRef {
+        ColumnRef {
+            table: Some(TableRef {
+                schema: Some(schema.into()),
+                name: table.into(),
+            }),
+            column: c.into(),
+        }
+    }
+
+    fn catalog(defs: &[(&str, &str, &[&str])]) -> ViewCatalog {
+        let mut views = HashMap::new();
+        for (name, sql, columns) in defs {
+            let ctx = MysqlContext {
+                database: Some("shop".into()),
+            };
+            let query = gatehouse_sql::mysql::analyze_mysql(sql, &ctx)
+                .ok()
+                .and_then(|mut s| (s.len() == 1).then(|| s.remove(0)))
+                .unwrap_or_else(|| StatementInfo {
+                    opaque: true,
+                    ..StatementInfo::default()
+                });
+            views.insert(
+                ("shop".to_owned(), (*name).to_owned()),
+                View {
+                    query,
+                    columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+                },
+            );
+        }
+        ViewCatalog { views }
+    }
+
+    #[test]
+    fn a_view_column_stands_for_its_position_in_the_query() {
+        let c = catalog(&[(
+            "v",
+            "SELECT id, card_number AS c, concat(note, '') AS n FROM payments",
+            &["id", "c", "n"],
+        )]);
+        let card = col("shop", "payments", "card_number");
+        let l = c.lineage(&col("shop", "v", "c")).unwrap_or_default();
+        assert!(
+            l.sources.contains(&card) && !l.derived.contains(&card),
+            "{l:?}"
+        );
+        let l = c.lineage(&col("shop", "v", "id")).unwrap_or_default();
+        assert!(!l.sources.contains(&card), "{l:?}");
+        let l = c.lineage(&col("shop", "v", "n")).unwrap_or_default();
+        assert!(
+            l.derived.contains(&col("shop", "payments", "note")),
+            "{l:?}"
+        );
+        // A whole-row reference, and an unqualified name, take every column / every view.
+        let l = c.lineage(&col("shop", "v", "*")).unwrap_or_default();
+        assert!(l.sources.contains(&card));
+        let unqualified = ColumnRef {
+            table: Some(TableRef {
+                schema: None,
+                name: "V".into(),
+            }),
+            column: "c".into(),
+        };
+        assert!(
+            c.lineage(&unqualified)
+                .is_some_and(|l| l.sources.contains(&card))
+        );
+        assert!(c.lineage(&col("shop", "payments", "card_number")).is_none());
+    }
+
+    #[test]
+    fn views_over_views_and_unreadable_views_are_followed_conservatively() {
+        let c = catalog(&[
+            ("v", "SELECT card_number AS c FROM payments", &["c"]),
+            ("w", "SELECT upper(c) AS u FROM v", &["u"]),
+            ("x", "not sql at all", &["a"]),
+        ]);
+        let card = col("shop", "payments", "card_number");
+        let l = c.lineage(&col("shop", "w", "u")).unwrap_or_default();
+        assert!(
+            l.sources.contains(&card) && l.derived.contains(&card),
+            "{l:?}"
+        );
+        let l = c.lineage(&col("shop", "x", "a")).unwrap_or_default();
+        assert!(l.star, "an unreadable view shows anything: {l:?}");
+    }
+}

@@ -117,3 +117,20 @@ fn prepare_ok(payload: &[u8]) -> Option<(u32, u16, u16)> {
     let params = r.u16("parameter count").ok()?;
     Some((id, columns, params))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepare_ok_is_read_or_refused_whole() {
+        let mut ok = vec![0x00];
+        ok.extend_from_slice(&7u32.to_le_bytes());
+        ok.extend_from_slice(&3u16.to_le_bytes());
+        ok.extend_from_slice(&1u16.to_le_bytes());
+        ok.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(prepare_ok(&ok), Some((7, 3, 1)));
+        assert_eq!(prepare_ok(ok.get(..6).unwrap_or_default()), None);
+        assert_eq!(prepare_ok(&[]), None);
+    }
+}
