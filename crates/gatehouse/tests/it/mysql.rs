@@ -179,6 +179,15 @@ fn wrong_tokens_unknown_connections_and_missing_tls_are_refused_with_mysql_codes
         &["--skip-ssl", "--enable-cleartext-plugin"],
     ));
     assert!(e.contains("1045") && e.contains("TLS"), "{e}");
+    // A character set in which a multibyte character can hide a quote or a backslash.
+    let e = err_text(&mysql_cli(
+        &gw,
+        &token,
+        Some("shop"),
+        "SELECT 1",
+        &["--ssl", "--default-character-set=gbk"],
+    ));
+    assert!(e.contains("1045") && e.contains("character set"), "{e}");
     // An identity outside allow_groups.
     let eve = gw.token("eve", &["marketing"]);
     let e = err_text(&mysql_cli(&gw, &eve, Some("shop"), "SELECT 1", &["--ssl"]));
@@ -259,6 +268,10 @@ fn rules_block_statements_and_the_server_keeps_its_rows() {
         "SHOW PROCESSLIST",
         "SELECT info FROM information_schema.processlist",
         "SHOW BINLOG EVENTS",
+        // Row reads that are not SELECT, and stores the analysis cannot follow.
+        "HANDLER payments OPEN",
+        "SELECT card_number INTO @v FROM payments LIMIT 1",
+        "LOAD XML LOCAL INFILE '/tmp/x.xml' INTO TABLE payments",
     ] {
         let e = err_text(&mysql_cli(&gw, &token, Some("shop"), sql, &tls));
         assert!(e.contains("1227") && e.contains("builtin:"), "{sql}: {e}");

@@ -24,7 +24,7 @@ use crate::messages::{
     AuthMoreData, AuthSwitchRequest, ClientHello, CommandKind, ErrPacket, HandshakeResponse41,
     HandshakeV10, OkPacket, codes,
 };
-use crate::stream::{Duplex, PacketStream, StreamError};
+use crate::stream::{Duplex, PacketStream, Prefixed, StreamError};
 use crate::upstream::{MysqlTarget, Upstream};
 
 /// The version the gateway greets with (before it knows which upstream the client wants).
@@ -180,9 +180,10 @@ async fn establish_inner(
                     let msg = "Bad handshake: TLS was not offered";
                     return refuse_with(&mut plain, first.next_seq(), (1043, "08S01"), msg).await;
                 };
-                let tcp = plain.into_inner()?;
+                // The client's TLS handshake may have arrived with its SSLRequest.
+                let (tcp, early) = plain.into_parts();
                 let tls = tokio_rustls::TlsAcceptor::from(cfg.clone())
-                    .accept(tcp)
+                    .accept(Prefixed::new(early, tcp))
                     .await?;
                 let mut client: PacketStream<Box<dyn Duplex>> =
                     PacketStream::new(Box::new(tls), MAX_LOGIN_PACKET);
