@@ -197,8 +197,10 @@ async fn establish_inner(
                 }
             }
             ClientHello::Login(l) => {
+                // Whatever the client sent after its login stays in order.
+                let (tcp, early) = plain.into_parts();
                 let client: PacketStream<Box<dyn Duplex>> =
-                    PacketStream::new(Box::new(plain.into_inner()?), MAX_LOGIN_PACKET);
+                    PacketStream::new(Box::new(Prefixed::new(early, tcp)), MAX_LOGIN_PACKET);
                 (client, false, l, first.next_seq())
             }
         };
