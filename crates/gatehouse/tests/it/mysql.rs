@@ -303,6 +303,24 @@ fn masking_holds_through_computations_derived_tables_and_comments() {
         }
         assert!(out.contains("[REDACTED]"), "{sql}: {out}");
     }
+    // Compared as it is with one client-chosen value: a lookup, allowed.
+    assert_eq!(
+        run("SELECT id FROM payments WHERE card_number = '5500005555555559'"),
+        "2\n"
+    );
+    assert_eq!(
+        run("SELECT id FROM payments WHERE card_number IN ('4111111111111111', 'x') ORDER BY id"),
+        "1\n"
+    );
+    // Two guesses in one statement are not.
+    let e = err_text(&mysql_cli(
+        &gw,
+        &token,
+        Some("shop"),
+        "SELECT id FROM payments WHERE card_number = 'a' AND card_number = 'b'",
+        &tls,
+    ));
+    assert!(e.contains("builtin:masked-inference"), "{e}");
     // Anything else that computes with a masked value is refused (the MySQL analysis does not
     // yet tell comparisons and fallible operations apart), never served unmasked.
     for sql in [
@@ -420,7 +438,9 @@ cur.execute("SELECT id, card_number FROM payments ORDER BY id")
 print("ROWS", cur.fetchall())
 cur.execute("SELECT %s AS echoed", ("4111111111111111",))
 print("ECHO", cur.fetchall())
-for sql in ("DELETE FROM payments WHERE id = %s", "SELECT id FROM payments WHERE card_number = %s"):
+cur.execute("SELECT id FROM payments WHERE card_number = %s", ("4111111111111111",))
+print("LOOKUP", cur.fetchall())
+for sql in ("DELETE FROM payments WHERE id = %s", "SELECT id FROM payments WHERE card_number LIKE %s"):
     try:
         cur.execute(sql, (2,))
         print("RAN", sql)
@@ -460,6 +480,8 @@ fn prepared_statements_of_mysql_connector_are_judged_and_their_binary_rows_maske
             text.contains("ECHO [('************1111',)]"),
             "{mode}: {text}"
         );
+        // A lookup by card number compares the value as it is: allowed, once per statement.
+        assert!(text.contains("LOOKUP [(1,)]"), "{mode}: {text}");
         assert!(
             text.contains("ERR 1227 blocked by rule \"no-deletes\""),
             "{mode}: {text}"
@@ -929,6 +951,7 @@ fn node_mysql2_queries_and_executes_through_the_gateway() {
         text.contains(r#"EXECUTE [{"id":2,"card_number":"************5559"}]"#),
         "{text}"
     );
+    assert!(text.contains(r#"LOOKUP [{"id":1}]"#), "{text}");
     assert!(
         text.contains("ERR 1227 blocked by rule \"no-deletes\""),
         "{text}"

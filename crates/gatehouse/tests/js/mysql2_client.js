@@ -17,7 +17,9 @@ async function main() {
   console.log("QUERY " + JSON.stringify(q));
   const [e] = await c.execute("SELECT id, card_number FROM payments WHERE id = ?", [2]);
   console.log("EXECUTE " + JSON.stringify(e));
-  for (const sql of ["DELETE FROM payments WHERE id = ?", "SELECT id FROM payments WHERE card_number = ?"]) {
+  const [l] = await c.execute("SELECT id FROM payments WHERE card_number = ?", ["4111111111111111"]);
+  console.log("LOOKUP " + JSON.stringify(l));
+  for (const sql of ["DELETE FROM payments WHERE id = ?", "SELECT id FROM payments WHERE card_number LIKE ?"]) {
     try {
       await c.execute(sql, [1]);
       console.log("RAN " + sql);

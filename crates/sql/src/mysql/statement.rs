@@ -527,6 +527,7 @@ pub(crate) fn classify(stmt: &Statement, ctx: &MysqlContext) -> StatementInfo {
     b.info.columns_read = resolved.columns_read.clone();
     b.info.functions = collected.functions.clone();
     b.info.uses.computed = resolved.computed.clone();
+    b.info.uses.compared = resolved.compared.clone();
     if b.info.kind == "explain" {
         // The explained query's result is not returned: everything in it is a computation.
         b.info

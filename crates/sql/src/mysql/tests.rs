@@ -221,10 +221,17 @@ fn conditions_are_computations() {
     assert!(s.uses.computed.contains(&card()));
     let s = one("SELECT id FROM payments ORDER BY card_number");
     assert!(s.uses.computed.contains(&card()));
+    // Two masked columns compared as they are: a comparison (the judge requires both masked).
     let s = one(
         "SELECT id FROM payments p WHERE EXISTS (SELECT 1 FROM payments q WHERE q.card_number = p.card_number)",
     );
-    assert!(s.uses.computed.contains(&card()));
+    assert!(!s.uses.computed.contains(&card()));
+    assert!(
+        s.uses
+            .compared
+            .iter()
+            .any(|c| !c.constant && c.columns.contains(&card()))
+    );
     let s = one("UPDATE payments SET note = card_number WHERE id = 1");
     assert!(s.uses.computed.contains(&card()));
     assert!(s.tables_written.contains(&t("payments")));
@@ -483,4 +490,33 @@ fn appending_to_the_current_sql_mode_is_judged_by_what_is_appended() {
         "SET sql_mode = concat('NO_BACKSLASH', '_ESCAPES')",
         "builtin:sql-mode",
     );
+}
+
+#[test]
+fn columns_compared_as_they_are_are_comparisons_not_computations() {
+    let s = one("SELECT id FROM payments WHERE card_number = '4111111111111111'");
+    assert!(!s.uses.computed.contains(&card()), "{:?}", s.uses);
+    assert_eq!(s.uses.compared.len(), 1);
+    assert!(s.uses.compared[0].constant && s.uses.compared[0].columns.contains(&card()));
+    let s = one("SELECT id FROM payments WHERE (card_number = ?) AND id IN (1, 2)");
+    assert!(!s.uses.computed.contains(&card()), "{:?}", s.uses);
+    assert_eq!(s.uses.compared.len(), 2);
+    let s = one(
+        "SELECT p.id FROM payments p JOIN payments q ON true WHERE p.card_number = q.card_number",
+    );
+    assert!(s.uses.compared.iter().any(|c| !c.constant));
+    for sql in [
+        "SELECT id FROM payments WHERE card_number LIKE '4%'",
+        "SELECT id FROM payments WHERE card_number = 'a' OR id = 1",
+        "SELECT id FROM payments WHERE upper(card_number) = 'X'",
+        "SELECT id FROM payments WHERE card_number IN (SELECT note FROM payments)",
+        "SELECT id FROM payments WHERE NOT card_number = 'x'",
+        "SELECT id FROM payments WHERE card_number NOT IN ('a', 'b')",
+        "SELECT id FROM payments WHERE card_number > '4'",
+        "SELECT id FROM payments WHERE card_number = concat('4', '1')",
+        "UPDATE payments SET note = 'x' WHERE card_number = 'y'",
+    ] {
+        let s = one(sql);
+        assert!(s.uses.computed.contains(&card()), "{sql}: {:?}", s.uses);
+    }
 }

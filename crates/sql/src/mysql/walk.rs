@@ -15,11 +15,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::ControlFlow;
 
-use gatehouse_core::policy::{ColumnRef, OutputColumn, TableRef};
+use gatehouse_core::policy::{ColumnRef, Compared, OutputColumn, TableRef};
 use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
-    Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableFactor, Visit,
-    Visitor,
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, InTarget,
+    ObjectName, ObjectNamePart, Query, Select, SelectItem, SelectItemQualifiedWildcardKind,
+    SetExpr, TableFactor, Value, Visit, Visitor,
 };
 
 use super::MysqlContext;
@@ -48,8 +48,11 @@ pub(crate) struct Collected {
     /// Column references (and stars) other than the plain projection items of the outermost
     /// query: every one of these is a computation on the value.
     computed: Vec<RawColumn>,
-    /// Plain projection items of the outermost query.
+    /// Plain projection items of the outermost query, and columns compared as they are.
     plain: Vec<RawColumn>,
+    /// Conditions that compare columns as they are (`c = 'x'`, `c = ?`, `c IN (...)`,
+    /// `a.c = b.c`): the columns of each, and whether a constant is one side.
+    compared: Vec<(Vec<RawColumn>, bool)>,
     /// Qualifier → what it names.
     aliases: BTreeMap<String, BTreeSet<Target>>,
     /// The queries of derived tables and CTEs: outer references to their columns can carry
@@ -108,6 +111,96 @@ struct Collector<'a> {
     plain_exprs: HashSet<*const Expr>,
     /// Selects of the outermost query (by address), whose stars are plain items.
     outer_selects: HashSet<*const Select>,
+    /// Column references that a condition compares as they are (by address).
+    compared_exprs: HashSet<*const Expr>,
+}
+
+/// A column reference as written, or `None` for anything else (user variables included).
+fn raw_column(e: &Expr) -> Option<RawColumn> {
+    match e {
+        Expr::Identifier(i) if i.quote_style.is_none() && i.value.starts_with('@') => None,
+        Expr::Identifier(i) => Some(RawColumn {
+            qualifier: Vec::new(),
+            column: ident(i),
+        }),
+        Expr::CompoundIdentifier(parts) => {
+            let mut parts: Vec<String> = parts.iter().map(ident).collect();
+            let column = parts.pop()?;
+            Some(RawColumn {
+                qualifier: parts,
+                column,
+            })
+        }
+        Expr::Nested(inner) => raw_column(inner),
+        _ => None,
+    }
+}
+
+/// A literal or a bind parameter: a value the client chose.
+fn is_constant(e: &Expr) -> bool {
+    match e {
+        Expr::Value(v) => matches!(
+            v.value,
+            Value::SingleQuotedString(_)
+                | Value::DoubleQuotedString(_)
+                | Value::Number(..)
+                | Value::Placeholder(_)
+        ),
+        Expr::Nested(inner) => is_constant(inner),
+        _ => false,
+    }
+}
+
+/// The conjuncts of a condition (`a AND b AND c`).
+fn conjuncts<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            conjuncts(left, out);
+            conjuncts(right, out);
+        }
+        Expr::Nested(inner) => conjuncts(inner, out),
+        other => out.push(other),
+    }
+}
+
+/// A conjunct that compares columns as they are: the column references and whether a
+/// constant is one side. Only `=` and a positive `IN` list of constants; anything else is a
+/// computation.
+fn comparison(e: &Expr) -> Option<(Vec<&Expr>, bool)> {
+    let leaf = |x: &'_ Expr| raw_column(x).is_some();
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } => match (leaf(left), leaf(right)) {
+            (true, true) => Some((vec![&**left, &**right], false)),
+            (true, false) if is_constant(right) => Some((vec![&**left], true)),
+            (false, true) if is_constant(left) => Some((vec![&**right], true)),
+            _ => None,
+        },
+        Expr::In {
+            expr,
+            target: InTarget::List(list),
+            negated: false,
+            ..
+        } if leaf(expr) && !list.is_empty() && list.iter().all(is_constant) => {
+            Some((vec![&**expr], true))
+        }
+        _ => None,
+    }
+}
+
+/// The column reference itself under any parentheses (what the visitor hands out).
+fn column_leaf(e: &Expr) -> &Expr {
+    match e {
+        Expr::Nested(inner) => column_leaf(inner),
+        other => other,
+    }
 }
 
 impl Visitor for Collector<'_> {
@@ -178,6 +271,21 @@ impl Visitor for Collector<'_> {
     }
 
     fn pre_visit_select(&mut self, s: &Select) -> ControlFlow<()> {
+        // WHERE and HAVING conjuncts that compare columns as they are.
+        let mut parts = Vec::new();
+        for cond in [&s.selection, &s.having].into_iter().flatten() {
+            conjuncts(cond, &mut parts);
+        }
+        for part in parts {
+            if let Some((columns, constant)) = comparison(part) {
+                let raws = columns.iter().filter_map(|c| raw_column(c)).collect();
+                for c in columns {
+                    self.compared_exprs
+                        .insert(std::ptr::from_ref(column_leaf(c)));
+                }
+                self.out.compared.push((raws, constant));
+            }
+        }
         let outer = self.outer_selects.contains(&std::ptr::from_ref(s));
         for item in &s.projection {
             let star = match item {
@@ -261,7 +369,9 @@ impl Visitor for Collector<'_> {
             }
         };
         if let Some(raw) = raw {
-            if self.plain_exprs.contains(&std::ptr::from_ref(e)) {
+            if self.plain_exprs.contains(&std::ptr::from_ref(e))
+                || self.compared_exprs.contains(&std::ptr::from_ref(e))
+            {
                 self.out.plain.push(raw);
             } else {
                 self.out.computed.push(raw);
@@ -420,6 +530,7 @@ pub(crate) fn collect<V: Visit>(node: &V, outer: Option<&Query>, ctx: &MysqlCont
         out: Collected::default(),
         plain_exprs: HashSet::new(),
         outer_selects: HashSet::new(),
+        compared_exprs: HashSet::new(),
     };
     if let Some(q) = outer {
         let mut selects = Vec::new();
@@ -452,6 +563,8 @@ pub(crate) fn collect<V: Visit>(node: &V, outer: Option<&Query>, ctx: &MysqlCont
 pub(crate) struct Resolved {
     pub columns_read: BTreeSet<ColumnRef>,
     pub computed: BTreeSet<ColumnRef>,
+    /// Each comparison of columns as they are, resolved.
+    pub compared: Vec<Compared>,
     /// Everything an outer reference to a derived table's or CTE's column may carry: every
     /// column read anywhere (always a superset of what those queries output).
     pub pool: BTreeSet<ColumnRef>,
@@ -542,9 +655,23 @@ impl Collected {
         } else {
             BTreeSet::new()
         };
+        let compared = self
+            .compared
+            .iter()
+            .zip(1..)
+            .map(|((raws, constant), position)| Compared {
+                columns: raws
+                    .iter()
+                    .flat_map(|raw| self.resolve_one(raw, extra, ctx).0)
+                    .collect(),
+                constant: *constant,
+                position,
+            })
+            .collect();
         Resolved {
             columns_read,
             computed,
+            compared,
             pool,
         }
     }
