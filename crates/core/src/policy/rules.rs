@@ -177,6 +177,7 @@ pub const STATEMENT_KINDS: &[&str] = &[
     "alter_upstream_role",
     "signal_backend",
     "read_activity",
+    "read_credentials",
     "replication",
     "kill",
     "use",

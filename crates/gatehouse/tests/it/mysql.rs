@@ -268,6 +268,9 @@ fn rules_block_statements_and_the_server_keeps_its_rows() {
         "SHOW PROCESSLIST",
         "SELECT info FROM information_schema.processlist",
         "SHOW BINLOG EVENTS",
+        // Password hashes: with a native hash one logs in as that account, the gateway's too.
+        "SELECT user, authentication_string FROM mysql.user",
+        "SHOW GRANTS FOR 'gatehouse_svc'@'%'",
         // Row reads that are not SELECT, and stores the analysis cannot follow.
         "HANDLER payments OPEN",
         "SELECT card_number INTO @v FROM payments LIMIT 1",

@@ -146,12 +146,17 @@ fn analyze_on_this_thread(
         match parsed {
             Ok(stmts) => {
                 for s in &stmts {
-                    out.push(statement::classify(s, ctx));
+                    let mut info = statement::classify(s, ctx);
+                    mark_credential_reads(&mut info, text);
+                    out.push(info);
                 }
             }
             Err(ParserError::RecursionLimitExceeded) => return Err(AnalysisError::TooComplex),
             Err(e) => match fallback::classify(text, ctx) {
-                Some(info) => out.push(info),
+                Some(mut info) => {
+                    mark_credential_reads(&mut info, text);
+                    out.push(info);
+                }
                 None => return Err(parse_error(e.to_string())),
             },
         }
@@ -177,6 +182,41 @@ const ACTIVITY_TABLES: &[(&str, &str)] = &[
     ("sys", "x$processlist"),
     ("sys", "x$session"),
 ];
+
+/// Tables that hold the server accounts' password hashes: with a `mysql_native_password` hash
+/// one can log in as that account (the gateway's own included), so reading them is
+/// `read_credentials`, a guarded kind.
+const CREDENTIAL_TABLES: &[(&str, &str)] = &[
+    ("mysql", "user"),
+    ("mysql", "global_priv"),
+    ("mysql", "password_history"),
+];
+
+/// Reads of password hashes: the credential tables, and the statements that print hashes
+/// (`SHOW GRANTS`, `SHOW CREATE USER`).
+fn mark_credential_reads(info: &mut StatementInfo, text: &str) {
+    let reads_table = info.tables_read.iter().any(|t| {
+        CREDENTIAL_TABLES.iter().any(|(schema, name)| {
+            t.name == *name && t.schema.as_deref().is_none_or(|s| s == *schema)
+        })
+    });
+    let words: Vec<String> = text
+        .split_whitespace()
+        .take(3)
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let shows = matches!(
+        words
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        ["show", "grants", ..] | ["show", "create", "user", ..]
+    );
+    if reads_table || shows {
+        info.kinds.insert("read_credentials".to_owned());
+    }
+}
 
 fn mark_activity_reads(info: &mut StatementInfo) {
     let reads = info.tables_read.iter().any(|t| {

@@ -520,3 +520,18 @@ fn columns_compared_as_they_are_are_comparisons_not_computations() {
         assert!(s.uses.computed.contains(&card()), "{sql}: {:?}", s.uses);
     }
 }
+
+#[test]
+fn password_hashes_are_guarded() {
+    for sql in [
+        "SELECT user, authentication_string FROM mysql.user",
+        "SELECT * FROM mysql.global_priv",
+        "SHOW GRANTS FOR 'gatehouse_svc'@'%'",
+        "show  grants",
+    ] {
+        blocked_by(sql, "builtin:upstream-credential");
+    }
+    // Not parsed at all: refused as unparseable.
+    assert!(analyze_mysql("SHOW CREATE USER gatehouse_svc", &ctx()).is_err());
+    assert_eq!(decide("SELECT user FROM shop.user").action, Action::Allow);
+}

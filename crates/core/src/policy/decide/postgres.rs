@@ -67,6 +67,11 @@ const GUARDED_KINDS: &[(&str, &str, &str)] = &[
         "reads other sessions' statement texts (pg_stat_activity and similar)",
     ),
     (
+        "read_credentials",
+        "builtin:upstream-credential",
+        "reads the server accounts' password hashes (the gateway's own account is among them)",
+    ),
+    (
         "replication",
         "builtin:replication",
         "reads the binary log or controls replication (MySQL: SHOW BINLOG EVENTS, CHANGE \
