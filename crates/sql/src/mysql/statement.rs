@@ -528,6 +528,7 @@ pub(crate) fn classify(stmt: &Statement, ctx: &MysqlContext) -> StatementInfo {
     b.info.functions = collected.functions.clone();
     b.info.uses.computed = resolved.computed.clone();
     b.info.uses.compared = resolved.compared.clone();
+    b.info.uses.last4 = resolved.last4.clone();
     if b.info.kind == "explain" {
         // The explained query's result is not returned: everything in it is a computation.
         b.info

@@ -535,3 +535,23 @@ fn password_hashes_are_guarded() {
     assert!(analyze_mysql("SHOW CREATE USER gatehouse_svc", &ctx()).is_err());
     assert_eq!(decide("SELECT user FROM shop.user").action, Action::Allow);
 }
+
+#[test]
+fn a_match_on_the_last_four_digits_is_last4() {
+    let s = one("SELECT id FROM payments WHERE card_number LIKE '%1111' AND id > 0");
+    assert!(s.uses.last4.contains(&card()), "{:?}", s.uses);
+    assert!(!s.uses.computed.contains(&card()), "{:?}", s.uses);
+    for sql in [
+        "SELECT id FROM payments WHERE card_number LIKE '%1_11'",
+        "SELECT id FROM payments WHERE card_number LIKE '%11111'",
+        "SELECT id FROM payments WHERE card_number LIKE '4%'",
+        "SELECT id FROM payments WHERE card_number NOT LIKE '%1111'",
+        "SELECT id FROM payments WHERE card_number LIKE '%1111' ESCAPE '!'",
+        "SELECT id FROM payments WHERE card_number LIKE '%%1111'",
+        "SELECT id FROM payments WHERE card_number LIKE '%1111' OR id = 1",
+    ] {
+        let s = one(sql);
+        assert!(s.uses.computed.contains(&card()), "{sql}: {:?}", s.uses);
+        assert!(s.uses.last4.is_empty(), "{sql}");
+    }
+}

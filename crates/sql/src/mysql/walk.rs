@@ -53,6 +53,8 @@ pub(crate) struct Collected {
     /// Conditions that compare columns as they are (`c = 'x'`, `c = ?`, `c IN (...)`,
     /// `a.c = b.c`): the columns of each, and whether a constant is one side.
     compared: Vec<(Vec<RawColumn>, bool)>,
+    /// Columns of which a condition uses only the last four characters (`c LIKE '%1234'`).
+    last4: Vec<RawColumn>,
     /// Qualifier → what it names.
     aliases: BTreeMap<String, BTreeSet<Target>>,
     /// The queries of derived tables and CTEs: outer references to their columns can carry
@@ -195,6 +197,31 @@ fn comparison(e: &Expr) -> Option<(Vec<&Expr>, bool)> {
     }
 }
 
+/// `c LIKE '%1234'` (one to four digits after a single leading `%`, no escape clause): only
+/// the last characters of `c` are tested. The column reference, if so.
+fn last4_match(e: &Expr) -> Option<&Expr> {
+    let Expr::Like {
+        negated: false,
+        any: false,
+        expr,
+        pattern,
+        escape_char: None,
+    } = e
+    else {
+        return None;
+    };
+    raw_column(expr)?;
+    let Expr::Value(v) = &**pattern else {
+        return None;
+    };
+    let (Value::SingleQuotedString(p) | Value::DoubleQuotedString(p)) = &v.value else {
+        return None;
+    };
+    let digits = p.strip_prefix('%')?;
+    let ok = (1..=4).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+    ok.then_some(&**expr)
+}
+
 /// The column reference itself under any parentheses (what the visitor hands out).
 fn column_leaf(e: &Expr) -> &Expr {
     match e {
@@ -277,6 +304,14 @@ impl Visitor for Collector<'_> {
             conjuncts(cond, &mut parts);
         }
         for part in parts {
+            if let Some(column) = last4_match(part) {
+                if let Some(raw) = raw_column(column) {
+                    self.compared_exprs
+                        .insert(std::ptr::from_ref(column_leaf(column)));
+                    self.out.last4.push(raw);
+                }
+                continue;
+            }
             if let Some((columns, constant)) = comparison(part) {
                 let raws = columns.iter().filter_map(|c| raw_column(c)).collect();
                 for c in columns {
@@ -565,6 +600,8 @@ pub(crate) struct Resolved {
     pub computed: BTreeSet<ColumnRef>,
     /// Each comparison of columns as they are, resolved.
     pub compared: Vec<Compared>,
+    /// Columns of which only the last four characters are tested.
+    pub last4: BTreeSet<ColumnRef>,
     /// Everything an outer reference to a derived table's or CTE's column may carry: every
     /// column read anywhere (always a superset of what those queries output).
     pub pool: BTreeSet<ColumnRef>,
@@ -668,10 +705,16 @@ impl Collected {
                 position,
             })
             .collect();
+        let last4 = self
+            .last4
+            .iter()
+            .flat_map(|raw| self.resolve_one(raw, extra, ctx).0)
+            .collect();
         Resolved {
             columns_read,
             computed,
             compared,
+            last4,
             pool,
         }
     }
