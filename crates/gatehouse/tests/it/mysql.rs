@@ -316,7 +316,10 @@ fn masking_holds_through_computations_derived_tables_and_comments() {
         "1\n"
     );
     // Its last four digits may be matched (they are what masking shows).
-    assert_eq!(run("SELECT id FROM payments WHERE card_number LIKE '%5559'"), "2\n");
+    assert_eq!(
+        run("SELECT id FROM payments WHERE card_number LIKE '%5559'"),
+        "2\n"
+    );
     // Two guesses in one statement are not.
     let e = err_text(&mysql_cli(
         &gw,
@@ -1183,5 +1186,14 @@ fn views_are_seen_through_for_masking_and_inference() {
         &["--ssl"],
     ));
     assert!(e.contains("builtin:masked-inference"), "{e}");
+    // A read of masked values through a view taints the diagnostics like a direct read.
+    let out = mysql_cli(
+        &gw,
+        &token,
+        Some("shop"),
+        "SELECT c FROM cards_v WHERE id = 1; SHOW WARNINGS",
+        &["--ssl"],
+    );
+    assert!(err_text(&out).contains("builtin:masked-diagnostics"));
     mariadb().sql("DROP VIEW shop.cards_vv, shop.cards_v, shop.cards_w");
 }

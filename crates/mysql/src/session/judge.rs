@@ -26,26 +26,25 @@ pub(crate) use gatehouse_core::policy::Judgement;
 /// Whether a judged text reads or writes masked data (for what the server may quote back).
 pub(crate) trait MaskedReads {
     /// Whether the statement reads a masked column's values (its warnings could quote them).
-    fn reads_masked_values(&self, masks: &SessionMasks) -> bool;
+    fn reads_masked_values(&self, data: Masked<'_>) -> bool;
     /// Whether the statement reads or writes anything masked for the session.
-    fn touches_masked(&self, masks: &SessionMasks) -> bool;
+    fn touches_masked(&self, data: Masked<'_>) -> bool;
 }
 
 impl MaskedReads for Judgement {
-    fn reads_masked_values(&self, masks: &SessionMasks) -> bool {
-        masks.is_active()
+    fn reads_masked_values(&self, data: Masked<'_>) -> bool {
+        data.masks.is_active()
             && self.statements.iter().any(|s| {
                 s.columns_read
                     .iter()
                     .chain(s.outputs.iter().flatten().flat_map(|o| o.sources.iter()))
                     .chain(s.uses.computed.iter())
-                    .any(|c| masks.source(c).is_some())
+                    .any(|c| data.source(c).is_some())
             })
     }
 
-    fn touches_masked(&self, masks: &SessionMasks) -> bool {
-        let data = Masked { masks, views: None };
-        masks.is_active()
+    fn touches_masked(&self, data: Masked<'_>) -> bool {
+        data.masks.is_active()
             && self
                 .statements
                 .iter()

@@ -24,7 +24,7 @@ use gatehouse_core::pan::mask_pans;
 use gatehouse_core::policy::{Action, Decision};
 use gatehouse_core::session::{EndReason, HoldRequest, Session, StatementOutcome, Verdict};
 
-use super::judge::{Judge, Judgement, MaskedReads, diagnostics_refusal, reads_diagnostics};
+use super::judge::{Judge, Judgement, Masked, MaskedReads, diagnostics_refusal, reads_diagnostics};
 use super::login::Established;
 use super::registry::parse_kill;
 use super::response::{Relay, RelayError};
@@ -462,7 +462,12 @@ impl Conn<'_> {
             self.record_outcome(outcome, started);
             return Err(EndReason::UpstreamError);
         }
-        let touches = j.touches_masked(&self.masks);
+        let data = Masked {
+            masks: &self.masks,
+            views: self.views.as_deref(),
+        };
+        let touches = j.touches_masked(data);
+        let reads_masked = j.reads_masked_values(data);
         let capture_cap = gate.result_cap_bytes;
         let relay = Relay {
             client: &mut self.client,
@@ -530,7 +535,6 @@ impl Conn<'_> {
                 self.database = Some(db);
             }
         }
-        let reads_masked = j.reads_masked_values(&self.masks);
         if j.statements
             .iter()
             .any(|s| !s.tables_read.is_empty() || !s.tables_written.is_empty())
