@@ -500,7 +500,8 @@ fn columns_compared_as_they_are_are_comparisons_not_computations() {
     assert!(s.uses.compared[0].constant && s.uses.compared[0].columns.contains(&card()));
     let s = one("SELECT id FROM payments WHERE (card_number = ?) AND id IN (1, 2)");
     assert!(!s.uses.computed.contains(&card()), "{:?}", s.uses);
-    assert_eq!(s.uses.compared.len(), 2);
+    // One comparison for `= ?`, one per value of the IN list.
+    assert_eq!(s.uses.compared.len(), 3);
     let s = one(
         "SELECT p.id FROM payments p JOIN payments q ON true WHERE p.card_number = q.card_number",
     );
