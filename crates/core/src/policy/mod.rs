@@ -15,7 +15,7 @@ pub mod settings;
 pub use analysis::{
     ColumnRef, ColumnUses, Compared, CopyInfo, OutputColumn, StatementInfo, TableRef,
 };
-pub use decide::{Decision, Policy};
+pub use decide::{DDL_KINDS, DML_KINDS, Decision, Policy};
 pub use judgement::{Judgement, UNPARSEABLE_RULE};
 pub use rules::{
     Action, BUILTIN_PREFIX, DEFAULT_LIMIT_ABOVE, Rule, RuleError, STATEMENT_KINDS, validate_rules,

@@ -223,25 +223,25 @@ pub(crate) fn column_mask(
         return None;
     }
     let org = String::from_utf8_lossy(&column.org_table).to_ascii_lowercase();
-    let named = ColumnRef {
-        table: Some(TableRef {
-            schema: Some(String::from_utf8_lossy(&column.schema).to_ascii_lowercase())
-                .filter(|s| !s.is_empty()),
-            name: org.clone(),
-        }),
-        column: String::from_utf8_lossy(&column.org_name).to_ascii_lowercase(),
-    };
     // A view's column (MySQL names the view, not what it shows): as what its query computes.
     let from_view = data
         .views
-        .filter(|v| {
-            !org.is_empty()
-                && named
-                    .table
-                    .as_ref()
-                    .is_some_and(|t| !v.views_named(t).is_empty())
-        })
-        .map(|_| data.source(&named));
+        .filter(|v| !v.is_empty() && !org.is_empty())
+        .and_then(|v| {
+            let named = ColumnRef {
+                table: Some(TableRef {
+                    schema: Some(String::from_utf8_lossy(&column.schema).to_ascii_lowercase())
+                        .filter(|s| !s.is_empty()),
+                    name: org.clone(),
+                }),
+                column: String::from_utf8_lossy(&column.org_name).to_ascii_lowercase(),
+            };
+            let is_view = named
+                .table
+                .as_ref()
+                .is_some_and(|t| !v.views_named(t).is_empty());
+            is_view.then(|| data.source(&named))
+        });
     let named_by_server = from_view.is_none() && !org.is_empty() && {
         // The server names a base table of the statement: its definition is the source.
         stmt.into_iter()

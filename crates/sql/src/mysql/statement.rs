@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 
-use gatehouse_core::policy::{ColumnRef, StatementInfo, TableRef};
+use gatehouse_core::policy::{ColumnRef, DDL_KINDS, DML_KINDS, StatementInfo, TableRef};
 use sqlparser::ast::{
     ContextModifier, Expr, FromTable, FunctionArg, FunctionArgExpr, FunctionArguments, GranteeName,
     Ident, ObjectName, ObjectType, OnInsert, Query, Set, SetExpr, Statement, TableFactor,
@@ -20,26 +20,6 @@ use sqlparser::ast::{
 
 use super::MysqlContext;
 use super::walk::{self, table_ref};
-
-const DML: &[&str] = &[
-    "insert",
-    "update",
-    "delete",
-    "merge",
-    "copy_from",
-    "truncate",
-];
-const DDL: &[&str] = &[
-    "create",
-    "alter",
-    "drop",
-    "create_extension",
-    "create_function",
-    "create_trigger",
-    "create_rule",
-    "create_policy",
-    "comment",
-];
 
 /// A [`StatementInfo`] under construction.
 pub(crate) struct Builder {
@@ -58,10 +38,10 @@ impl Builder {
     /// Adds a kind and its umbrella.
     pub(crate) fn kind(&mut self, kind: &str) {
         self.info.kinds.insert(kind.to_owned());
-        if DML.contains(&kind) {
+        if DML_KINDS.contains(&kind) {
             self.info.kinds.insert("dml".to_owned());
         }
-        if DDL.contains(&kind) {
+        if DDL_KINDS.contains(&kind) {
             self.info.kinds.insert("ddl".to_owned());
         }
     }

@@ -809,6 +809,25 @@ fn set_outputs(
     }
 }
 
+/// An output of resolved `sources`; one that may refer to a derived table's or CTE's column
+/// also carries (as derivatives) everything those queries could output.
+fn with_pool(
+    (mut sources, maybe_derived): (BTreeSet<ColumnRef>, bool),
+    r: &Resolved,
+    star: bool,
+) -> OutputColumn {
+    let mut derived = BTreeSet::new();
+    if maybe_derived {
+        sources.extend(r.pool.iter().cloned());
+        derived.extend(r.pool.iter().cloned());
+    }
+    OutputColumn {
+        star,
+        sources,
+        derived,
+    }
+}
+
 fn merge<'o>(outs: impl Iterator<Item = &'o OutputColumn>) -> OutputColumn {
     let mut all = OutputColumn::default();
     for o in outs {
@@ -865,18 +884,8 @@ fn item_output(
                 qualifier,
                 column: "*".to_owned(),
             };
-            let (mut sources, maybe_derived) = c.resolve_one(&raw, extra, ctx);
-            let mut derived = BTreeSet::new();
-            if maybe_derived {
-                // A star over a derived table: whatever it outputs, possibly computed.
-                sources.extend(r.pool.iter().cloned());
-                derived.extend(r.pool.iter().cloned());
-            }
-            OutputColumn {
-                star: true,
-                sources,
-                derived,
-            }
+            // A star over a derived table: whatever it outputs, possibly computed.
+            with_pool(c.resolve_one(&raw, extra, ctx), r, true)
         }
         _ => {
             let Some(e) = item_expr(item) else {
@@ -885,20 +894,11 @@ fn item_output(
             if is_plain(e) {
                 let inner = collect(plain_leaf(e), None, ctx);
                 let raw = inner.computed.first();
-                let (mut sources, maybe_derived) = match raw {
+                let resolved = match raw {
                     Some(raw) => c.resolve_one(raw, extra, ctx),
                     None => (BTreeSet::new(), false),
                 };
-                let mut derived = BTreeSet::new();
-                if maybe_derived {
-                    sources.extend(r.pool.iter().cloned());
-                    derived.extend(r.pool.iter().cloned());
-                }
-                OutputColumn {
-                    star: false,
-                    sources,
-                    derived,
-                }
+                with_pool(resolved, r, false)
             } else {
                 let inner = collect(e, None, ctx);
                 let sources = c.resolve_inner(&inner, r, extra, ctx);

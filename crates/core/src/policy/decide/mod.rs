@@ -63,7 +63,8 @@ impl Decision {
 /// Kinds that carry code the gateway cannot analyse.
 const OPAQUE_KINDS: &[&str] = &["do", "create_function", "create_trigger", "create_rule"];
 
-const DML_KINDS: &[&str] = &[
+/// The kinds the `dml` umbrella covers (every dialect's analysis adds it for these).
+pub const DML_KINDS: &[&str] = &[
     "insert",
     "update",
     "delete",
@@ -71,7 +72,8 @@ const DML_KINDS: &[&str] = &[
     "copy_from",
     "truncate",
 ];
-const DDL_KINDS: &[&str] = &[
+/// The kinds the `ddl` umbrella covers.
+pub const DDL_KINDS: &[&str] = &[
     "create",
     "alter",
     "drop",
