@@ -377,16 +377,17 @@ pub async fn sessions_list(path: &Path, limit: i64) -> Result<ExitCode> {
     let store = open_store(&cfg)?;
     let list = store.sessions(limit)?;
     println!(
-        "{:<36}  {:<27}  {:<20}  {:<12}  {:>5}  ENDED",
-        "SESSION", "STARTED", "SUBJECT", "CONNECTION", "STMTS"
+        "{:<36}  {:<27}  {:<20}  {:<12}  {:<8}  {:>5}  ENDED",
+        "SESSION", "STARTED", "SUBJECT", "CONNECTION", "PROTOCOL", "STMTS"
     );
     for s in list {
         println!(
-            "{:<36}  {:<27}  {:<20}  {:<12}  {:>5}  {}",
+            "{:<36}  {:<27}  {:<20}  {:<12}  {:<8}  {:>5}  {}",
             s.session_id,
             s.started_at,
             s.subject.unwrap_or_default(),
             s.connection.unwrap_or_default(),
+            s.protocol,
             s.statements,
             s.ended_at.unwrap_or_else(|| "(open)".into())
         );

@@ -73,6 +73,7 @@ fn session_start(
             application_name: app.map(str::to_owned),
             client_user: subject.map(str::to_owned),
             grant: grant.map(str::to_owned),
+            protocol: "postgres",
             adapter: serde_json::Map::new(),
         }
         .to_value(),

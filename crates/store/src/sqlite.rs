@@ -56,6 +56,8 @@ pub struct SessionSummary {
     pub subject: Option<String>,
     pub connection: Option<String>,
     pub client_addr: Option<String>,
+    /// `postgres`, `mysql`, ...: the adapter that served the session.
+    pub protocol: String,
     pub statements: i64,
 }
 
@@ -261,7 +263,8 @@ impl SqliteStore {
             "SELECT s.session_id, s.time, s.subject, s.connection, s.client_addr, e.time,
                     (SELECT count(*) FROM audit_records c
                       WHERE c.seq > s.seq AND c.seq < coalesce(e.seq, 9223372036854775807)
-                        AND c.session_id = s.session_id AND c.kind = 'statement')
+                        AND c.session_id = s.session_id AND c.kind = 'statement'),
+                    json_extract(s.detail, '$.protocol')
                FROM audit_records s
                LEFT JOIN audit_records e
                  ON e.session_id = s.session_id AND e.kind = 'session_end'
@@ -277,6 +280,10 @@ impl SqliteStore {
                 client_addr: r.get(4)?,
                 ended_at: r.get(5)?,
                 statements: r.get(6)?,
+                protocol: gatehouse_core::audit::detail::session_protocol(
+                    r.get::<_, Option<String>>(7).ok().flatten().as_deref(),
+                )
+                .to_owned(),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

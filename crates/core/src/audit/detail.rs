@@ -185,11 +185,25 @@ pub struct SessionStarted {
     /// The access grant that admitted the session.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grant: Option<String>,
+    /// Which adapter served the session: `postgres`, `mysql`, `ssh`, `http` (the contract's
+    /// `protocol` field; read back with [`session_protocol`]).
+    pub protocol: &'static str,
     /// Facts only this protocol has.
     #[serde(flatten)]
     pub adapter: serde_json::Map<String, serde_json::Value>,
 }
 impl Detail for SessionStarted {}
+
+/// The protocol of a session from its `session_start` record's `detail.protocol`. Records
+/// written before the field named the adapter carry PostgreSQL's wire version there (`3.0`):
+/// those sessions were PostgreSQL's, the only adapter then.
+pub fn session_protocol(detail_protocol: Option<&str>) -> &str {
+    match detail_protocol {
+        None => "postgres",
+        Some(p) if p.starts_with(|c: char| c.is_ascii_digit()) => "postgres",
+        Some(p) => p,
+    }
+}
 
 /// `statement` record: how the gateway judged the statement (the same for every protocol).
 #[derive(Debug, Clone, Serialize)]
@@ -481,13 +495,13 @@ mod tests {
         assert_eq!(typed, before);
 
         let mut adapter = serde_json::Map::new();
-        adapter.insert("protocol".into(), "3.0".into());
         adapter.insert("upstream_tls".into(), false.into());
         let typed = SessionStarted {
             tls: true,
             application_name: Some("bot".into()),
             client_user: None,
             grant: None,
+            protocol: "postgres",
             adapter,
         }
         .to_value()
@@ -496,7 +510,7 @@ mod tests {
             "tls": true,
             "application_name": "bot",
             "client_user": null,
-            "protocol": "3.0",
+            "protocol": "postgres",
             "upstream_tls": false,
         })
         .to_string();

@@ -159,12 +159,13 @@ fn code(r: &LoginRefusal) -> &'static str {
 
 fn started() -> SessionStarted {
     let mut adapter = serde_json::Map::new();
-    adapter.insert("protocol".into(), "test/1".into());
+    adapter.insert("protocol_version".into(), "test/1".into());
     SessionStarted {
         tls: true,
         application_name: Some("nightly report".into()),
         client_user: Some("anyone".into()),
         grant: None,
+        protocol: "test",
         adapter,
     }
 }
@@ -269,7 +270,8 @@ async fn a_session_records_its_start_and_end_once_even_when_dropped() {
         ]
     );
     let start = detail(&records[0]);
-    assert_eq!(start["protocol"], "test/1");
+    assert_eq!(start["protocol"], "test");
+    assert_eq!(start["protocol_version"], "test/1");
     assert_eq!(start["tls"], true);
     assert_eq!(start["client_user"], "anyone");
     assert_eq!(detail(&records[1])["reason"], "client disconnected");

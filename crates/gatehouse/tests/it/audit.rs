@@ -934,6 +934,11 @@ async fn sessions_cli_and_export_since() {
         .find(|l| l.contains(&sid))
         .unwrap_or_else(|| panic!("session {sid} not listed: {list}"));
     assert!(line.contains("cli-bot"), "{line}");
+    // The protocol column, from the session_start record's `detail.protocol`.
+    assert_eq!(line.split_whitespace().nth(4), Some("postgres"), "{line}");
+    let detail = &kind(&recs, "session_start")[0]["detail"];
+    assert_eq!(detail["protocol"], "postgres", "{detail}");
+    assert_eq!(detail["protocol_version"], "3.0", "{detail}");
 
     let out = gw.cli(&["sessions", "show", &sid]);
     assert!(out.status.success(), "{}", text(&out));

@@ -443,6 +443,14 @@ async fn evidence_report_matches_the_audit_export() {
     assert_eq!(service["items"][0]["subject"], "fraud-bot");
     assert_eq!(service["items"][0]["application_name"], "psql");
     assert_eq!(ad["service_groups"][0], "fraud-bots");
+    // Every session here was PostgreSQL's, and each statement is counted under it.
+    let sessions = count(&recs, |r| r["kind"] == "session_start");
+    assert_eq!(ad["sessions_by_protocol"]["postgres"], sessions, "{ad}");
+    assert_eq!(
+        ad["statements_by_protocol"]["postgres"],
+        count(&recs, |r| r["kind"] == "statement"),
+        "{ad}"
+    );
 
     // 7.2 / 8.6.1
     let ap = &rep["approvals"];

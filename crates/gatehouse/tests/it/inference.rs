@@ -206,6 +206,9 @@ const REFUSED: &[&str] = &[
     "SELECT id FROM payments WHERE card_number = '4111111111111111' OR card_number = '5555555555554444'",
     "SELECT 1 FROM payments WHERE card_number = '4111111111111111' UNION ALL SELECT 2 FROM payments WHERE card_number = '5555555555554444'",
     "SELECT g.v FROM payments p JOIN guesses g ON p.card_number = g.v",
+    // A list of candidates is as many guesses as it has values (one allowance per statement).
+    "SELECT id FROM payments WHERE card_number IN ('4111111111111111', '5555555555554444')",
+    "SELECT id FROM payments WHERE card_number IN ($1, $2)",
     "SELECT v FROM guesses WHERE v IN (SELECT card_number FROM payments)",
     "SELECT card_number FROM payments UNION SELECT '4111111111111110' ORDER BY 1",
     "SELECT card_number FROM payments INTERSECT SELECT v FROM guesses",
@@ -547,6 +550,9 @@ async fn masked_but_useful_queries_work() {
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<_, i32>(0), 2);
+    // A list of one value is one lookup.
+    let sql = "SELECT id FROM payments WHERE card_number IN ('5555555555554444')";
+    assert_eq!(ok(simple(&c, sql).await, sql), vec![vec![Some("2".into())]]);
     let sql = "SELECT id, card_number FROM payments WHERE card_number = '4111111111111111'";
     assert_eq!(
         ok(simple(&c, sql).await, sql),

@@ -348,6 +348,8 @@ fn masking_holds_through_computations_derived_tables_and_comments() {
         // A derived table: the server may not name the source.
         "SELECT x FROM (SELECT card_number AS x FROM payments) t",
         "SELECT id FROM payments WHERE card_number LIKE '4111%'",
+        // Parked in a variable, to be read back unmasked by a later `SELECT @v`.
+        "SELECT card_number INTO @v FROM payments WHERE id = 1",
     ] {
         let e = err_text(&mysql_cli(&gw, &token, Some("shop"), sql, &tls));
         assert!(
@@ -355,6 +357,11 @@ fn masking_holds_through_computations_derived_tables_and_comments() {
             "{sql}: {e}"
         );
     }
+    // A variable holding what nobody masks is served (not taken for a server-side file).
+    assert_eq!(
+        run("SELECT note INTO @n FROM payments WHERE id = 1; SELECT @n"),
+        "first\n"
+    );
     // A column hidden in an executable comment is still a column of the result.
     let out = run("SELECT id /*!, card_number */ FROM payments WHERE id = 1");
     assert_eq!(out, "1\t************1111\n");
@@ -808,6 +815,11 @@ fn mysql_sessions_replay_masked_and_count_in_the_evidence() {
     assert!(replay.contains("[\"[redacted]\"]"), "{replay}");
     assert!(replay.contains("application \"mysql\""), "{replay}");
     assert!(!replay.contains("5500005555555559"), "{replay}");
+    // `sessions list` names the protocol.
+    let out = gw.cli(&["sessions", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    let line = list.lines().find(|l| l.contains(&sid)).unwrap_or_default();
+    assert_eq!(line.split_whitespace().nth(4), Some("mysql"), "{list}");
     let o = Command::new("date")
         .args(["-u", "+%F"])
         .output()
@@ -833,6 +845,18 @@ fn mysql_sessions_replay_masked_and_count_in_the_evidence() {
         "the MySQL session is in the evidence: {report}"
     );
     assert!(!report.contains("5500005555555559"));
+    // Sessions and statements are counted per protocol.
+    let v: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
+    let ad = &v["administrative_actions"];
+    assert_eq!(ad["sessions_by_protocol"]["mysql"], 1, "{ad}");
+    let statements = gw
+        .export()
+        .iter()
+        .filter(|r| r["kind"] == "statement" && r["session_id"] == sid.as_str())
+        .count();
+    assert!(statements >= 1);
+    assert_eq!(ad["statements_by_protocol"]["mysql"], statements, "{ad}");
+    assert!(ad["sessions_by_protocol"].get("postgres").is_none(), "{ad}");
 }
 
 #[test]

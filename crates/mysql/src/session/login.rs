@@ -363,7 +363,6 @@ async fn establish_inner(
         return refuse_with(&mut client, seq, codes::REFUSED, &msg).await;
     }
     let mut adapter = serde_json::Map::new();
-    adapter.insert("protocol".into(), "mysql".into());
     adapter.insert("upstream_tls".into(), upstream.tls.into());
     adapter.insert(
         "upstream_connection_id".into(),
@@ -378,6 +377,7 @@ async fn establish_inner(
         application_name: attempt.application_name.clone(),
         client_user: attempt.client_user.clone(),
         grant: None,
+        protocol: "mysql",
         adapter,
     };
     if session.start(started).await.is_err() {

@@ -205,6 +205,10 @@ pub struct AdminActions {
     pub service_identity_interactive_sessions: Capped<SessionRef>,
     /// Sessions per `application_name` (`(none)` when the client set none).
     pub sessions_by_application: BTreeMap<String, u64>,
+    /// Sessions per protocol (`postgres`, `mysql`, ...), from their `session_start` records.
+    pub sessions_by_protocol: BTreeMap<String, u64>,
+    /// Statement records per protocol of their session.
+    pub statements_by_protocol: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

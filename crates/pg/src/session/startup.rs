@@ -278,7 +278,7 @@ async fn establish_inner(
     // The session is recorded before the client may send anything (fail closed).
     let mut adapter = serde_json::Map::new();
     adapter.insert(
-        "protocol".into(),
+        "protocol_version".into(),
         format!("{}.{}", msg.major, msg.minor).into(),
     );
     adapter.insert("upstream_tls".into(), upstream.tls.into());
@@ -292,6 +292,7 @@ async fn establish_inner(
         application_name: attempt.application_name.clone(),
         client_user: attempt.client_user.clone(),
         grant: None,
+        protocol: "postgres",
         adapter,
     };
     if session.start(started).await.is_err() {

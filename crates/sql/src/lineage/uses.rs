@@ -180,7 +180,19 @@ impl Lineage<'_> {
                 let left = self.expr(l);
                 let right = self.expr(r);
                 if right.no_columns() {
-                    self.compare_sides(&[left, right], e.location);
+                    // Each value of the list is a client-chosen value of its own: a list of a
+                    // thousand candidates is a thousand guesses, not one. Their positions stay
+                    // inside the list's own text, so they never meet another comparison's.
+                    let values = match r {
+                        NodeRef::List(l) => l.items.len().max(1),
+                        _ => 1,
+                    };
+                    for i in 0..values {
+                        let at = e
+                            .location
+                            .saturating_add(i32::try_from(i).unwrap_or(i32::MAX));
+                        self.compare_sides(&[left.clone(), right.clone()], at);
+                    }
                 } else {
                     self.computed(&left);
                     self.computed(&right);

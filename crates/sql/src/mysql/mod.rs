@@ -25,7 +25,7 @@
 //!   User variables (`SET @x = ...`) set nothing.
 //! * Kinds specific to MySQL: `use`, `kill` (with `signal_backend`), `replication` (binlog and
 //!   replica statements, refused by `builtin:replication`), `flush`.
-//! * `SELECT ... INTO` (OUTFILE, DUMPFILE or variables: sqlparser does not tell them apart)
+//! * `SELECT ... INTO OUTFILE|DUMPFILE` (an `INTO` target that is not a plain variable)
 //!   sets `copy_file`, as does a `LOAD DATA INFILE` without LOCAL; `LOAD DATA LOCAL INFILE` is
 //!   `copy_from`.
 //! * PREPARE, EXECUTE, CALL, CREATE PROCEDURE/FUNCTION/TRIGGER/EVENT are `opaque`.
@@ -66,8 +66,9 @@
 //! * Compound statements (procedure bodies sent with a client `DELIMITER`) are split at their
 //!   inner `;` and so refused.
 //! * No catalog: views and stored functions are not expanded.
-//! * `SELECT ... INTO @var` is reported as `copy_file` like INTO OUTFILE (the AST does not
-//!   tell them apart): refused, over-approximating.
+//! * `SELECT ... INTO @var` returns nothing to the client: what it reads counts as computed
+//!   with (refused for masked identities, as `SET @v = (SELECT ...)`); an `INTO` target that
+//!   is not a plain variable name is taken for a file (`copy_file`).
 //! * `compared`, `last4`, `fallible` and `calls` of [`ColumnUses`](gatehouse_core::policy::ColumnUses) are left empty: every use
 //!   other than a plain outermost projection item is `computed`, so the masking inference judge
 //!   refuses more than it would for PostgreSQL.

@@ -210,8 +210,11 @@ fn set_assignments(b: &mut Builder, assigns: &[(Option<&ContextModifier>, &Objec
 
 /// Classifies `stmt`, whose reads were collected as `c` (see `walk.rs`).
 pub(crate) fn classify(stmt: &Statement, ctx: &MysqlContext) -> StatementInfo {
+    // The query whose result columns go to the client. `SELECT ... INTO @v` returns nothing:
+    // its values go into variables the client reads later, unmasked — so its columns count
+    // as computed with, as in `SET @v = (SELECT ...)`, never as returned.
     let outer: Option<&Query> = match stmt {
-        Statement::Query(q) => Some(q),
+        Statement::Query(q) if !select_into(q) => Some(q),
         _ => None,
     };
     let collected = walk::collect(stmt, outer, ctx);
@@ -224,9 +227,10 @@ pub(crate) fn classify(stmt: &Statement, ctx: &MysqlContext) -> StatementInfo {
             if let Some(limit) = &q.limit_clause {
                 b.info.limit = limit_of(limit);
             }
-            if select_into(q) {
-                // SELECT ... INTO OUTFILE/DUMPFILE/@var: sqlparser does not tell which; a
-                // file is the worst case (refused by builtin:copy-file).
+            if select_into_file(q) {
+                // SELECT ... INTO OUTFILE/DUMPFILE (reaching the parser as targets named so):
+                // refused by builtin:copy-file. Variables are judged by what flows into them
+                // (see `outer` above).
                 b.info.copy_file = true;
             }
             if q.locks.iter().len() > 0 {
@@ -534,6 +538,33 @@ pub(crate) fn classify(stmt: &Statement, ctx: &MysqlContext) -> StatementInfo {
 }
 
 /// Whether any select of the query (or a nested one) has an INTO clause.
+/// Whether `q` has an `INTO` target that is not a variable (a file, or anything else the
+/// gateway cannot tell from one): the worst case, a server-side file.
+fn select_into_file(q: &Query) -> bool {
+    fn variable(e: &Expr) -> bool {
+        match e {
+            Expr::Identifier(i) => {
+                i.quote_style.is_none()
+                    && !i.value.eq_ignore_ascii_case("outfile")
+                    && !i.value.eq_ignore_ascii_case("dumpfile")
+            }
+            _ => false,
+        }
+    }
+    fn body(s: &SetExpr) -> bool {
+        match s {
+            SetExpr::Select(s) => s
+                .into
+                .as_ref()
+                .is_some_and(|i| i.targets.is_empty() || !i.targets.iter().all(variable)),
+            SetExpr::Query(q) => select_into_file(q),
+            SetExpr::SetOperation { left, right, .. } => body(left) || body(right),
+            _ => false,
+        }
+    }
+    body(&q.body)
+}
+
 fn select_into(q: &Query) -> bool {
     fn body(s: &SetExpr) -> bool {
         match s {

@@ -270,6 +270,32 @@ fn files() {
 }
 
 #[test]
+fn select_into_variables_is_not_a_file_but_parks_what_it_reads() {
+    for sql in [
+        "SELECT card_number INTO @v FROM payments WHERE id = 1",
+        "SELECT id, card_number INTO @a, @b FROM payments LIMIT 1",
+    ] {
+        let s = one(sql);
+        assert!(!s.copy_file, "{sql}");
+        assert_eq!(s.kind, "select", "{sql}");
+        // The value goes into a variable the client reads later: computed with, not returned.
+        assert!(s.uses.computed.contains(&card()), "{sql}: {:?}", s.uses);
+    }
+    // Columns nobody masks may go into variables.
+    let s = one("SELECT id INTO @v FROM payments WHERE id = 1");
+    assert!(!s.copy_file);
+    assert!(!s.uses.computed.contains(&card()));
+    // `INTO` after the whole query is not parsed (left to `on_parse_error`: refused).
+    assert!(
+        analyze_mysql(
+            "SELECT card_number FROM payments WHERE id = 1 INTO @v",
+            &ctx()
+        )
+        .is_err()
+    );
+}
+
+#[test]
 fn builtin_refusals() {
     blocked_by("SHOW BINLOG EVENTS", "builtin:replication");
     blocked_by("SHOW RELAYLOG EVENTS", "builtin:replication");

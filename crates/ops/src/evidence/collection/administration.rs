@@ -2,8 +2,9 @@
 //! (approval, grant, admin and decision records), administrative SQL, and interactive
 //! sessions, those of service identities apart (8.6.1).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use gatehouse_core::audit::detail::session_protocol;
 use gatehouse_core::audit::{AuditRecord, RecordKind};
 use gatehouse_core::config::Config;
 use serde_json::Value;
@@ -62,6 +63,11 @@ pub(super) struct AdminAcc {
     service_interactive: Capped<SessionRef>,
     /// Sessions per `application_name`.
     applications: BTreeMap<String, u64>,
+    /// Sessions and statements per protocol (`postgres`, `mysql`, ...).
+    sessions_by_protocol: BTreeMap<String, u64>,
+    statements_by_protocol: BTreeMap<String, u64>,
+    /// The protocol of each open session started in the period, for its statements.
+    protocol_of: HashMap<String, String>,
 }
 
 impl AdminAcc {
@@ -75,12 +81,18 @@ impl AdminAcc {
             service_groups: cfg.identity.service_groups.clone(),
             service_interactive: Capped::default(),
             applications: BTreeMap::new(),
+            sessions_by_protocol: BTreeMap::new(),
+            statements_by_protocol: BTreeMap::new(),
+            protocol_of: HashMap::new(),
         }
     }
 
     /// A session start: its application, and whether it is interactive use.
     pub(super) fn session_start(&mut self, r: &AuditRecord, detail: &Value) {
         let e = &r.event;
+        let protocol = session_protocol(detail.get("protocol").and_then(Value::as_str)).to_owned();
+        bump(&mut self.sessions_by_protocol, &protocol, 1);
+        self.protocol_of.insert(e.session_id.clone(), protocol);
         let app = masked_str(detail.get("application_name"));
         bump(
             &mut self.applications,
@@ -106,8 +118,19 @@ impl AdminAcc {
         }
     }
 
+    /// A session end: its protocol is no longer needed (only open sessions are held).
+    pub(super) fn session_end(&mut self, r: &AuditRecord) {
+        self.protocol_of.remove(&r.event.session_id);
+    }
+
     /// A statement record: is it of an administrative kind?
     pub(super) fn statement(&mut self, r: &AuditRecord, detail: &Value) {
+        // A session started before the period: its protocol is not known here.
+        let protocol = self
+            .protocol_of
+            .get(&r.event.session_id)
+            .map_or("(session started before the period)", String::as_str);
+        bump(&mut self.statements_by_protocol, protocol, 1);
         let kinds = strings(detail.get("kinds"));
         let admin: Vec<&String> = kinds
             .iter()
@@ -169,6 +192,8 @@ impl AdminAcc {
             service_groups: self.service_groups,
             service_identity_interactive_sessions: self.service_interactive,
             sessions_by_application: self.applications,
+            sessions_by_protocol: self.sessions_by_protocol,
+            statements_by_protocol: self.statements_by_protocol,
         }
     }
 }

@@ -226,7 +226,10 @@ impl Acc {
                 self.administration.session_start(r, &detail);
                 self.identities.session_start(r);
             }
-            RecordKind::SessionEnd => self.controls.session_end(&detail),
+            RecordKind::SessionEnd => {
+                self.controls.session_end(&detail);
+                self.administration.session_end(r);
+            }
             RecordKind::Statement => {
                 self.identities.statement(r);
                 self.administration.statement(r, &detail);

@@ -205,6 +205,18 @@ pub(super) fn administrative_actions(r: &Report) -> Section {
                 "sessions",
                 &ad.sessions_by_application,
             ),
+            map_table(
+                "Sessions per protocol",
+                "protocol",
+                "sessions",
+                &ad.sessions_by_protocol,
+            ),
+            map_table(
+                "Statements per protocol",
+                "protocol",
+                "statements",
+                &ad.statements_by_protocol,
+            ),
         ],
     )
 }
