@@ -128,6 +128,7 @@ pub async fn run(path: &Path) -> Result<ExitCode> {
         analysis: gatehouse_sql::AnalysisCache::new(ANALYSIS_CACHE_BYTES),
         sessions: gatehouse_mysql::session::Registry::default(),
         views: gatehouse_mysql::views::ViewCache::default(),
+        rsa: gatehouse_mysql::rsa_exchange::RsaKeyCell::default(),
     });
     let shared = Arc::new(Shared {
         gate,

@@ -18,6 +18,7 @@ pub mod capabilities;
 pub mod codec;
 pub mod mask;
 pub mod messages;
+pub mod rsa_exchange;
 pub mod session;
 pub mod stream;
 pub mod upstream;

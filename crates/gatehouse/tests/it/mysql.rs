@@ -203,11 +203,22 @@ fn wrong_tokens_unknown_connections_and_missing_tls_are_refused_with_mysql_codes
     assert!(!raw.contains(&token), "the token is never recorded");
 }
 
+/// PyMySQL without TLS: caching_sha2_password's RSA exchange (with the `cryptography` package).
+const PYMYSQL_RSA_SCRIPT: &str = r#"
+import sys, pymysql
+c = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="fraud-bot",
+                    password=sys.argv[2], database="shop", ssl_disabled=True)
+with c.cursor() as cur:
+    cur.execute("SELECT card_number FROM payments WHERE id = 1")
+    print("ROW", cur.fetchall())
+c.close()
+"#;
+
 #[test]
-fn without_tls_the_cleartext_plugin_carries_the_token_when_allowed() {
+fn without_tls_the_token_travels_rsa_encrypted_or_by_the_cleartext_plugin() {
     let gw = gateway(MASKS);
     let token = gw.token("fraud-bot", &["fraud-bots"]);
-    // (MariaDB's client always allows the cleartext plugin and calls the option obsolete.)
+    // The mariadb CLI asks for the gateway's public key and sends the token encrypted.
     let out = mysql_cli(
         &gw,
         &token,
@@ -215,9 +226,65 @@ fn without_tls_the_cleartext_plugin_carries_the_token_when_allowed() {
         "SELECT card_number FROM payments WHERE id = 1",
         &["--skip-ssl"],
     );
+    assert!(out.status.success(), "{}", gw.log_text());
     assert_eq!(ok_stdout(&out), "************1111\n");
     let start = gw.wait_for_record(|r| r["kind"] == "session_start" && r["connection"] == "shop");
     assert_eq!(detail_of(&start)["tls"], false, "{start}");
+    assert_eq!(
+        detail_of(&start)["client_auth"],
+        "caching_sha2_password_rsa",
+        "{start}"
+    );
+    // PyMySQL does the same exchange.
+    let port = gw.mysql_port.expect("mysql");
+    let out = Command::new("python3")
+        .args(["-c", PYMYSQL_RSA_SCRIPT, &port.to_string(), &token])
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("ROW (('************1111',),)"), "{text}");
+    // A client that sends the cleartext plugin's answer directly.
+    let mut s = raw::login(port, &token);
+    raw::send(&mut s, 0, &[0x0e]);
+    let (_, ok) = raw::packet(&mut s).expect("ping answer");
+    assert_eq!(ok.first(), Some(&0x00), "{ok:?}");
+    // A forged ciphertext (the token never encrypted with the gateway's key): refused, and
+    // the gateway serves the next login.
+    let mut s = raw::connect(port);
+    raw::packet(&mut s).expect("greeting");
+    raw::send(
+        &mut s,
+        1,
+        &raw::login_payload(&[0u8; 32], "caching_sha2_password"),
+    );
+    let (seq, more) = raw::packet(&mut s).expect("full authentication");
+    assert_eq!(more, [0x01, 0x04], "perform full authentication");
+    raw::send(&mut s, seq + 1, &[0x02]);
+    let (seq, key) = raw::packet(&mut s).expect("public key");
+    assert!(
+        key.starts_with(b"\x01-----BEGIN PUBLIC KEY-----"),
+        "{}",
+        String::from_utf8_lossy(&key)
+    );
+    raw::send(&mut s, seq + 1, &[0x41u8; 512]);
+    let (_, err) = raw::packet(&mut s).expect("an error packet");
+    assert_eq!(raw::err_code(&err), Some(1045), "{err:?}");
+    assert!(
+        String::from_utf8_lossy(&err).contains("could not be decrypted"),
+        "{}",
+        String::from_utf8_lossy(&err)
+    );
+    assert!(raw::closed(&mut s));
+    let failed = gw
+        .wait_for_record(|r| r["kind"] == "login_failed" && detail_of(r)["reason"] == "malformed");
+    assert_eq!(failed["sqlstate"], "1045", "{failed}");
+    let out = mysql_cli(&gw, &token, Some("shop"), "SELECT 1", &["--skip-ssl"]);
+    assert_eq!(ok_stdout(&out), "1\n");
 }
 
 #[test]
@@ -565,6 +632,16 @@ mod raw {
     pub fn login(port: u16, token: &str) -> TcpStream {
         let mut s = connect(port);
         packet(&mut s).expect("greeting");
+        let mut auth = token.as_bytes().to_vec();
+        auth.push(0);
+        send(&mut s, 1, &login_payload(&auth, "mysql_clear_password"));
+        let (_, ok) = packet(&mut s).expect("login answer");
+        assert_eq!(ok.first(), Some(&0x00), "{}", String::from_utf8_lossy(&ok));
+        s
+    }
+
+    /// A HandshakeResponse41 for the database `shop` with `auth` as the plugin's answer.
+    pub fn login_payload(auth: &[u8], plugin: &str) -> Vec<u8> {
         // PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH | PLUGIN_AUTH_LENENC | CONNECT_WITH_DB
         // | DEPRECATE_EOF | MULTI_RESULTS | LONG_PASSWORD | TRANSACTIONS
         let caps: u32 = (1 << 9)
@@ -581,8 +658,6 @@ mod raw {
         p.push(45);
         p.extend_from_slice(&[0u8; 23]);
         p.extend_from_slice(b"raw\0");
-        let mut auth = token.as_bytes().to_vec();
-        auth.push(0);
         // A length-encoded integer (PLUGIN_AUTH_LENENC_CLIENT_DATA).
         let n = u16::try_from(auth.len()).expect("short token");
         if n < 251 {
@@ -591,12 +666,11 @@ mod raw {
             p.push(0xfc);
             p.extend_from_slice(&n.to_le_bytes());
         }
-        p.extend_from_slice(&auth);
-        p.extend_from_slice(b"shop\0mysql_clear_password\0");
-        send(&mut s, 1, &p);
-        let (_, ok) = packet(&mut s).expect("login answer");
-        assert_eq!(ok.first(), Some(&0x00), "{}", String::from_utf8_lossy(&ok));
-        s
+        p.extend_from_slice(auth);
+        p.extend_from_slice(b"shop\0");
+        p.extend_from_slice(plugin.as_bytes());
+        p.push(0);
+        p
     }
 
     pub fn closed(s: &mut TcpStream) -> bool {

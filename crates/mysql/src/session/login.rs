@@ -4,15 +4,18 @@
 //! Why the token travels as it does: the gateway must read the token itself, so a scramble
 //! (which only proves knowledge of a password the server already holds) is no use. With TLS
 //! the gateway asks for `caching_sha2_password`'s full authentication, in which standard
-//! clients send the password as it is inside the encrypted channel; without TLS it switches
-//! the client to `mysql_clear_password`, which clients send only when told they may
-//! (`--enable-cleartext-plugin`), and only when `tls.require` is off.
+//! clients send the password as it is inside the encrypted channel. Without TLS (only when
+//! `tls.require` is off) that plugin's RSA key exchange carries it encrypted with the
+//! gateway's own key ([`crate::rsa_exchange`]); a client that logs in with another plugin is
+//! switched to `mysql_clear_password`, which clients send only when told they may
+//! (`--enable-cleartext-plugin`). `session_start.detail.client_auth` records which.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_core::audit::detail::SessionStarted;
+use gatehouse_core::identity::AuthError;
 use gatehouse_core::session::{LoginAttempt, LoginRefusal, Session};
 use rand::Rng;
 use tokio::net::TcpStream;
@@ -239,12 +242,58 @@ async fn establish_inner(
         return refuse_with(&mut client, seq, wire_code(&r), &refusal_message(&r)).await;
     }
 
-    // The token: as sent with the cleartext plugin, or by caching_sha2_password's full
-    // authentication inside TLS.
+    // The token: as sent with the cleartext plugin, by caching_sha2_password's full
+    // authentication inside TLS, or RSA-encrypted by that plugin without TLS.
     let plugin = login.auth_plugin.clone().unwrap_or_default();
+    let client_auth: &'static str;
     let token: Vec<u8> = if plugin == CLEAR_PASSWORD {
+        client_auth = "clear_password";
         login.auth_response.clone()
+    } else if !tls && plugin == CACHING_SHA2_PASSWORD {
+        client_auth = "caching_sha2_password_rsa";
+        let mut out = Vec::new();
+        AuthMoreData(vec![0x04]).encode(&mut out);
+        client.send(&out, seq).await?;
+        let mut p = client.read().await?;
+        seq = p.next_seq();
+        let rsa = match shared.rsa.get().await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(error = %e, "no RSA key for caching_sha2_password");
+                let msg = "Gatehouse cannot read a password without TLS here: connect with --ssl";
+                return refuse_with(&mut client, seq, codes::ACCESS_DENIED, msg).await;
+            }
+        };
+        if p.payload.as_ref() == [0x02] {
+            // The client asks for the public key, then sends the password encrypted with it.
+            let mut out = Vec::new();
+            AuthMoreData(rsa.public_pem().to_vec()).encode(&mut out);
+            client.send(&out, seq).await?;
+            p = client.read().await?;
+            seq = p.next_seq();
+        }
+        match rsa.password(&p.payload, &scramble) {
+            Ok(t) => t,
+            Err(e) => {
+                let why = match e {
+                    crate::rsa_exchange::RsaExchangeError::Malformed => {
+                        "the RSA-encrypted password is not terminated"
+                    }
+                    _ => "the RSA-encrypted password could not be decrypted",
+                };
+                let r = gate
+                    .refuse(
+                        &attempt,
+                        None,
+                        LoginRefusal::Authentication(AuthError::Malformed(why)),
+                        code_of,
+                    )
+                    .await;
+                return refuse_with(&mut client, seq, wire_code(&r), &refusal_message(&r)).await;
+            }
+        }
     } else if tls {
+        client_auth = "caching_sha2_password";
         if plugin != CACHING_SHA2_PASSWORD {
             let mut out = Vec::new();
             AuthSwitchRequest {
@@ -263,6 +312,9 @@ async fn establish_inner(
         seq = p.next_seq();
         p.payload.to_vec()
     } else {
+        // Another plugin without TLS (mysql_native_password): the cleartext plugin, which
+        // clients send only when allowed.
+        client_auth = "clear_password";
         let mut out = Vec::new();
         AuthSwitchRequest {
             plugin: CLEAR_PASSWORD.to_vec(),
@@ -363,6 +415,7 @@ async fn establish_inner(
         return refuse_with(&mut client, seq, codes::REFUSED, &msg).await;
     }
     let mut adapter = serde_json::Map::new();
+    adapter.insert("client_auth".into(), client_auth.into());
     adapter.insert("upstream_tls".into(), upstream.tls.into());
     adapter.insert(
         "upstream_connection_id".into(),

@@ -50,6 +50,8 @@ pub struct Shared {
     pub sessions: Registry,
     /// The upstream's views per connection (what masked sessions see through).
     pub views: crate::views::ViewCache,
+    /// The RSA key for caching_sha2_password logins without TLS (created on first use).
+    pub rsa: crate::rsa_exchange::RsaKeyCell,
 }
 
 impl std::fmt::Debug for Shared {
