@@ -100,6 +100,24 @@ fn ok_stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs a Python client `script` with `args`; its stdout, asserting that it succeeded.
+fn python_client(gw: &Gateway, script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}\n{text}\nlog: {}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log_text()
+    );
+    text
+}
+
 fn err_text(out: &Output) -> String {
     assert!(
         !out.status.success(),
@@ -237,16 +255,7 @@ fn without_tls_the_token_travels_rsa_encrypted_or_by_the_cleartext_plugin() {
     );
     // PyMySQL does the same exchange.
     let port = gw.mysql_port.expect("mysql");
-    let out = Command::new("python3")
-        .args(["-c", PYMYSQL_RSA_SCRIPT, &port.to_string(), &token])
-        .output()
-        .expect("python3");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = python_client(&gw, PYMYSQL_RSA_SCRIPT, &[&port.to_string(), &token]);
     assert!(text.contains("ROW (('************1111',),)"), "{text}");
     // A client that sends the cleartext plugin's answer directly.
     let mut s = raw::login(port, &token);
@@ -1247,16 +1256,7 @@ fn pymysql_queries_through_the_gateway_over_tls() {
     let gw = gateway(&format!("{MASKS}{RULES}"));
     let token = gw.token("fraud-bot", &["fraud-bots"]);
     let port = gw.mysql_port.expect("mysql").to_string();
-    let out = Command::new("python3")
-        .args(["-c", PYMYSQL_SCRIPT, &port, &token])
-        .output()
-        .expect("python3");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = python_client(&gw, PYMYSQL_SCRIPT, &[&port, &token]);
     assert!(text.contains("ROW ((1, '************1111'),)"), "{text}");
     assert!(
         text.contains("ERR 1227 blocked by rule \"no-deletes\""),
