@@ -405,6 +405,10 @@ fn masking_holds_through_computations_derived_tables_and_comments() {
         run("SELECT id FROM payments WHERE card_number LIKE '%5559'"),
         "2\n"
     );
+    assert_eq!(
+        run("SELECT id FROM payments WHERE RIGHT(card_number, 4) = '5559'"),
+        "2\n"
+    );
     // Two guesses in one statement are not.
     let e = err_text(&mysql_cli(
         &gw,

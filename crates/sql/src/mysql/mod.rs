@@ -69,8 +69,9 @@
 //! * `SELECT ... INTO @var` returns nothing to the client: what it reads counts as computed
 //!   with (refused for masked identities, as `SET @v = (SELECT ...)`); an `INTO` target that
 //!   is not a plain variable name is taken for a file (`copy_file`).
-//! * `compared`, `last4`, `fallible` and `calls` of [`ColumnUses`](gatehouse_core::policy::ColumnUses) are left empty: every use
-//!   other than a plain outermost projection item is `computed`, so the masking inference judge
+//! * `fallible` and `calls` of [`ColumnUses`](gatehouse_core::policy::ColumnUses) are left empty: every use
+//!   other than a plain outermost projection item, a comparison (`=`, `IN`) or a last-four
+//!   match (`LIKE '%1234'`, `RIGHT(c, 4) = 'x'`) is `computed`, so the masking inference judge
 //!   refuses more than it would for PostgreSQL.
 //! * Outer references to a derived table's or CTE's columns take every column the statement
 //!   reads as sources (and as `derived`): masked whole rather than by style.

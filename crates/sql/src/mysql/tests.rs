@@ -565,10 +565,23 @@ fn password_hashes_are_guarded() {
 
 #[test]
 fn a_match_on_the_last_four_digits_is_last4() {
-    let s = one("SELECT id FROM payments WHERE card_number LIKE '%1111' AND id > 0");
-    assert!(s.uses.last4.contains(&card()), "{:?}", s.uses);
-    assert!(!s.uses.computed.contains(&card()), "{:?}", s.uses);
     for sql in [
+        "SELECT id FROM payments WHERE card_number LIKE '%1111' AND id > 0",
+        "SELECT id FROM payments WHERE RIGHT(card_number, 4) = '1111'",
+        "SELECT id FROM payments WHERE '1111' = right((card_number), 4) AND id > 0",
+        "SELECT id FROM payments WHERE right(card_number, 2) = ?",
+    ] {
+        let s = one(sql);
+        assert!(s.uses.last4.contains(&card()), "{sql}: {:?}", s.uses);
+        assert!(!s.uses.computed.contains(&card()), "{sql}: {:?}", s.uses);
+    }
+    for sql in [
+        "SELECT id FROM payments WHERE RIGHT(card_number, 5) = '11111'",
+        "SELECT id FROM payments WHERE RIGHT(card_number, id) = '1111'",
+        "SELECT id FROM payments WHERE RIGHT(concat(card_number, ''), 4) = '1111'",
+        "SELECT id FROM payments WHERE RIGHT(card_number, 4) = note",
+        "SELECT id FROM payments WHERE RIGHT(card_number, 4) > '1111'",
+        "SELECT id FROM payments WHERE LEFT(card_number, 4) = '4111'",
         "SELECT id FROM payments WHERE card_number LIKE '%1_11'",
         "SELECT id FROM payments WHERE card_number LIKE '%11111'",
         "SELECT id FROM payments WHERE card_number LIKE '4%'",

@@ -199,9 +199,22 @@ fn comparison(e: &Expr) -> Option<(Vec<&Expr>, bool, usize)> {
     }
 }
 
-/// `c LIKE '%1234'` (one to four digits after a single leading `%`, no escape clause): only
-/// the last characters of `c` are tested. The column reference, if so.
+/// `c LIKE '%1234'` (one to four digits after a single leading `%`, no escape clause) or
+/// `RIGHT(c, n) = constant` (a literal `n` from 0 to 4): only the last characters of `c` are
+/// tested. The column reference, if so.
 fn last4_match(e: &Expr) -> Option<&Expr> {
+    if let Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Eq,
+        right,
+    } = e
+    {
+        return match (right_call(left), right_call(right)) {
+            (Some(c), None) if is_constant(right) => Some(c),
+            (None, Some(c)) if is_constant(left) => Some(c),
+            _ => None,
+        };
+    }
     let Expr::Like {
         negated: false,
         any: false,
@@ -222,6 +235,37 @@ fn last4_match(e: &Expr) -> Option<&Expr> {
     let digits = p.strip_prefix('%')?;
     let ok = (1..=4).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
     ok.then_some(&**expr)
+}
+
+/// `RIGHT(c, n)` of a column as it is with a literal `n` from 0 to 4: the column reference.
+fn right_call(e: &Expr) -> Option<&Expr> {
+    let Expr::Function(f) = column_leaf(e) else {
+        return None;
+    };
+    if !function_name(&f.name).eq_ignore_ascii_case("right") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
+        return None;
+    }
+    let [
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(c)),
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(n)),
+    ] = list.args.as_slice()
+    else {
+        return None;
+    };
+    raw_column(c)?;
+    let Expr::Value(v) = column_leaf(n) else {
+        return None;
+    };
+    let Value::Number(digits, _) = &v.value else {
+        return None;
+    };
+    matches!(digits.as_str(), "0" | "1" | "2" | "3" | "4").then_some(c)
 }
 
 /// The column reference itself under any parentheses (what the visitor hands out).
