@@ -128,7 +128,7 @@ if [ -n "${PROFILE:-}" ]; then
     -h 127.0.0.1 -p "$GH_PORT" -U bench bench 2>/dev/null | grep '^tps' &
   BENCH_PID=$!
   sleep 2
-  perf record -F 499 -g -o "$PERF_DATA" -p "$GH_PID" -- sleep $((DURATION - 4)) 2>/dev/null
+  perf record -F 499 ${PERF_CALLGRAPH:--g} -o "$PERF_DATA" -p "$GH_PID" -- sleep $((DURATION - 4)) 2>/dev/null
   wait "$BENCH_PID"
   perf report -i "$PERF_DATA" --no-children -g none --sort dso,symbol --stdio 2>/dev/null | grep -v '^#' | grep '%' | head -${TOP:-60}
   exit 0

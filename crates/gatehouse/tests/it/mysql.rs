@@ -1308,3 +1308,102 @@ fn views_are_seen_through_for_masking_and_inference() {
     assert!(err_text(&out).contains("builtin:masked-diagnostics"));
     mariadb().sql("DROP VIEW shop.cards_vv, shop.cards_v, shop.cards_w");
 }
+
+/// The attacker's server-side state: an upstream session that starts in an `sql_mode` where
+/// quotes or backslashes read differently (set outside the gateway, here by the server's
+/// `init_connect` for one account) is refused before the client can send anything, with 1227
+/// and a `login_failed` record; a mode that does not change how strings and names are read
+/// (`PIPES_AS_CONCAT`: `||` concatenates) is served, and a masked column concatenated by
+/// `||` is refused as a computation with it.
+#[test]
+fn an_upstream_session_in_a_mode_the_gateway_cannot_parse_is_refused() {
+    let server = mariadb();
+    // Accounts without SUPER run init_connect; the mode depends on the account, so the other
+    // tests' sessions on this server are untouched.
+    server.sql(&format!(
+        "CREATE USER IF NOT EXISTS 'gh_ansi'@'%' IDENTIFIED BY '{pw}';
+         GRANT SELECT ON shop.* TO 'gh_ansi'@'%';
+         CREATE USER IF NOT EXISTS 'gh_nobs'@'%' IDENTIFIED BY '{pw}';
+         GRANT SELECT ON shop.* TO 'gh_nobs'@'%';
+         CREATE USER IF NOT EXISTS 'gh_pipes'@'%' IDENTIFIED BY '{pw}';
+         GRANT SELECT ON shop.* TO 'gh_pipes'@'%';
+         SET GLOBAL init_connect = \"SET sql_mode = CASE SUBSTRING_INDEX(CURRENT_USER(), '@', 1) \
+           WHEN 'gh_ansi' THEN CONCAT(@@sql_mode, ',ANSI') \
+           WHEN 'gh_nobs' THEN CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES') \
+           WHEN 'gh_pipes' THEN CONCAT(@@sql_mode, ',PIPES_AS_CONCAT') \
+           ELSE @@sql_mode END\";",
+        pw = crate::support::SVC_PASSWORD
+    ));
+    let conn = |name: &str, user: &str| {
+        format!(
+            "\n[[connection]]\nname = \"{name}\"\nkind = \"mysql\"\nupstream = \"127.0.0.1:{}\"\n\
+             database = \"shop\"\nuser = \"{user}\"\npassword_env = \"TEST_DB_PASSWORD\"\n\
+             upstream_tls = \"disable\"\nallow_groups = [\"fraud-bots\"]\n",
+            server.port
+        )
+    };
+    let masks = r#"
+[[mask]]
+connections = ["shop-ansi", "shop-nobs", "shop-pipes"]
+columns = ["shop.payments.card_number"]
+detectors = ["pan"]
+style = "last4"
+"#;
+    let gw = gateway(&format!(
+        "{masks}{}{}{}",
+        conn("shop-ansi", "gh_ansi"),
+        conn("shop-nobs", "gh_nobs"),
+        conn("shop-pipes", "gh_pipes")
+    ));
+    let token = gw.token("fraud-bot", &["fraud-bots"]);
+    for (name, flag) in [
+        ("shop-ansi", "ANSI_QUOTES"),
+        ("shop-nobs", "NO_BACKSLASH_ESCAPES"),
+    ] {
+        let e = err_text(&mysql_cli(
+            &gw,
+            &token,
+            Some(name),
+            "SELECT card_number FROM payments",
+            &["--ssl"],
+        ));
+        assert!(e.contains("1227") && e.contains("sql_mode"), "{name}: {e}");
+        assert!(e.contains(flag), "{name}: {e}");
+        assert!(!e.contains("4111"), "{e}");
+        let failed = gw.wait_for_record(|r| r["kind"] == "login_failed" && r["connection"] == name);
+        assert!(
+            failed.to_string().contains("upstream_state_refused"),
+            "{failed}"
+        );
+        assert!(
+            gw.export()
+                .iter()
+                .all(|r| !(r["kind"] == "statement" && r["connection"] == name)),
+            "no statement of {name} was recorded, none reached the server"
+        );
+    }
+    // The session is served in that mode, masked as everywhere.
+    let out = mysql_cli(
+        &gw,
+        &token,
+        Some("shop-pipes"),
+        "SELECT @@sql_mode LIKE '%PIPES_AS_CONCAT%', card_number FROM payments WHERE id = 1",
+        &["--ssl"],
+    );
+    assert_eq!(ok_stdout(&out), "1\t************1111\n");
+    // `||` concatenates here, where the gateway's parser reads an OR: either way it computes
+    // with the card number, which a masked identity may not do.
+    let e = err_text(&mysql_cli(
+        &gw,
+        &token,
+        Some("shop-pipes"),
+        "SELECT card_number || '' FROM payments WHERE id = 1",
+        &["--ssl"],
+    ));
+    assert!(
+        e.contains("1227") && e.contains("builtin:masked-inference"),
+        "{e}"
+    );
+    assert!(!e.contains("4111111111111111"), "{e}");
+    server.sql("SET GLOBAL init_connect = ''");
+}
