@@ -38,7 +38,7 @@ pub fn caching_sha2_password(password: &[u8], scramble: &[u8]) -> Vec<u8> {
 }
 
 /// The 20 bytes of scramble both plugins use (servers may send a trailing NUL).
-fn scramble_20(scramble: &[u8]) -> &[u8] {
+pub fn scramble_20(scramble: &[u8]) -> &[u8] {
     scramble.get(..20).unwrap_or(scramble)
 }
 

@@ -111,6 +111,88 @@ impl RsaKeyCell {
     }
 }
 
+/// An upstream server's RSA public key, pinned in the configuration
+/// (`upstream_rsa_public_key_file`): the gateway's side of the exchange when it logs in
+/// upstream without TLS.
+pub struct PinnedServerKey(aws_lc_rs::rsa::OaepPublicEncryptingKey);
+
+impl std::fmt::Debug for PinnedServerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedServerKey").finish_non_exhaustive()
+    }
+}
+
+/// Why a pinned key cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PinnedKeyError {
+    #[error("not a PEM public key (-----BEGIN PUBLIC KEY-----, as the server's public_key.pem)")]
+    NotPem,
+    #[error("not an RSA public key")]
+    NotRsa,
+    #[error("the password is too long to encrypt to this key ({len} bytes, at most {max})")]
+    TooLong { len: usize, max: usize },
+    #[error("RSA encryption failed")]
+    Encrypt,
+}
+
+impl PinnedServerKey {
+    /// The key from a PEM `PUBLIC KEY` (SubjectPublicKeyInfo), as MySQL writes it.
+    pub fn from_pem(text: &[u8]) -> Result<Self, PinnedKeyError> {
+        let text = std::str::from_utf8(text).map_err(|_| PinnedKeyError::NotPem)?;
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        if lines.next() != Some("-----BEGIN PUBLIC KEY-----") {
+            return Err(PinnedKeyError::NotPem);
+        }
+        let mut body = String::new();
+        let mut ended = false;
+        for line in lines {
+            if line == "-----END PUBLIC KEY-----" {
+                ended = true;
+                break;
+            }
+            body.push_str(line);
+        }
+        if !ended {
+            return Err(PinnedKeyError::NotPem);
+        }
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|_| PinnedKeyError::NotPem)?;
+        let public = aws_lc_rs::rsa::PublicEncryptingKey::from_der(&der)
+            .map_err(|_| PinnedKeyError::NotRsa)?;
+        aws_lc_rs::rsa::OaepPublicEncryptingKey::new(public)
+            .map(Self)
+            .map_err(|_| PinnedKeyError::NotRsa)
+    }
+
+    /// What a client sends for `password` and the greeting's `scramble`: the password,
+    /// NUL-terminated and XORed with the scramble, RSA-OAEP-encrypted to the key.
+    pub fn encrypt(&self, password: &[u8], scramble: &[u8]) -> Result<Vec<u8>, PinnedKeyError> {
+        let mut plain = password.to_vec();
+        plain.push(0);
+        let max = self.0.max_plaintext_size(&OAEP_SHA1_MGF1SHA1);
+        if plain.len() > max {
+            plain.fill(0);
+            return Err(PinnedKeyError::TooLong {
+                len: password.len(),
+                max: max.saturating_sub(1),
+            });
+        }
+        for (b, s) in plain.iter_mut().zip(scramble.iter().cycle()) {
+            *b ^= s;
+        }
+        let mut out = vec![0u8; self.0.ciphertext_size()];
+        let written = self
+            .0
+            .encrypt(&OAEP_SHA1_MGF1SHA1, &plain, &mut out, None)
+            .map(|c| c.len());
+        plain.fill(0);
+        let len = written.map_err(|_| PinnedKeyError::Encrypt)?;
+        out.truncate(len);
+        Ok(out)
+    }
+}
+
 fn pem(label: &str, der: &[u8]) -> Vec<u8> {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
@@ -149,6 +231,36 @@ mod tests {
             .encrypt(&OAEP_SHA1_MGF1SHA1, &plain, &mut out, None)
             .unwrap()
             .to_vec()
+    }
+
+    #[test]
+    fn a_pinned_key_encrypts_what_the_keys_owner_reads_back() {
+        let rsa = RsaExchange::generate().unwrap();
+        let pinned = PinnedServerKey::from_pem(rsa.public_pem()).unwrap();
+        let scramble = b"abcdefghij0123456789";
+        let sent = pinned.encrypt(b"held-secret", scramble).unwrap();
+        assert_eq!(sent.len(), rsa.ciphertext_len());
+        assert!(!sent.windows(11).any(|w| w == b"held-secret"));
+        assert_eq!(rsa.password(&sent, scramble).unwrap(), b"held-secret");
+        // Another scramble reads back something else: the ciphertext is bound to the login.
+        assert_ne!(
+            rsa.password(&sent, b"ZZZZZZZZZZZZZZZZZZZZ").ok(),
+            Some(b"held-secret".to_vec())
+        );
+        let too_long = vec![b'x'; 600];
+        assert!(matches!(
+            pinned.encrypt(&too_long, scramble),
+            Err(PinnedKeyError::TooLong { .. })
+        ));
+        for bad in [
+            &b""[..],
+            b"not a key",
+            b"-----BEGIN PUBLIC KEY-----\n!!!\n-----END PUBLIC KEY-----\n",
+            b"-----BEGIN PUBLIC KEY-----\nAAAA\n",
+            b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        ] {
+            assert!(PinnedServerKey::from_pem(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! The client never sees this exchange: the gateway answers the server's scramble itself
 //! (`mysql_native_password`, `caching_sha2_password` fast path, or its full authentication
-//! with the password inside TLS), so the credential never reaches the client and the
+//! with the password inside TLS or encrypted to the server's pinned RSA key — never to a key
+//! the server sends on request), so the credential never reaches the client and the
 //! client's token never reaches the server. The login asks for the framing the client
 //! negotiated with the gateway (EOF packets or not, multi-results), so result sets can be
 //! relayed packet by packet; a server that cannot give it is refused, not translated.
@@ -24,6 +25,7 @@ use crate::messages::{
     AuthMoreData, AuthSwitchRequest, ErrPacket, HandshakeResponse41, HandshakeV10, MessageError,
     SslRequest,
 };
+use crate::rsa_exchange::PinnedServerKey;
 use crate::stream::{Duplex, PacketStream, StreamError};
 
 /// Capabilities that change how results are framed: the upstream must grant each one the
@@ -56,9 +58,17 @@ pub enum UpstreamError {
     UnsupportedAuth(String),
     #[error(
         "caching_sha2_password full authentication needs TLS to the upstream \
-         (upstream_tls = \"require\" or \"verify-full\")"
+         (upstream_tls = \"require\" or \"verify-full\") or the server's pinned RSA key \
+         (upstream_rsa_public_key_file)"
     )]
     FullAuthNeedsTls,
+    #[error("upstream_rsa_public_key_file: {0}")]
+    PinnedKey(#[from] crate::rsa_exchange::PinnedKeyError),
+    #[error("upstream_rsa_public_key_file {path}: {source}")]
+    PinnedKeyFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("upstream does not support {0}, which the client uses")]
     MissingCapability(&'static str),
     #[error("upstream error {code} ({sqlstate}): {message}")]
@@ -85,6 +95,8 @@ pub struct MysqlTarget {
     password: Option<Secret>,
     pub tls: UpstreamTls,
     tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// The server's pinned RSA key (`upstream_rsa_public_key_file`).
+    rsa_key: Option<PinnedServerKey>,
 }
 
 impl std::fmt::Debug for MysqlTarget {
@@ -121,6 +133,17 @@ impl MysqlTarget {
             tls: conn.upstream_tls,
             tls_config: gatehouse_core::upstream_tls::client_config(conn)
                 .map_err(UpstreamError::Tls)?,
+            rsa_key: match &conn.upstream_rsa_public_key_file {
+                Some(path) => {
+                    let pem =
+                        std::fs::read(path).map_err(|source| UpstreamError::PinnedKeyFile {
+                            path: path.display().to_string(),
+                            source,
+                        })?;
+                    Some(PinnedServerKey::from_pem(&pem)?)
+                }
+                None => None,
+            },
         })
     }
 
@@ -226,6 +249,9 @@ impl MysqlTarget {
         .encode(&mut login);
         stream.send(&login, seq).await?;
         let mut plugin = plugin.to_vec();
+        // The scramble the server's last request carried (what an RSA-encrypted password is
+        // XORed with).
+        let mut scramble = crate::auth::scramble_20(&hello.auth_data).to_vec();
         loop {
             let p = stream.read().await?;
             let next = p.next_seq();
@@ -236,6 +262,7 @@ impl MysqlTarget {
                     let switch = AuthSwitchRequest::parse(&p.payload)?;
                     let answer = scramble_answer(&switch.plugin, password, &switch.data, tls)?;
                     plugin = switch.plugin;
+                    scramble = crate::auth::scramble_20(&switch.data).to_vec();
                     stream.send(&answer, next).await?;
                 }
                 Some(0x01) if plugin == CACHING_SHA2_PASSWORD => {
@@ -248,7 +275,15 @@ impl MysqlTarget {
                             clear.push(0);
                             stream.send(&clear, next).await?;
                         }
-                        Some(0x04) => return Err(UpstreamError::FullAuthNeedsTls),
+                        // Without TLS, only to the pinned key; never to a key the server
+                        // (or whoever answers in its place) sends on request.
+                        Some(0x04) => match &self.rsa_key {
+                            Some(key) => {
+                                let sent = key.encrypt(password, &scramble)?;
+                                stream.send(&sent, next).await?;
+                            }
+                            None => return Err(UpstreamError::FullAuthNeedsTls),
+                        },
                         _ => {
                             return Err(UpstreamError::UnsupportedAuth(
                                 "caching_sha2_password (unknown step)".into(),

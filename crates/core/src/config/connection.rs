@@ -157,6 +157,11 @@ pub struct Connection {
     /// before it is refused (`53300`), e.g. "30s".
     #[serde(default = "default_pool_wait_timeout")]
     pub pool_wait_timeout: String,
+    /// `kind = "mysql"`: the upstream server's RSA public key (PEM), pinned. Without TLS to
+    /// the upstream, `caching_sha2_password` full authentication sends the held password
+    /// encrypted to this key; the gateway never asks the server for its key (whoever sits on
+    /// the path could answer with their own and read the password).
+    pub upstream_rsa_public_key_file: Option<PathBuf>,
     /// `kind = "ssh"`: the held private key the gateway logs in upstream with.
     pub private_key_file: Option<PathBuf>,
     /// `kind = "ssh"`: the upstream's host key fingerprint (`SHA256:…`), required.
@@ -359,7 +364,7 @@ impl Connection {
             )
         };
         let database = matches!(kind, Postgres | Mysql);
-        let set: [(&str, bool, bool); 7] = [
+        let set: [(&str, bool, bool); 8] = [
             ("database", !self.database.is_empty(), database),
             ("user", !self.user.is_empty(), kind != Http),
             (
@@ -368,6 +373,11 @@ impl Connection {
                 kind == Ssh,
             ),
             ("host_key", self.host_key.is_some(), kind == Ssh),
+            (
+                "upstream_rsa_public_key_file",
+                self.upstream_rsa_public_key_file.is_some(),
+                kind == Mysql,
+            ),
             ("headers", !self.headers.is_empty(), kind == Http),
             ("timeout", self.timeout.is_some(), kind == Http),
             (
@@ -522,6 +532,12 @@ mod tests {
         );
         let e = error(&format!("{SSH}\non_parse_error = \"forward\""));
         assert!(e.contains("on_parse_error"), "{e}");
+        let e = error(&format!("{PG}\nupstream_rsa_public_key_file = \"k.pem\""));
+        assert!(
+            e.contains("connection[0].upstream_rsa_public_key_file")
+                && e.contains("not a key of kind = \"postgres\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -144,6 +144,7 @@ impl Config {
             fix(&mut c.password_file);
             fix(&mut c.upstream_ca_file);
             fix(&mut c.private_key_file);
+            fix(&mut c.upstream_rsa_public_key_file);
             for h in &mut c.headers {
                 fix(&mut h.value_file);
             }

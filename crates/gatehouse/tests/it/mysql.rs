@@ -1407,3 +1407,83 @@ style = "last4"
     assert!(!e.contains("4111111111111111"), "{e}");
     server.sql("SET GLOBAL init_connect = ''");
 }
+
+/// A MySQL 8 upstream with `caching_sha2_password` (a MySQL-protocol test server: no MySQL 8
+/// is packaged here, and MariaDB has no such server plugin): the gateway passes the fast
+/// path, and full authentication without TLS only to the server's pinned RSA key — it never
+/// asks the server for a key, sends no password in the clear, and without a pinned key (or
+/// with the wrong one) the login fails with 1105 for the client and a record naming why.
+#[test]
+fn a_mysql8_upstream_is_logged_into_by_caching_sha2_fast_path_or_the_pinned_rsa_key() {
+    use crate::support::mysql8::Mysql8;
+    let server = Mysql8::start(crate::support::SVC_PASSWORD);
+    let keys = tempfile::tempdir().expect("tempdir");
+    let pinned = keys.path().join("mysql8-public.pem");
+    std::fs::write(&pinned, &server.public_pem).expect("key");
+    let other = keys.path().join("other-public.pem");
+    std::fs::write(&other, &Mysql8::start("x").public_pem).expect("key");
+    let conn = |name: &str, user: &str, key: Option<&std::path::Path>| {
+        let key = key
+            .map(|k| format!("upstream_rsa_public_key_file = \"{}\"\n", k.display()))
+            .unwrap_or_default();
+        format!(
+            "\n[[connection]]\nname = \"{name}\"\nkind = \"mysql\"\nupstream = \"127.0.0.1:{}\"\n\
+             database = \"shop\"\nuser = \"{user}\"\npassword_env = \"TEST_DB_PASSWORD\"\n\
+             upstream_tls = \"disable\"\n{key}allow_groups = [\"dba\"]\n",
+            server.port
+        )
+    };
+    let gw = gateway(&format!(
+        "{}{}{}{}",
+        conn("m8-fast", "fast_user", None),
+        conn("m8-pinned", "full_user", Some(&pinned)),
+        conn("m8-unpinned", "full_user", None),
+        conn("m8-wrong-key", "full_user", Some(&other)),
+    ));
+    let dba = gw.token("alice", &["dba"]);
+    for name in ["m8-fast", "m8-pinned"] {
+        let out = mysql_cli(&gw, &dba, Some(name), "SELECT 'hi'", &["--ssl"]);
+        assert_eq!(ok_stdout(&out), "hello from mysql 8\n", "{name}");
+        let start = gw.wait_for_record(|r| r["kind"] == "session_start" && r["connection"] == name);
+        assert_eq!(
+            detail_of(&start)["upstream_version"],
+            "8.0.40-gatehouse-test"
+        );
+    }
+    let log = server.log();
+    assert!(log.contains(&"fast ok".to_owned()), "{log:?}");
+    assert!(log.contains(&"full rsa ok".to_owned()), "{log:?}");
+    for (name, why) in [
+        ("m8-unpinned", "upstream_rsa_public_key_file"),
+        ("m8-wrong-key", "Access denied"),
+    ] {
+        let e = err_text(&mysql_cli(&gw, &dba, Some(name), "SELECT 'hi'", &["--ssl"]));
+        assert!(
+            e.contains("1105") && e.contains("could not connect to the upstream"),
+            "{name}: {e}"
+        );
+        assert!(!e.contains(crate::support::SVC_PASSWORD), "{e}");
+        let failed = gw.wait_for_record(|r| r["kind"] == "login_failed" && r["connection"] == name);
+        let raw = failed.to_string();
+        assert!(
+            raw.contains("upstream_unavailable") && raw.contains(why),
+            "{name}: {raw}"
+        );
+        assert!(!raw.contains(crate::support::SVC_PASSWORD), "{raw}");
+    }
+    let log = server.log();
+    assert!(!log.contains(&"key requested".to_owned()), "{log:?}");
+    assert!(
+        !log.contains(&"password in the clear".to_owned()),
+        "{log:?}"
+    );
+    assert_eq!(
+        log.iter().filter(|l| *l == "bad password").count(),
+        1,
+        "the wrong key's ciphertext reached the server and was refused: {log:?}"
+    );
+    assert!(
+        log.iter().any(|l| l == "query SELECT 'hi'"),
+        "the client's query reached the server: {log:?}"
+    );
+}

@@ -11,6 +11,7 @@
 )]
 
 pub mod mariadb;
+pub mod mysql8;
 mod wire;
 
 pub use wire::*;
